@@ -1,0 +1,1 @@
+"""docqa producer side: reading documents, windowing and submitting question jobs."""

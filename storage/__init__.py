@@ -1,0 +1,1 @@
+"""docqa storage: SQLAlchemy models, the repository that reads and writes them, migrations."""
