@@ -1,0 +1,366 @@
+"""The QA engine: a model loaded once, windows of many questions run in shared batches.
+
+`Engine` has a cheap constructor and an idempotent `warm_up()` that loads tokenizer and
+model (`from_pretrained`: hub id or local folder, optional revision). `run()` takes
+any number of (document, question, parameters) items and returns, for each, its
+answers or the reason it could not be answered; one bad item never fails the others.
+
+Stages: tokenize (documents once, batched; questions once) -> windows (slices of the
+document tokens) -> length-sorted batches under a token budget -> forward (inference
+mode, one device, one dtype; no tokenization in this loop) -> per-window spans ->
+merge across windows.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from producer.windows import DocumentTokens, WindowError, plan_windows, require_fast, tokenize_documents
+from worker.batching import plan_batches
+from worker.messages import Answer, AnswerParams
+from worker.spans import WindowLayout, merge_answers, window_candidates
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PARAMS = AnswerParams()
+
+
+class ModelLoadError(RuntimeError):
+    """The model or tokenizer could not be loaded; the message says what to do."""
+
+
+class ItemError(ValueError):
+    """One (document, question) item cannot be answered; the message says why."""
+
+
+@dataclass(frozen=True)
+class QAItem:
+    """One question about one document. `tokens` may carry a tokenization made earlier."""
+
+    text: str
+    question: str
+    params: AnswerParams = DEFAULT_PARAMS
+    tokens: DocumentTokens | None = None
+
+
+@dataclass
+class QAResult:
+    """Answers (best first) or the error that kept the item from being answered."""
+
+    answers: list[Answer] = field(default_factory=list)
+    error: str | None = None
+    n_windows: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class PairTemplate:
+    """How the tokenizer lays out a (question, context) pair, learnt from the tokenizer.
+
+    For BERT-style models: prefix [CLS], middle [SEP], suffix [SEP].
+    """
+
+    prefix: tuple[int, ...]
+    middle: tuple[int, ...]
+    suffix: tuple[int, ...]
+    type_ids: tuple[int, int, int, int, int] | None  # prefix, question, middle, context, suffix
+
+    @property
+    def n_special(self) -> int:
+        return len(self.prefix) + len(self.middle) + len(self.suffix)
+
+
+def learn_template(tokenizer) -> PairTemplate:
+    enc = tokenizer("a", "b", return_token_type_ids=True)
+    ids = enc["input_ids"]
+    seq = enc.sequence_ids()
+    q = [i for i, s in enumerate(seq) if s == 0]
+    c = [i for i, s in enumerate(seq) if s == 1]
+    if not q or not c or tokenizer.padding_side != "right":
+        raise ModelLoadError(
+            f"tokenizer {type(tokenizer).__name__} does not put the question first in a "
+            "(question, context) pair; docqa supports question-first (right-padding) tokenizers"
+        )
+    type_ids = None
+    tt = enc.get("token_type_ids")
+    if tt is not None:
+        pre = tt[0] if q[0] > 0 else tt[q[0]]
+        mid = tt[q[-1] + 1] if c[0] > q[-1] + 1 else tt[q[-1]]
+        suf = tt[c[-1] + 1] if c[-1] + 1 < len(ids) else tt[c[-1]]
+        type_ids = (pre, tt[q[0]], mid, tt[c[0]], suf)
+    return PairTemplate(
+        prefix=tuple(ids[: q[0]]),
+        middle=tuple(ids[q[-1] + 1 : c[0]]),
+        suffix=tuple(ids[c[-1] + 1 :]),
+        type_ids=type_ids,
+    )
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {device!r} was asked for, but no CUDA GPU is available")
+    return device
+
+
+def resolve_dtype(dtype: str, device: str):
+    """float32 on CPU; bfloat16 (or float16 where bf16 is unsupported) on GPU."""
+    import torch
+
+    names = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    if dtype == "auto":
+        if device.startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if dtype not in names:
+        raise ModelLoadError(f"unknown dtype {dtype!r}; use one of auto, {', '.join(names)}")
+    if device == "cpu" and dtype == "float16":
+        # CPUs have no fast float16 matmul: it runs several times slower than float32.
+        raise ModelLoadError("float16 on the CPU is several times slower than float32; use dtype float32")
+    return names[dtype]
+
+
+class Engine:
+    """Batched extractive QA with one model. Construct cheaply; `warm_up()` loads."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        revision: str | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        batch_tokens: int = 8192,
+        quantize: str = "none",
+    ) -> None:
+        if batch_tokens <= 0:
+            raise ValueError(f"batch_tokens must be positive (got {batch_tokens})")
+        if quantize not in ("none", "int8"):
+            raise ValueError(f"quantize must be 'none' or 'int8' (got {quantize!r})")
+        self.model_id = model
+        self.revision = revision
+        self.device_request = device
+        self.dtype_request = dtype
+        self.batch_tokens = batch_tokens
+        self.quantize = quantize
+        self._tokenizer = None
+        self._model = None
+        self._template: PairTemplate | None = None
+        self._device = None
+        self._dtype = None
+        self.forward_calls = 0  # forwards run so far (a batch is one call)
+        self.windows_run = 0
+
+    # -- loading -----------------------------------------------------------------
+    @property
+    def model_label(self) -> str:
+        """'model' or 'model@revision': stored with every answer."""
+        return f"{self.model_id}@{self.revision}" if self.revision else self.model_id
+
+    @property
+    def tokenizer(self):
+        self.warm_up()
+        return self._tokenizer
+
+    @property
+    def model(self):
+        self.warm_up()
+        return self._model
+
+    @property
+    def device(self) -> str:
+        self.warm_up()
+        return self._device
+
+    def warm_up(self) -> "Engine":
+        """Load tokenizer and model once; later calls do nothing."""
+        if self._model is not None:
+            return self
+        import torch
+        from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # a per-load progress bar is noise in worker logs
+
+        device = resolve_device(self.device_request)
+        dtype = resolve_dtype(self.dtype_request, device)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(self.model_id, revision=self.revision)
+            model = AutoModelForQuestionAnswering.from_pretrained(
+                self.model_id, revision=self.revision, dtype=torch.float32
+            )
+        except (OSError, ValueError) as exc:
+            where = "local folder" if os.path.isdir(self.model_id) else "model"
+            raise ModelLoadError(
+                f"could not load the {where} {self.model_label!r}: it is not a local folder "
+                f"holding a question-answering model, and it could not be downloaded from the "
+                f"Hugging Face hub ({_first_line(exc)}). Pass --model PATH to a local folder "
+                f"(or set DOCQA_MODEL), or connect once so the model can be downloaded."
+            ) from None
+        try:
+            require_fast(tokenizer)
+        except WindowError as exc:
+            raise ModelLoadError(str(exc)) from None
+        model.eval()
+        if self.quantize == "int8":
+            if device != "cpu":
+                raise ModelLoadError("quantize=int8 is a CPU mode; on a GPU use dtype bfloat16/float16")
+            model = quantize_int8(model)
+        else:
+            model = model.to(device=device, dtype=dtype)
+        self._template = learn_template(tokenizer)
+        self._tokenizer = tokenizer
+        self._device = device
+        self._dtype = dtype
+        self._model = model
+        return self
+
+    # -- answering ---------------------------------------------------------------
+    def answer(self, text: str, question: str, params: AnswerParams = DEFAULT_PARAMS) -> list[Answer]:
+        """Answers to one question about one document; raises ItemError if it cannot."""
+        result = self.run([QAItem(text, question, params)])[0]
+        if result.error is not None:
+            raise ItemError(result.error)
+        return result.answers
+
+    def tokenize(self, texts: Sequence[str]) -> list[DocumentTokens]:
+        return tokenize_documents(self.tokenizer, list(texts))
+
+    def run(self, items: Sequence[QAItem]) -> list[QAResult]:
+        """Answer every item; windows of all items share forward batches."""
+        self.warm_up()
+        tok = self._tokenizer
+        template = self._template
+        results = [QAResult() for _ in items]
+
+        # Tokenize each distinct document and question once.
+        doc_tokens: dict[str, DocumentTokens] = {}
+        for item in items:
+            if item.tokens is not None:
+                doc_tokens.setdefault(item.text, item.tokens)
+        todo = list(dict.fromkeys(it.text for it in items if it.text not in doc_tokens))
+        for text, toks in zip(todo, tokenize_documents(tok, todo)):
+            doc_tokens[text] = toks
+        questions = list(dict.fromkeys(it.question for it in items))
+        q_ids = dict(
+            zip(questions, tok(questions, add_special_tokens=False)["input_ids"] if questions else [])
+        )
+
+        # Windows of every item: (item index, layout, input ids).
+        windows: list[tuple[int, WindowLayout, np.ndarray]] = []
+        for i, item in enumerate(items):
+            doc = doc_tokens[item.text]
+            qi = q_ids[item.question]
+            try:
+                if not item.question.strip():
+                    raise WindowError("the question is empty")
+                spans = plan_windows(
+                    len(doc),
+                    len(qi),
+                    max_seq_len=item.params.max_seq_len,
+                    doc_stride=item.params.doc_stride,
+                    n_special=template.n_special,
+                )
+            except WindowError as exc:
+                results[i].error = str(exc)
+                continue
+            results[i].n_windows = len(spans)
+            head = np.asarray([*template.prefix, *qi, *template.middle], dtype=np.int64)
+            tail = np.asarray(template.suffix, dtype=np.int64)
+            for start, end in spans:
+                ids = np.concatenate([head, doc.ids[start:end], tail])
+                cls = tok.cls_token_id
+                cls_positions = tuple(np.flatnonzero(ids == cls).tolist()) if cls is not None else ()
+                layout = WindowLayout(
+                    seq_len=int(ids.shape[0]),
+                    context_offset=int(head.shape[0]),
+                    doc_start=start,
+                    doc_end=end,
+                    cls_positions=cls_positions,
+                )
+                windows.append((i, layout, ids))
+
+        logits = self._forward_all([w[2] for w in windows], [w[1] for w in windows])
+
+        per_item: dict[int, list] = {}
+        for (i, layout, _ids), (s_log, e_log) in zip(windows, logits):
+            cands, null = window_candidates(s_log, e_log, layout, items[i].params)
+            per_item.setdefault(i, []).append((layout, cands, null, s_log, e_log))
+        for i, wins in per_item.items():
+            item = items[i]
+            doc = doc_tokens[item.text]
+            results[i].answers = merge_answers(item.text, wins, doc.offsets, doc.word_ids, item.params)
+        return results
+
+    def _forward_all(self, seqs: list[np.ndarray], layouts: list[WindowLayout]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Start/end logits (float32, unpadded) of every window, batched by length."""
+        import torch
+
+        out: list = [None] * len(seqs)
+        if not seqs:
+            return out
+        tok = self._tokenizer
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        lengths = [int(s.shape[0]) for s in seqs]
+        use_types = self._template.type_ids is not None and "token_type_ids" in tok.model_input_names
+        with torch.inference_mode():
+            for batch in plan_batches(lengths, self.batch_tokens):
+                width = max(lengths[j] for j in batch)
+                ids = np.full((len(batch), width), pad, dtype=np.int64)
+                mask = np.zeros((len(batch), width), dtype=np.int64)
+                types = np.zeros((len(batch), width), dtype=np.int64) if use_types else None
+                for row, j in enumerate(batch):
+                    ids[row, : lengths[j]] = seqs[j]
+                    mask[row, : lengths[j]] = 1
+                    if use_types:
+                        types[row, : lengths[j]] = self._type_row(layouts[j])
+                inputs = {
+                    "input_ids": torch.from_numpy(ids).to(self._device),
+                    "attention_mask": torch.from_numpy(mask).to(self._device),
+                }
+                if use_types:
+                    inputs["token_type_ids"] = torch.from_numpy(types).to(self._device)
+                result = self._model(**inputs)
+                start = result.start_logits.float().cpu().numpy()
+                end = result.end_logits.float().cpu().numpy()
+                self.forward_calls += 1
+                self.windows_run += len(batch)
+                for row, j in enumerate(batch):
+                    out[j] = (start[row, : lengths[j]], end[row, : lengths[j]])
+        return out
+
+    def _type_row(self, layout: WindowLayout) -> np.ndarray:
+        pre, q, mid, c, suf = self._template.type_ids
+        t = self._template
+        n_q = layout.context_offset - len(t.prefix) - len(t.middle)
+        parts = [
+            np.full(len(t.prefix), pre),
+            np.full(n_q, q),
+            np.full(len(t.middle), mid),
+            np.full(layout.n_context, c),
+            np.full(len(t.suffix), suf),
+        ]
+        return np.concatenate(parts)
+
+
+def quantize_int8(model):
+    """Dynamic int8 quantization of the Linear layers (CPU)."""
+    import torch
+
+    return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

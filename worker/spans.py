@@ -1,0 +1,273 @@
+"""Span decoding: from one window's start/end logits to scored answer candidates, and
+from the candidates of all windows to a question's answers.
+
+Pure numpy, no model: every function here can be tested with hand-made logits.
+The arithmetic follows transformers 5.2.0's QuestionAnsweringPipeline (fast-tokenizer
+path) step for step, in float32, so the same logits give the same answers:
+
+1. logits of tokens that cannot be part of an answer (question, special tokens,
+   padding) are set to -10000, except CLS;
+2. softmax over the window, for start and end separately;
+3. null score = p_start[CLS] * p_end[CLS]; then CLS is zeroed;
+4. span score p_start[s] * p_end[e] for s <= e <= s + max_answer_len - 1;
+5. the window's `n_candidates` best entries of that matrix are taken (numpy argmax /
+   argpartition exactly as the reference, which matters for ties among zero scores)
+   and those whose start or end is not an allowed token are dropped;
+6. across windows, candidates whose text is equal ignoring case are merged (scores
+   added, the first one's offsets kept); the null answer (min over windows) is added
+   when allowed; a stable sort by score, cut to top_k.
+
+Index conventions: positions `s`, `e` index the window's full input sequence
+(special tokens included), end inclusive. Character offsets are Python str indices into
+the document, end exclusive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from worker.messages import Answer, AnswerParams
+
+MASKED_LOGIT = -10000.0
+NO_NULL_SCORE = 1000000.0  # the reference's "large and positive" starting null score
+
+
+@dataclass(frozen=True)
+class WindowLayout:
+    """Where one window's context tokens sit, and how they map to the document.
+
+    seq_len: length of the window's input sequence (specials and question included).
+    context_offset: position of the first context token in that sequence.
+    doc_start, doc_end: the window's slice of the document's tokens (end exclusive).
+    cls_positions: positions holding the CLS token id (kept selectable, as the
+        reference keeps them for models that point at CLS for "no answer").
+    """
+
+    seq_len: int
+    context_offset: int
+    doc_start: int
+    doc_end: int
+    cls_positions: tuple[int, ...] = (0,)
+
+    @property
+    def n_context(self) -> int:
+        return self.doc_end - self.doc_start
+
+    def allowed_mask(self) -> np.ndarray:
+        """True for tokens that may start or end an answer: the context and CLS."""
+        allowed = np.zeros(self.seq_len, dtype=bool)
+        allowed[self.context_offset : self.context_offset + self.n_context] = True
+        allowed[list(self.cls_positions)] = True
+        return allowed
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One scored span of one window, before merging."""
+
+    start: int  # position in the window sequence
+    end: int  # position in the window sequence, inclusive
+    score: float
+
+
+def softmax_masked(logits: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """float32 softmax over one window, with disallowed tokens pushed to -10000."""
+    x = np.where(allowed, logits.astype(np.float32, copy=False), np.float32(MASKED_LOGIT))
+    x = np.exp(x - x.max())
+    return x / x.sum()
+
+
+def top_spans(
+    p_start: np.ndarray,
+    p_end: np.ndarray,
+    allowed: np.ndarray,
+    *,
+    n_candidates: int,
+    max_answer_len: int,
+) -> list[Candidate]:
+    """The best `n_candidates` spans of a window, best first, disallowed ones dropped.
+
+    p_start and p_end are probabilities (CLS already zeroed). Selection is done on the
+    full (seq_len x seq_len) score matrix with the reference's numpy calls, so ties
+    (including the zero scores that short windows fill their quota with) resolve the
+    same way.
+    """
+    outer = np.multiply.outer(p_start, p_end)
+    scores = np.tril(np.triu(outer), max_answer_len - 1)
+    flat = scores.ravel()
+    if n_candidates == 1:
+        order = np.array([np.argmax(flat)])
+    elif flat.shape[0] < n_candidates:
+        order = np.argsort(-flat)
+    else:
+        part = np.argpartition(-flat, n_candidates)[0:n_candidates]
+        order = part[np.argsort(-flat[part])]
+    starts, ends = np.unravel_index(order, scores.shape)
+    keep = allowed[starts] & allowed[ends]
+    return [
+        Candidate(int(s), int(e), float(scores[s, e]))
+        for s, e in zip(starts[keep], ends[keep])
+    ]
+
+
+def window_candidates(
+    start_logits: np.ndarray,
+    end_logits: np.ndarray,
+    layout: WindowLayout,
+    params: AnswerParams,
+) -> tuple[list[Candidate], float]:
+    """Candidates of one window and its null score p_start[CLS] * p_end[CLS].
+
+    The logits are the window's own (length layout.seq_len, no padding).
+    """
+    if start_logits.shape[0] != layout.seq_len or end_logits.shape[0] != layout.seq_len:
+        raise ValueError(
+            f"logits of length {start_logits.shape[0]}/{end_logits.shape[0]} do not match "
+            f"the window's sequence length {layout.seq_len}"
+        )
+    allowed = layout.allowed_mask()
+    p_start = softmax_masked(start_logits, allowed)
+    p_end = softmax_masked(end_logits, allowed)
+    null_score = float(p_start[0] * p_end[0])
+    p_start[0] = 0.0
+    p_end[0] = 0.0
+    n_candidates = params.top_k * 2 + 10 if params.align_to_words else params.top_k
+    spans = top_spans(
+        p_start, p_end, allowed, n_candidates=n_candidates, max_answer_len=params.max_answer_len
+    )
+    return spans, null_score
+
+
+def _word_chars(doc_pos: int, layout: WindowLayout, offsets: np.ndarray, word_ids: np.ndarray) -> tuple[int, int] | None:
+    """Character span of the word holding document token `doc_pos`, seen from this window.
+
+    Only the word's tokens inside the window count (a word cut by the window's edge
+    maps to its part in the window), as in the reference's per-window encoding.
+    None when the token belongs to no word.
+    """
+    word = word_ids[doc_pos]
+    if word < 0:
+        return None
+    lo = doc_pos
+    while lo - 1 >= layout.doc_start and word_ids[lo - 1] == word:
+        lo -= 1
+    hi = doc_pos
+    while hi + 1 < layout.doc_end and word_ids[hi + 1] == word:
+        hi += 1
+    return int(offsets[lo, 0]), int(offsets[hi, 1])
+
+
+def _token_chars(pos: int, layout: WindowLayout, offsets: np.ndarray) -> tuple[int, int]:
+    """Offsets of the token at window position `pos`; special tokens map to (0, 0)."""
+    doc_pos = pos - layout.context_offset
+    if 0 <= doc_pos < layout.n_context:
+        o = offsets[layout.doc_start + doc_pos]
+        return int(o[0]), int(o[1])
+    return 0, 0
+
+
+def span_chars(
+    cand: Candidate,
+    layout: WindowLayout,
+    offsets: np.ndarray,
+    word_ids: np.ndarray,
+    align_to_words: bool,
+) -> tuple[int, int]:
+    """Character [start, end) of a candidate in the document.
+
+    With align_to_words the span widens to the words holding its first and last
+    tokens; a token outside any word (CLS) falls back to plain token offsets for the
+    whole span, as in the reference.
+    """
+    if align_to_words:
+        s_doc = cand.start - layout.context_offset + layout.doc_start
+        e_doc = cand.end - layout.context_offset + layout.doc_start
+        s_in = layout.doc_start <= s_doc < layout.doc_end
+        e_in = layout.doc_start <= e_doc < layout.doc_end
+        if s_in and e_in:
+            sw = _word_chars(s_doc, layout, offsets, word_ids)
+            ew = _word_chars(e_doc, layout, offsets, word_ids)
+            if sw is not None and ew is not None:
+                return sw[0], ew[1]
+    return _token_chars(cand.start, layout, offsets)[0], _token_chars(cand.end, layout, offsets)[1]
+
+
+@dataclass
+class _Merged:
+    text: str
+    score: float
+    char_start: int
+    char_end: int
+    window_index: int | None
+    token_start: int | None
+    token_end: int | None
+    start_logit: float | None
+    end_logit: float | None
+
+
+def merge_answers(
+    text: str,
+    windows: list[tuple[WindowLayout, list[Candidate], float, np.ndarray, np.ndarray]],
+    offsets: np.ndarray,
+    word_ids: np.ndarray,
+    params: AnswerParams,
+) -> list[Answer]:
+    """A question's answers from its windows' candidates.
+
+    windows: per window, in document order: (layout, candidates best first, null score,
+    raw start logits, raw end logits). Raw logits are reported with each answer: unlike
+    the score (a probability within one window) they compare across windows.
+    """
+    merged: list[_Merged] = []
+    index: dict[object, _Merged] = {}
+    null_score = NO_NULL_SCORE
+    for w, (layout, cands, w_null, start_logits, end_logits) in enumerate(windows):
+        null_score = min(null_score, w_null)
+        for cand in cands:
+            cs, ce = span_chars(cand, layout, offsets, word_ids, params.align_to_words)
+            answer_text = text[cs:ce]
+            key = answer_text.lower() if params.merge_by_text else (cs, ce)
+            found = index.get(key)
+            if found is not None:
+                found.score += cand.score
+                continue
+            tok_s = cand.start - layout.context_offset + layout.doc_start
+            tok_e = cand.end - layout.context_offset + layout.doc_start
+            item = _Merged(
+                text=answer_text,
+                score=cand.score,
+                char_start=cs,
+                char_end=ce,
+                window_index=w,
+                token_start=tok_s if layout.doc_start <= tok_s < layout.doc_end else None,
+                token_end=tok_e if layout.doc_start <= tok_e < layout.doc_end else None,
+                start_logit=float(start_logits[cand.start]),
+                end_logit=float(end_logits[cand.end]),
+            )
+            index[key] = item
+            merged.append(item)
+    if params.handle_impossible_answer:
+        merged.append(_Merged("", null_score, 0, 0, None, None, None, None, None))
+    merged.sort(key=lambda m: m.score, reverse=True)
+    out = []
+    for rank, m in enumerate(merged[: params.top_k]):
+        layout = windows[m.window_index][0] if m.window_index is not None else None
+        out.append(
+            Answer(
+                rank=rank,
+                text=m.text,
+                score=m.score,
+                char_start=m.char_start,
+                char_end=m.char_end,
+                window_index=m.window_index,
+                window_char_start=int(offsets[layout.doc_start, 0]) if layout else None,
+                window_char_end=int(offsets[layout.doc_end - 1, 1]) if layout else None,
+                token_start=m.token_start,
+                token_end=m.token_end,
+                start_logit=m.start_logit,
+                end_logit=m.end_logit,
+            )
+        )
+    return out
