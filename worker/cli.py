@@ -65,7 +65,8 @@ def _add_answer_options(p: argparse.ArgumentParser) -> None:
 _SETTING_FLAGS = (
     "model", "revision", "device", "dtype", "quantize", "batch_tokens", "top_k", "max_answer_len",
     "max_seq_len", "doc_stride", "handle_impossible_answer", "align_to_words", "merge_by_text",
-    "database_url", "broker_url", "max_document_chars", "queue",
+    "database_url", "broker_url", "max_document_chars", "queue", "lease_seconds", "max_attempts",
+    "worker_batch_jobs",
 )
 
 
@@ -184,6 +185,242 @@ def _progress(message: str) -> None:
         sys.stderr.flush()
 
 
+# -- store helpers -----------------------------------------------------------------
+def _open_repo(settings: Settings):
+    from storage.db import StoreError, ensure_schema, make_engine, session_factory
+    from storage.repository import Repository
+
+    try:
+        db = make_engine(settings.database_url)
+        ensure_schema(db)
+    except StoreError as exc:
+        raise CliError(str(exc), status=1) from None
+    return Repository(session_factory(db))
+
+
+def _read_questions(args: argparse.Namespace) -> list[str]:
+    from producer.documents import InputError, read_questions
+
+    questions = list(args.question or [])
+    if getattr(args, "questions", None):
+        try:
+            questions += read_questions(args.questions)
+        except InputError as exc:
+            raise CliError(str(exc)) from None
+    return questions
+
+
+def _progress_bar(total: int | None, unit: str, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=unit, desc=desc, disable=not sys.stderr.isatty(), file=sys.stderr, leave=False)
+
+
+def _submit_inputs(args, settings, repo, enqueue):
+    from producer.documents import iter_inputs
+    from producer.submit import submit
+
+    params = _answer_params(settings)
+    questions = _read_questions(args)
+    bar = _progress_bar(None, "doc", "reading documents")
+    try:
+        report = submit(
+            iter_inputs(args.inputs, settings.max_document_chars),
+            questions,
+            repo=repo,
+            model=settings.model,
+            revision=settings.revision,
+            params=params,
+            enqueue=enqueue,
+            chunk=settings.worker_batch_jobs,
+            progress=lambda _doc: bar.update(1),
+        )
+    finally:
+        bar.close()
+    return report
+
+
+def _print_input_errors(report) -> None:
+    for err in report.errors:
+        print(f"  skipped: {err}", file=sys.stderr)
+
+
+# -- run (embedded) ------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    from worker.runner import JobRunner
+
+    settings = build_settings(args)
+    _answer_params(settings)
+    started = time.perf_counter()
+    engine = _make_engine(settings)  # an unknown model stops the run before anything is stored
+    repo = _open_repo(settings)
+    report = _submit_inputs(args, settings, repo, enqueue=None)
+    repo.requeue_expired(max_attempts=settings.max_attempts)  # left running by an interrupted run
+    runner = JobRunner(repo, engine, lease_seconds=settings.lease_seconds, max_jobs=settings.worker_batch_jobs)
+    pending = repo.queued_job_ids(model=settings.model, revision=settings.revision or "")
+    done = failed = answers = 0
+    bar = _progress_bar(len(pending), "job", "answering")
+    try:
+        for i in range(0, len(pending), settings.worker_batch_jobs):
+            stats = runner.run(pending[i : i + settings.worker_batch_jobs], fill=False)
+            done, failed, answers = done + stats.done, failed + stats.failed, answers + stats.answers
+            bar.update(stats.claimed + len(stats.skipped))
+    finally:
+        bar.close()
+    elapsed = time.perf_counter() - started
+    print(
+        f"docqa run: {report.documents} documents ({report.new_documents} new), "
+        f"{report.jobs} jobs ({report.new_jobs} new, {report.existing_jobs} already known), "
+        f"{done} answered now with {answers} answers, {failed} failed, "
+        f"{len(report.errors)} inputs skipped, {elapsed:.1f} s"
+    )
+    print(f"results are in {_safe_url(settings.database_url)}: see 'docqa results' and 'docqa status'")
+    _print_input_errors(report)
+    if failed:
+        for job_id, source, question, error in repo.failures(limit=20):
+            print(f"  failed job {job_id} ({source}, {question!r}): {error}", file=sys.stderr)
+    return 1 if (failed or report.errors) else 0
+
+
+# -- submit (distributed) --------------------------------------------------------------
+def cmd_submit(args: argparse.Namespace) -> int:
+    settings = build_settings(args)
+    _answer_params(settings)
+    repo = _open_repo(settings)
+    from worker.app import make_celery, send_jobs
+
+    app = make_celery(settings)
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1)
+    except Exception as exc:
+        raise CliError(f"cannot reach the broker at {_safe_url(settings.broker_url)}: {exc}", status=1) from None
+    started = time.perf_counter()
+    report = _submit_inputs(args, settings, repo, enqueue=lambda ids: send_jobs(app, ids, settings.queue))
+    print(
+        f"docqa submit: {report.documents} documents ({report.new_documents} new), "
+        f"{report.jobs} jobs ({report.new_jobs} new, enqueued in {report.enqueued_messages} messages; "
+        f"{report.existing_jobs} already known), {len(report.errors)} inputs skipped, "
+        f"{time.perf_counter() - started:.1f} s"
+    )
+    _print_input_errors(report)
+    return 1 if report.errors else 0
+
+
+# -- worker ------------------------------------------------------------------------------
+def cmd_worker(args: argparse.Namespace) -> int:
+    import os
+
+    settings = build_settings(args)
+    _answer_params(settings)
+    # The Celery app and its pool processes read their settings from the environment.
+    for key in _SETTING_FLAGS:
+        value = getattr(args, key, None)
+        if value is not None:
+            os.environ[f"DOCQA_{key.upper()}"] = str(value)
+    from worker.app import app
+
+    argv = [
+        "worker",
+        "--queues", settings.queue,
+        "--concurrency", str(args.concurrency),
+        "--pool", args.pool,
+        "--loglevel", args.loglevel,
+        "--prefetch-multiplier", "1",
+        "-O", "fair",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    if args.hostname:
+        argv += ["--hostname", args.hostname]
+    app.worker_main(argv=argv)
+    return 0
+
+
+# -- status / results -------------------------------------------------------------------
+def cmd_status(args: argparse.Namespace) -> int:
+    settings = build_settings(args)
+    repo = _open_repo(settings)
+    counts = repo.counts()
+    failures = repo.failures(limit=args.limit)
+    if args.format == "json":
+        out = {
+            "counts": counts,
+            "failures": [
+                {"job_id": j, "document": s, "question": q, "error": e} for j, s, q, e in failures
+            ],
+        }
+        json.dump(out, sys.stdout, ensure_ascii=False)
+        sys.stdout.write("\n")
+        return 0
+    print("  ".join(f"{k}: {v}" for k, v in counts.items()))
+    for job_id, source, question, error in failures:
+        print(f"failed job {job_id} ({source}, {question!r}): {error}")
+    return 0
+
+
+RESULT_FIELDS = (
+    "answer_id", "document_id", "document_external_id", "document_source", "sha256", "job_id",
+    "question", "rank", "text", "score", "char_start", "char_end", "window_index",
+    "window_char_start", "window_char_end", "token_start", "token_end", "start_logit",
+    "end_logit", "model",
+)
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    import csv
+    import dataclasses
+
+    settings = build_settings(args)
+    repo = _open_repo(settings)
+    writer = None
+    if args.format == "csv":
+        writer = csv.DictWriter(sys.stdout, fieldnames=RESULT_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+    last = 0
+    while True:
+        for rec in repo.iter_results(document_id=args.document, job_id=args.job, after_answer_id=last):
+            row = dataclasses.asdict(rec)
+            last = row["answer_id"]
+            if writer is not None:
+                writer.writerow(row)
+            else:
+                sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+        if not args.follow:
+            return 0
+        if args.until_done:
+            counts = repo.counts()
+            if counts.get("queued", 0) == 0 and counts.get("running", 0) == 0:
+                return 0
+        try:
+            time.sleep(args.interval)
+        except KeyboardInterrupt:
+            return 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from storage.db import StoreError, upgrade
+
+    settings = build_settings(args)
+    try:
+        upgrade(settings.database_url)
+    except StoreError as exc:
+        raise CliError(str(exc), status=1) from None
+    print(f"database {_safe_url(settings.database_url)} is at the latest schema")
+    return 0
+
+
+def _safe_url(url: str) -> str:
+    """A URL fit to print: any password replaced."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1]
+
+
 # -- parser ------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -214,6 +451,81 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(p)
     _add_answer_options(p)
     p.set_defaults(func=cmd_eval)
+
+    def add_store_option(p):
+        p.add_argument("--database-url", help="result store URL (default sqlite:///docqa.db; env DOCQA_DATABASE_URL)")
+
+    def add_input_options(p):
+        p.add_argument("inputs", nargs="+", metavar="INPUT",
+                       help="text files, directories (read recursively), .jsonl files with one "
+                       '{"id", "text", "questions"?, "metadata"?} per line, or - for standard input')
+        p.add_argument("-q", "--question", action="append", help="a question asked of every document (repeatable)")
+        p.add_argument("--questions", metavar="FILE", help="a file of questions, one per line")
+        p.add_argument("--max-document-chars", type=int, help="refuse larger documents (default 5,000,000)")
+        add_store_option(p)
+
+    p = sub.add_parser("run", help="answer questions over documents in process, into SQLite (embedded mode)",
+                       description="Embedded mode: store the documents, create a job per (document, question), "
+                       "answer them in this process and write the answers to the SQL store (SQLite file docqa.db "
+                       "by default). Jobs answered before are not run again.")
+    add_input_options(p)
+    _add_model_options(p)
+    _add_answer_options(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("submit", help="store documents and enqueue jobs for Celery workers (distributed mode)",
+                       description="Distributed mode: store the documents and jobs in the SQL store and put the new "
+                       "jobs on the broker (DOCQA_BROKER_URL) for 'docqa worker' processes to answer.")
+    add_input_options(p)
+    p.add_argument("--broker-url", help="Celery broker URL (default redis://127.0.0.1:6379/0)")
+    p.add_argument("--queue", help="broker queue (default docqa)")
+    p.add_argument("--model", help=f"model the jobs ask for (default {DEFAULT_MODEL}); workers must serve it")
+    p.add_argument("--revision", help="model revision the jobs ask for")
+    _add_answer_options(p)
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("worker", help="start a Celery worker that answers queued jobs",
+                       description="Start a Celery worker with docqa's app (same as 'celery -A worker.app worker' "
+                       "with docqa's recommended flags). Each pool process loads the model once.")
+    add_store_option(p)
+    p.add_argument("--broker-url", help="Celery broker URL (default redis://127.0.0.1:6379/0)")
+    p.add_argument("--queue", help="broker queue (default docqa)")
+    p.add_argument("-c", "--concurrency", type=int, default=1,
+                   help="pool processes (default 1; torch threads per process = cores / concurrency)")
+    p.add_argument("--pool", default="prefork", choices=["prefork", "solo", "threads"],
+                   help="Celery pool (default prefork; use solo for one process per GPU)")
+    p.add_argument("--loglevel", default="INFO", help="log level (default INFO)")
+    p.add_argument("--hostname", help="Celery node name (default docqa-PID@HOST)")
+    p.add_argument("--lease-seconds", type=int, help="a running job not finished within this is requeued (default 900)")
+    p.add_argument("--max-attempts", type=int, help="runs of a job before it is marked failed (default 3)")
+    p.add_argument("--worker-batch-jobs", type=int, help="jobs answered together at most (default 64)")
+    _add_model_options(p)
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("status", help="job counts by status, and failures with their reasons")
+    add_store_option(p)
+    p.add_argument("--limit", type=int, default=50, help="failures listed at most (default 50)")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("results", help="stream answers with provenance as JSON lines or CSV",
+                       description="Print stored answers with provenance: document id and source, question, "
+                       "rank, answer text, score, character offsets (text[char_start:char_end] == answer), "
+                       "window, model.")
+    add_store_option(p)
+    p.add_argument("--document", type=int, help="only this document id")
+    p.add_argument("--job", type=int, help="only this job id")
+    p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    p.add_argument("--follow", action="store_true", help="keep printing new answers as they land (Ctrl-C stops)")
+    p.add_argument("--until-done", action="store_true", help="with --follow: stop once no job is queued or running")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between polls with --follow (default 1)")
+    p.set_defaults(func=cmd_results)
+
+    p = sub.add_parser("db", help="database maintenance")
+    dbsub = p.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    up = dbsub.add_parser("upgrade", help="create or migrate the schema to the latest version")
+    add_store_option(up)
+    up.set_defaults(func=cmd_db)
     return parser
 
 

@@ -1,0 +1,87 @@
+"""Submitting documents and questions: store documents, create jobs, hand new jobs on.
+
+The same code serves both modes: embedded (`docqa run`) passes no `enqueue` and runs
+the jobs in process afterwards; distributed (`docqa submit`) passes a function that
+puts job ids on the broker. Jobs that already exist (same document text, question,
+model and parameters) are not created or enqueued again.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from producer.documents import SourceDocument
+from worker.messages import AnswerParams
+
+
+@dataclass
+class SubmitReport:
+    documents: int = 0  # documents read without error
+    new_documents: int = 0
+    jobs: int = 0  # jobs the input asked for
+    new_jobs: int = 0
+    existing_jobs: int = 0
+    enqueued_messages: int = 0
+    errors: list[str] = field(default_factory=list)  # one sentence per input that could not be used
+    new_job_ids: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def submit(
+    documents: Iterable[SourceDocument],
+    questions: list[str],
+    *,
+    repo,
+    model: str,
+    revision: str | None,
+    params: AnswerParams,
+    enqueue: Callable[[list[int]], None] | None = None,
+    chunk: int = 64,
+    progress: Callable[[SourceDocument], None] | None = None,
+) -> SubmitReport:
+    """Store each document and its jobs; enqueue new jobs in chunks of `chunk` job ids.
+
+    A document that could not be read, or that has no questions, is reported in
+    `errors` and skipped; the others go on.
+    """
+    started = time.perf_counter()
+    report = SubmitReport()
+    pending: list[int] = []
+    clean_questions = [q for q in (q.strip() for q in questions) if q]
+
+    def flush() -> None:
+        if enqueue is not None and pending:
+            enqueue(list(pending))
+            report.enqueued_messages += 1
+        pending.clear()
+
+    for doc in documents:
+        if progress is not None:
+            progress(doc)
+        if doc.error is not None:
+            report.errors.append(doc.error)
+            continue
+        asked = list(dict.fromkeys(clean_questions + [q.strip() for q in doc.questions if q.strip()]))
+        if not asked:
+            report.errors.append(f"{doc.source}: no questions (give -q/--questions, or \"questions\" in the JSONL line)")
+            continue
+        doc_id, _sha, created = repo.add_document(
+            doc.text, source=doc.source, external_id=doc.external_id, metadata=doc.metadata
+        )
+        report.documents += 1
+        report.new_documents += int(created)
+        for job_id, new in repo.add_jobs(doc_id, asked, model=model, revision=revision, params=params):
+            report.jobs += 1
+            if new:
+                report.new_jobs += 1
+                report.new_job_ids.append(job_id)
+                pending.append(job_id)
+                if len(pending) >= chunk:
+                    flush()
+            else:
+                report.existing_jobs += 1
+    flush()
+    report.seconds = time.perf_counter() - started
+    return report

@@ -1,0 +1,99 @@
+"""Running claimed jobs: the part of a worker that is the same in embedded and Celery mode.
+
+A run claims its jobs in SQL (so a job runs under one lease at a time), answers all of
+them in one engine call (their windows share forward batches), and writes each job's
+answers or its failure. The SQL job table is the source of truth: a job whose run is
+cut short (worker killed) keeps its lease until the sweeper hands it out again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+
+from worker.engine import Engine, QAItem, QAResult
+
+log = logging.getLogger(__name__)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class RunStats:
+    claimed: int = 0
+    done: int = 0
+    failed: int = 0
+    answers: int = 0
+    skipped: list[int] = field(default_factory=list)  # not claimable: done, failed, or leased elsewhere
+
+
+class JobRunner:
+    """Claims, answers and records jobs with one engine and one repository."""
+
+    def __init__(self, repo, engine: Engine, *, lease_seconds: float, max_jobs: int = 64, name: str | None = None):
+        self.repo = repo
+        self.engine = engine
+        self.lease_seconds = lease_seconds
+        self.max_jobs = max_jobs
+        self.name = name if name is not None else worker_name()
+
+    def run(self, job_ids: list[int], *, fill: bool = True) -> RunStats:
+        """Run the given jobs; with `fill`, top the batch up with other queued jobs of this model.
+
+        Filling is what lets single-job messages share forwards: while one batch runs,
+        newly queued jobs wait in SQL and the next run takes them all. Their own
+        messages, when they arrive, find them done and are acknowledged.
+        """
+        stats = RunStats()
+        claimed = self.repo.claim(job_ids, worker=self.name, lease_seconds=self.lease_seconds)
+        got = {c.job_id for c in claimed}
+        stats.skipped = [j for j in job_ids if j not in got]
+        if fill and len(claimed) < self.max_jobs:
+            claimed += self.repo.claim_queued(
+                limit=self.max_jobs - len(claimed),
+                model=self.engine.model_id,
+                revision=self.engine.revision or "",
+                worker=self.name,
+                lease_seconds=self.lease_seconds,
+            )
+        stats.claimed = len(claimed)
+        runnable = []
+        for job in claimed:
+            if job.model != self.engine.model_id or (job.revision or "") != (self.engine.revision or ""):
+                self.repo.fail(
+                    job.job_id,
+                    f"this job asks for model {job.model!r}"
+                    f"{' revision ' + repr(job.revision) if job.revision else ''}, but the worker that "
+                    f"took it serves {self.engine.model_label!r}: run a worker with --model {job.model}",
+                )
+                stats.failed += 1
+            else:
+                runnable.append(job)
+        for job, result in zip(runnable, self._answer(runnable)):
+            if result.ok:
+                self.repo.complete(job.job_id, result.answers, model_label=self.engine.model_label)
+                stats.done += 1
+                stats.answers += len(result.answers)
+            else:
+                self.repo.fail(job.job_id, result.error)
+                stats.failed += 1
+        return stats
+
+    def _answer(self, jobs) -> list[QAResult]:
+        """Answer all jobs together; if the shared run breaks, isolate the job that breaks it."""
+        items = [QAItem(j.text, j.question, j.params) for j in jobs]
+        try:
+            return self.engine.run(items)
+        except Exception:
+            log.exception("a batch of %d jobs failed; running them one by one to find the cause", len(items))
+        results = []
+        for item in items:
+            try:
+                results.append(self.engine.run([item])[0])
+            except Exception as exc:  # one job's failure must not take the others down
+                results.append(QAResult(error=f"the model failed on this job: {type(exc).__name__}: {exc}"))
+        return results
