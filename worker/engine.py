@@ -143,6 +143,7 @@ class Engine:
         dtype: str = "auto",
         batch_tokens: int = 8192,
         quantize: str = "none",
+        max_batch_windows: int | None = None,
     ) -> None:
         if batch_tokens <= 0:
             raise ValueError(f"batch_tokens must be positive (got {batch_tokens})")
@@ -154,6 +155,7 @@ class Engine:
         self.dtype_request = dtype
         self.batch_tokens = batch_tokens
         self.quantize = quantize
+        self.max_batch_windows = max_batch_windows  # windows per forward at most (None: budget only)
         self._tokenizer = None
         self._model = None
         self._template: PairTemplate | None = None
@@ -315,7 +317,7 @@ class Engine:
         lengths = [int(s.shape[0]) for s in seqs]
         use_types = self._template.type_ids is not None and "token_type_ids" in tok.model_input_names
         with torch.inference_mode():
-            for batch in plan_batches(lengths, self.batch_tokens):
+            for batch in plan_batches(lengths, self.batch_tokens, self.max_batch_windows):
                 width = max(lengths[j] for j in batch)
                 ids = np.full((len(batch), width), pad, dtype=np.int64)
                 mask = np.zeros((len(batch), width), dtype=np.int64)

@@ -1,0 +1,131 @@
+"""The engine with a real (tiny) DistilBERT QA model and its real WordPiece tokenizer."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from worker.engine import Engine, ItemError, ModelLoadError, QAItem
+from worker.messages import AnswerParams
+
+WORDS = (
+    "the river Seine flows through Paris and the tower of iron stood near it in 1889 while "
+    "engineers from Zürich and café owners watched ; 東京 also grew , with naïve plans"
+).split()
+
+
+def _doc(n: int, seed: int) -> str:
+    rng = random.Random(seed)
+    return " ".join(rng.choice(WORDS) for _ in range(n))
+
+
+def _items(n_items: int = 40):
+    rng = random.Random(7)
+    items = []
+    for i in range(n_items):
+        text = _doc(rng.choice([4, 30, 200, 900]), seed=i)
+        if i % 5 == 0:
+            text = "  " + text.replace(" ", "\n\n", 3) + " e\u0301 zero\u200bwidth 👩\u200d👩\u200d👧 "
+        question = " ".join(rng.choice(WORDS) for _ in range(rng.choice([3, 9]))) + "?"
+        params = AnswerParams(
+            top_k=rng.choice([1, 5]),
+            max_answer_len=rng.choice([3, 15]),
+            handle_impossible_answer=rng.random() < 0.3,
+            max_seq_len=rng.choice([384, 128]),
+            doc_stride=32,
+        )
+        items.append(QAItem(text, question, params))
+    return items
+
+
+def _key(results):
+    return [[(a.text, a.char_start, a.char_end, a.window_index) for a in r.answers] for r in results]
+
+
+def test_every_answer_text_is_the_document_slice_at_its_offsets(engine):
+    items = _items()
+    results = engine.run(items)
+    n = 0
+    for item, res in zip(items, results):
+        assert res.ok, res.error
+        assert 1 <= len(res.answers) <= item.params.top_k
+        for a in res.answers:
+            assert item.text[a.char_start : a.char_end] == a.text
+            n += 1
+            if a.window_index is not None:
+                assert a.window_char_start <= max(a.char_start, 0)
+    assert n >= len(items)
+
+
+@pytest.mark.parametrize("batch_windows", [1, 7, 64])
+def test_same_answers_whatever_the_batch_size(tiny_model, engine, batch_windows):
+    items = _items()
+    baseline = engine.run(items)
+    other = Engine(tiny_model, device="cpu", batch_tokens=10**7, max_batch_windows=batch_windows)
+    results = other.run(items)
+    assert _key(results) == _key(baseline)
+    for r0, r1 in zip(baseline, results):
+        for a0, a1 in zip(r0.answers, r1.answers):
+            assert a1.score == pytest.approx(a0.score, rel=1e-4, abs=1e-7)
+    assert other.windows_run == sum(r.n_windows for r in results)
+    if batch_windows == 1:
+        assert other.forward_calls == other.windows_run
+
+
+def test_same_answers_whatever_the_input_order(engine):
+    items = _items()
+    baseline = _key(engine.run(items))
+    order = list(range(len(items)))
+    random.Random(3).shuffle(order)
+    shuffled = _key(engine.run([items[i] for i in order]))
+    assert [shuffled[order.index(i)] for i in range(len(items))] == baseline
+
+
+def test_many_one_window_questions_share_forwards(tiny_model):
+    eng = Engine(tiny_model, device="cpu", batch_tokens=16384)
+    items = [QAItem(_doc(20, seed=i), "Where does the river flow?") for i in range(200)]
+    results = eng.run(items)
+    assert all(r.ok and r.n_windows == 1 for r in results)
+    assert eng.windows_run == 200
+    assert eng.forward_calls <= 5  # 200 short windows fit a handful of batches, not 200 forwards
+
+
+def test_bad_items_fail_alone_with_clear_reasons(engine):
+    good = QAItem(_doc(50, seed=1), "Who watched the tower?")
+    too_long = QAItem(_doc(50, seed=2), " ".join(["river"] * 400) + "?")
+    empty_doc = QAItem("\u200b \n\t ", "What is here?")
+    empty_q = QAItem(_doc(10, seed=3), "   ")
+    results = engine.run([good, too_long, empty_doc, empty_q])
+    assert results[0].ok and results[0].answers
+    assert "question is too long" in results[1].error and "401 tokens" in results[1].error  # 400 words + "?"
+    assert "document is empty" in results[2].error
+    assert "question is empty" in results[3].error
+    with pytest.raises(ItemError, match="question is too long"):
+        engine.answer(too_long.text, too_long.question)
+
+
+def test_unknown_model_gives_one_clear_sentence(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError) as info:
+        Engine("no-such-org/no-such-model-xyz", device="cpu").warm_up()
+    msg = str(info.value)
+    assert "no-such-org/no-such-model-xyz" in msg and "--model PATH" in msg
+    empty = tmp_path / "not-a-model"
+    empty.mkdir()
+    with pytest.raises(ModelLoadError, match="local folder"):
+        Engine(str(empty), device="cpu").warm_up()
+
+
+def test_half_precision_on_cpu_is_refused(tiny_model):
+    with pytest.raises(ModelLoadError, match="float16 on the CPU"):
+        Engine(tiny_model, device="cpu", dtype="float16").warm_up()
+
+
+def test_warm_up_is_idempotent_and_loads_once(tiny_model):
+    eng = Engine(tiny_model, device="cpu")
+    assert eng._model is None  # construction is cheap
+    model = eng.warm_up().model
+    assert eng.warm_up().model is model
+    assert eng.model_label == tiny_model
+    assert Engine(tiny_model, revision="main").model_label == f"{tiny_model}@main"

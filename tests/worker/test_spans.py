@@ -1,0 +1,106 @@
+"""Span decoding with hand-made logits: no model needed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from worker.messages import AnswerParams
+from worker.spans import Candidate, WindowLayout, merge_answers, span_chars, window_candidates
+
+# A window: [CLS] q q [SEP] c0 c1 c2 c3 [SEP]  -> context at positions 4..7
+LAYOUT = WindowLayout(seq_len=9, context_offset=4, doc_start=0, doc_end=4)
+TEXT = "Alpha beta gamma delta"
+OFFSETS = np.array([[0, 5], [6, 10], [11, 16], [17, 22]])
+WORDS = np.array([0, 1, 2, 3])
+
+
+def logits(peaks: dict[int, float], n: int = 9) -> np.ndarray:
+    x = np.zeros(n, dtype=np.float32)
+    for i, v in peaks.items():
+        x[i] = v
+    return x
+
+
+def test_best_span_is_the_product_of_start_and_end_peaks():
+    start = logits({5: 8.0})
+    end = logits({6: 8.0})
+    cands, _null = window_candidates(start, end, LAYOUT, AnswerParams(top_k=1))
+    assert (cands[0].start, cands[0].end) == (5, 6)
+    s, e = span_chars(cands[0], LAYOUT, OFFSETS, WORDS, True)
+    assert TEXT[s:e] == "beta gamma"
+
+
+def test_question_and_special_tokens_never_answer_even_with_huge_logits():
+    start = logits({1: 50.0, 2: 50.0, 8: 50.0, 5: 1.0})
+    end = logits({1: 50.0, 3: 50.0, 8: 50.0, 5: 1.0})
+    cands, _ = window_candidates(start, end, LAYOUT, AnswerParams(top_k=3))
+    assert cands, "some context span must be found"
+    for c in cands:
+        assert 4 <= c.start <= 7 or c.start == 0
+        assert 4 <= c.end <= 7 or c.end == 0
+
+
+def test_max_answer_len_bounds_the_span():
+    start = logits({4: 9.0})
+    end = logits({7: 9.0, 5: 1.0})
+    long, _ = window_candidates(start, end, LAYOUT, AnswerParams(max_answer_len=4))
+    short, _ = window_candidates(start, end, LAYOUT, AnswerParams(max_answer_len=2))
+    assert (long[0].start, long[0].end) == (4, 7)
+    assert short[0].end - short[0].start <= 1
+
+
+def test_null_score_is_cls_start_times_cls_end():
+    start = logits({0: 3.0, 5: 1.0})
+    end = logits({0: 2.0, 6: 1.0})
+    _, null = window_candidates(start, end, LAYOUT, AnswerParams(handle_impossible_answer=True))
+    allowed = LAYOUT.allowed_mask()
+    ps = np.exp(np.where(allowed, start, -10000.0) - 3.0)
+    pe = np.exp(np.where(allowed, end, -10000.0) - 2.0)
+    assert null == pytest.approx((ps[0] / ps.sum()) * (pe[0] / pe.sum()), rel=1e-6)
+
+
+def test_impossible_answer_wins_when_cls_dominates():
+    start = logits({0: 10.0, 5: 1.0})
+    end = logits({0: 10.0, 5: 1.0})
+    params = AnswerParams(handle_impossible_answer=True, top_k=2)
+    cands, null = window_candidates(start, end, LAYOUT, params)
+    answers = merge_answers(TEXT, [(LAYOUT, cands, null, start, end)], OFFSETS, WORDS, params)
+    assert answers[0].text == "" and (answers[0].char_start, answers[0].char_end) == (0, 0)
+    assert answers[0].window_index is None
+    assert answers[1].text != ""
+
+
+def test_equal_texts_merge_across_windows_ignoring_case_and_keep_first_offsets():
+    text = "Paris is big. paris is old."
+    offsets = np.array([[0, 5], [6, 8], [9, 12], [12, 13], [14, 19], [20, 22], [23, 26], [26, 27]])
+    words = np.arange(8)
+    w0 = WindowLayout(seq_len=8, context_offset=2, doc_start=0, doc_end=5)
+    w1 = WindowLayout(seq_len=8, context_offset=2, doc_start=3, doc_end=8)
+    s = np.zeros(8, dtype=np.float32)
+    c0 = [Candidate(2, 2, 0.4)]  # "Paris" in window 0
+    c1 = [Candidate(3, 3, 0.3), Candidate(4, 4, 0.35)]  # "paris" and "is" in window 1
+    wins = [(w0, c0, 1.0, s, s), (w1, c1, 1.0, s, s)]
+    merged = merge_answers(text, wins, offsets, words, AnswerParams(top_k=5))
+    assert [a.text for a in merged] == ["Paris", "is"]
+    assert merged[0].score == pytest.approx(0.7)
+    assert (merged[0].char_start, merged[0].char_end, merged[0].window_index) == (0, 5, 0)
+    apart = merge_answers(text, wins, offsets, words, AnswerParams(top_k=5, merge_by_text=False))
+    assert [(a.text, a.char_start) for a in apart] == [("Paris", 0), ("is", 20), ("paris", 14)]
+
+
+def test_align_to_words_widens_to_the_whole_word_inside_the_window():
+    text = "unbelievable"
+    offsets = np.array([[0, 2], [2, 6], [6, 12]])  # un ##beli ##evable
+    words = np.array([0, 0, 0])
+    full = WindowLayout(seq_len=6, context_offset=2, doc_start=0, doc_end=3)
+    cut = WindowLayout(seq_len=5, context_offset=2, doc_start=1, doc_end=3)  # window starts mid-word
+    c = Candidate(3, 3, 1.0)
+    assert span_chars(c, full, offsets, words, True) == (0, 12)
+    assert span_chars(Candidate(2, 2, 1.0), cut, offsets, words, True) == (2, 12)
+    assert span_chars(c, full, offsets, words, False) == (2, 6)
+
+
+def test_logits_of_wrong_length_are_refused():
+    with pytest.raises(ValueError, match="do not match"):
+        window_candidates(np.zeros(3, np.float32), np.zeros(3, np.float32), LAYOUT, AnswerParams())
