@@ -1,0 +1,67 @@
+"""docqa gives the answers transformers 5.2.0's question-answering pipeline gave.
+
+tests/golden/golden.json holds the pipeline's outputs for the tiny model, made by
+tests/golden/make_golden.py in a virtualenv with transformers 5.2.0 (see its header).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from transformers import AutoTokenizer
+
+from producer.windows import plan_windows, tokenize_document
+from worker.engine import QAItem
+from worker.messages import AnswerParams
+
+GOLDEN = json.loads((Path(__file__).resolve().parents[1] / "golden" / "golden.json").read_text(encoding="utf-8"))
+CASES = GOLDEN["cases"]
+
+
+def test_golden_set_covers_what_matters():
+    assert GOLDEN["transformers_version"] == "5.2.0"
+    assert len(CASES) >= 100
+    assert sum(1 for c in CASES if c["n_windows"] >= 3) >= 20
+    params = [c["params"] for c in CASES]
+    assert {p["top_k"] for p in params} >= {1, 5}
+    assert {p["handle_impossible_answer"] for p in params} == {True, False}
+    assert {p["align_to_words"] for p in params} == {True, False}
+    assert len({p["max_answer_len"] for p in params}) >= 3
+    text = "".join(c["context"] for c in CASES)
+    for needle in ("é", "東", "👩\u200d👩", "e\u0301", "\u200b", "  ", "\n\n"):
+        assert needle in text, needle
+
+
+@pytest.fixture(scope="module")
+def results(engine):
+    items = [QAItem(c["context"], c["question"], AnswerParams(**c["params"])) for c in CASES]
+    return engine.run(items)
+
+
+@pytest.mark.parametrize("index", range(len(CASES)), ids=[c["id"] for c in CASES])
+def test_answers_equal_the_reference(results, index):
+    case, res = CASES[index], results[index]
+    assert res.ok, res.error
+    assert res.n_windows == case["n_windows"]
+    got = [(a.text, a.char_start, a.char_end) for a in res.answers]
+    want = [(a["answer"], a["start"], a["end"]) for a in case["answers"]]
+    assert got == want
+    for a, ref in zip(res.answers, case["answers"]):
+        assert a.score == pytest.approx(ref["score"], rel=1e-4, abs=1e-12)
+        assert case["context"][a.char_start : a.char_end] == a.text
+
+
+def test_windows_are_the_reference_windows(tiny_model):
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    checked = Counter()
+    for case in CASES:
+        doc = tokenize_document(tok, case["context"])
+        q = len(tok(case["question"], add_special_tokens=False)["input_ids"])
+        p = case["params"]
+        windows = plan_windows(len(doc), q, max_seq_len=p["max_seq_len"], doc_stride=p["doc_stride"])
+        assert [list(w) for w in windows] == case["windows"], case["id"]
+        checked[len(windows) >= 3] += 1
+    assert checked[True] >= 20
