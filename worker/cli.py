@@ -256,7 +256,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     repo = _open_repo(settings)
     report = _submit_inputs(args, settings, repo, enqueue=None)
     repo.requeue_expired(max_attempts=settings.max_attempts)  # left running by an interrupted run
-    runner = JobRunner(repo, engine, lease_seconds=settings.lease_seconds, max_jobs=settings.worker_batch_jobs)
+    runner = JobRunner(
+        repo,
+        engine,
+        lease_seconds=settings.lease_seconds,
+        max_jobs=settings.worker_batch_jobs,
+        max_attempts=settings.max_attempts,
+    )
     pending = repo.queued_job_ids(model=settings.model, revision=settings.revision or "")
     done = failed = answers = 0
     bar = _progress_bar(len(pending), "job", "answering")

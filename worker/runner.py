@@ -34,8 +34,18 @@ class RunStats:
 class JobRunner:
     """Claims, answers and records jobs with one engine and one repository."""
 
-    def __init__(self, repo, engine: Engine, *, lease_seconds: float, max_jobs: int = 64, name: str | None = None):
+    def __init__(
+        self,
+        repo,
+        engine: Engine,
+        *,
+        lease_seconds: float,
+        max_jobs: int = 64,
+        max_attempts: int | None = None,
+        name: str | None = None,
+    ):
         self.repo = repo
+        self.max_attempts = max_attempts
         self.engine = engine
         self.lease_seconds = lease_seconds
         self.max_jobs = max_jobs
@@ -49,7 +59,9 @@ class JobRunner:
         messages, when they arrive, find them done and are acknowledged.
         """
         stats = RunStats()
-        claimed = self.repo.claim(job_ids, worker=self.name, lease_seconds=self.lease_seconds)
+        claimed = self.repo.claim(
+            job_ids, worker=self.name, lease_seconds=self.lease_seconds, max_attempts=self.max_attempts
+        )
         got = {c.job_id for c in claimed}
         stats.skipped = [j for j in job_ids if j not in got]
         if fill and len(claimed) < self.max_jobs:
@@ -59,6 +71,7 @@ class JobRunner:
                 revision=self.engine.revision or "",
                 worker=self.name,
                 lease_seconds=self.lease_seconds,
+                max_attempts=self.max_attempts,
             )
         stats.claimed = len(claimed)
         runnable = []
@@ -75,7 +88,12 @@ class JobRunner:
                 runnable.append(job)
         for job, result in zip(runnable, self._answer(runnable)):
             if result.ok:
-                self.repo.complete(job.job_id, result.answers, model_label=self.engine.model_label)
+                try:
+                    self.repo.complete(job.job_id, result.answers, model_label=self.engine.model_label)
+                except ValueError as exc:  # the store refused the answers (offset contract, NaN score)
+                    self.repo.fail(job.job_id, f"answers could not be stored: {exc}")
+                    stats.failed += 1
+                    continue
                 stats.done += 1
                 stats.answers += len(result.answers)
             else:

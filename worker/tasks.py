@@ -68,7 +68,11 @@ class Runtime:
             quantize=settings.quantize,
         ).warm_up()
         self.runner = JobRunner(
-            self.repo, self.engine, lease_seconds=settings.lease_seconds, max_jobs=settings.worker_batch_jobs
+            self.repo,
+            self.engine,
+            lease_seconds=settings.lease_seconds,
+            max_jobs=settings.worker_batch_jobs,
+            max_attempts=settings.max_attempts,
         )
         log.info(
             "docqa worker process %s ready: model %s on %s, %d torch threads",

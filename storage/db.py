@@ -1,0 +1,261 @@
+"""Engines, sessions and schema migrations for the result store.
+
+Two backends, same behaviour: SQLite (embedded mode: one file, WAL, many processes on
+one host) and PostgreSQL through psycopg 3 (distributed mode). Only the URL differs.
+
+SQLite transactions: the sqlite3 driver's own transaction handling is switched off and
+SQLAlchemy emits BEGIN itself, so every transaction (migrations included) is a real
+one. A connection opened with the execution option `SQLITE_BEGIN_OPTION` set to
+"IMMEDIATE" takes the write lock at BEGIN (waiting up to the busy timeout) instead of
+at its first write; the repository does that for every transaction that writes, which
+rules out SQLITE_BUSY errors from upgrading a read snapshot to a write.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.orm import Session, sessionmaker
+
+from storage.errors import StoreError
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+# How long a SQLite connection waits for another process's write lock, milliseconds.
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+# How long a PostgreSQL connection attempt may take before it is reported unreachable,
+# seconds (unless the URL sets connect_timeout itself).
+PG_CONNECT_TIMEOUT_S = 10
+# Connection execution option read by the BEGIN hook on SQLite: "DEFERRED" (default)
+# or "IMMEDIATE".
+SQLITE_BEGIN_OPTION = "docqa_sqlite_begin"
+# Key of the PostgreSQL advisory lock that serialises concurrent `upgrade` calls
+# (many workers starting at once against an empty database).
+PG_MIGRATION_LOCK_KEY = 0x646F6371  # "docq"
+# Alembic keeps the running migration in module globals: one upgrade per process at a time.
+_UPGRADE_LOCK = threading.Lock()
+
+
+def normalise_url(url: str | URL) -> URL:
+    """Parse a database URL; plain `postgresql://` / `postgres://` get the psycopg 3 driver.
+
+    Raises StoreError for an unparsable URL or a database other than SQLite/PostgreSQL.
+    """
+    try:
+        parsed = make_url(url) if isinstance(url, str) else url
+    except ArgumentError as exc:
+        raise StoreError(f"not a database URL: {url!r} ({exc})") from None
+    backend = parsed.get_backend_name()
+    if backend == "postgres":  # the old Heroku-style scheme
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    elif backend == "postgresql" and parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    elif backend not in ("postgresql", "sqlite"):
+        raise StoreError(
+            f"unsupported database {safe_url(parsed)}: use sqlite:///FILE or "
+            "postgresql://USER@HOST/DB"
+        )
+    return parsed
+
+
+def safe_url(url: str | URL | Engine) -> str:
+    """The URL as text with its password replaced by ***: safe for messages and logs."""
+    if isinstance(url, Engine):
+        url = url.url
+    if isinstance(url, str):
+        try:
+            url = make_url(url)
+        except ArgumentError:
+            return "<unparsable database URL>"
+    return url.render_as_string(hide_password=True)
+
+
+def make_engine(url: str | URL, **engine_kwargs: Any) -> Engine:
+    """An Engine for `url` (sqlite:///FILE, postgresql://..., postgresql+psycopg://...).
+
+    SQLite connections get WAL journaling (readers do not block the writer), a busy
+    timeout of SQLITE_BUSY_TIMEOUT_MS and enforced foreign keys; use a file, since an
+    in-memory database is private to one connection. PostgreSQL connections use UTF-8
+    on the wire and give up connecting after PG_CONNECT_TIMEOUT_S (both unless the URL
+    says otherwise). All engines ping pooled connections before use, so a restarted
+    server costs no failed transaction. Connecting is lazy: use `check_connection` or
+    `ensure_schema` to fail early. Engines must not cross a fork: create one per process.
+    """
+    parsed = normalise_url(url)
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if parsed.get_backend_name() == "postgresql":
+        connect_args: dict[str, Any] = {}
+        if "connect_timeout" not in parsed.query:
+            connect_args["connect_timeout"] = PG_CONNECT_TIMEOUT_S
+        if "client_encoding" not in parsed.query:
+            # Text crosses the wire as UTF-8 whatever the server's default; a server
+            # that cannot convert is then reported by `ensure_schema`, not mis-decoded.
+            connect_args["client_encoding"] = "utf8"
+        kwargs["connect_args"] = connect_args
+    kwargs.update(engine_kwargs)
+    engine = create_engine(parsed, **kwargs)
+    if engine.dialect.name == "sqlite":
+        _configure_sqlite(engine)
+    return engine
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Driver autocommit: BEGIN is emitted by the hook below, not by sqlite3 (which
+        # would skip it before SELECT and DDL statements).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        mode = connection.get_execution_options().get(SQLITE_BEGIN_OPTION, "DEFERRED")
+        if mode not in ("DEFERRED", "IMMEDIATE"):
+            raise ValueError(f"{SQLITE_BEGIN_OPTION} must be DEFERRED or IMMEDIATE, not {mode!r}")
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions bound to `engine` whose objects stay readable after commit."""
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def check_connection(engine: Engine) -> None:
+    """Open one connection and run `SELECT 1`; raise StoreError naming the URL if that fails."""
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+    except DBAPIError as exc:
+        raise StoreError(f"cannot reach the database at {safe_url(engine)}: {_reason(exc, engine)}") from exc
+
+
+def _reason(exc: DBAPIError, engine: Engine) -> str:
+    """The driver's own explanation, first line only, never showing the password."""
+    reason = str(exc.orig if exc.orig is not None else exc).strip().splitlines()
+    text = reason[0] if reason else type(exc).__name__
+    password = engine.url.password
+    if password:
+        text = text.replace(str(password), "***")
+    return text
+
+
+def alembic_config(url: str | URL | None = None) -> Config:
+    """An Alembic Config built in code (no alembic.ini needed), pointing at storage/migrations."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("path_separator", "os")
+    if url is not None:
+        # ConfigParser interpolation: a literal % in a password must be doubled.
+        config.set_main_option(
+            "sqlalchemy.url", normalise_url(url).render_as_string(hide_password=False).replace("%", "%%")
+        )
+    return config
+
+
+def head_revision() -> str:
+    """The newest schema revision this code ships."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if head is None:
+        raise StoreError(f"no migrations found in {MIGRATIONS_DIR}")
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The schema revision stored in the database, None for a database docqa never migrated."""
+    try:
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    except DBAPIError as exc:
+        raise StoreError(f"cannot reach the database at {safe_url(engine)}: {_reason(exc, engine)}") from exc
+
+
+def upgrade(url_or_engine: str | URL | Engine) -> None:
+    """Run Alembic `upgrade head` in one transaction; safe to call from many processes at once.
+
+    Concurrent callers are serialised (an advisory lock on PostgreSQL, BEGIN IMMEDIATE
+    on SQLite), so the second one finds the schema current and does nothing. Raises
+    StoreError, as `ensure_schema` does, for a database docqa cannot or must not use.
+    """
+    owned = not isinstance(url_or_engine, Engine)
+    engine = make_engine(url_or_engine) if owned else url_or_engine
+    try:
+        _check_usable(engine)
+        _run_upgrade(engine)
+    finally:
+        if owned:
+            engine.dispose()
+
+
+def ensure_schema(engine: Engine) -> str:
+    """Make the database's schema current; return its revision.
+
+    Upgrades an empty database or one behind head. Raises StoreError when the database
+    cannot be reached, is not UTF-8 (PostgreSQL), holds tables docqa did not create, or
+    was migrated by a newer docqa than this one.
+    """
+    current = _check_usable(engine)
+    head = head_revision()
+    if current != head:
+        _run_upgrade(engine)
+    return head
+
+
+def _run_upgrade(engine: Engine) -> None:
+    config = alembic_config()
+    locking = engine.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
+    with _UPGRADE_LOCK, locking.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+def _check_usable(engine: Engine) -> str | None:
+    """Raise StoreError unless docqa can migrate this database; return its current revision."""
+    check_connection(engine)
+    if engine.dialect.name == "postgresql":
+        _check_pg_encoding(engine)
+    current = current_revision(engine)
+    if current is None:
+        with engine.connect() as connection:
+            tables = set(inspect(connection).get_table_names())
+        clash = tables & {"documents", "jobs", "answers"}
+        if clash:
+            raise StoreError(
+                f"database {safe_url(engine)} already has table(s) {', '.join(sorted(clash))} "
+                "but no docqa schema version; use an empty database for docqa"
+            )
+        return None
+    known = {script.revision for script in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
+    if current not in known:
+        raise StoreError(
+            f"database {safe_url(engine)} has schema revision {current!r}, which this docqa "
+            f"does not know (its newest is {head_revision()!r}); upgrade docqa"
+        )
+    return current
+
+
+def _check_pg_encoding(engine: Engine) -> None:
+    # Offsets are character indices; a non-UTF8 database would mangle or refuse text.
+    with engine.connect() as connection:
+        encoding = connection.exec_driver_sql("SHOW server_encoding").scalar_one()
+    if isinstance(encoding, bytes):  # psycopg returns bytes on SQL_ASCII databases
+        encoding = encoding.decode("ascii", "replace")
+    if encoding.upper() not in ("UTF8", "UTF-8"):
+        raise StoreError(
+            f"database {safe_url(engine)} uses encoding {encoding}; docqa needs UTF8 "
+            "(CREATE DATABASE ... ENCODING 'UTF8' TEMPLATE template0)"
+        )

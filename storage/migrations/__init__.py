@@ -1,0 +1,5 @@
+"""Alembic migrations of the docqa store (run them with `storage.db.upgrade`).
+
+A package only so that it is installed with docqa; `env.py` is run by Alembic, never
+imported.
+"""

@@ -1,0 +1,1 @@
+"""Schema revisions, oldest first. Hand-written: each must work on SQLite and PostgreSQL."""

@@ -1,0 +1,256 @@
+"""Shared test fixtures: offline model hubs, real PostgreSQL and Redis, migrated stores.
+
+Services are the ones on 127.0.0.1 (PostgreSQL 5432 with trust auth, Redis 6379).
+A test that needs an unreachable service is skipped with the reason; with
+DOCQA_REQUIRE_SERVICES=1 (CI) it fails instead, so a broken service cannot pass
+silently. The reachability checks are plain functions (`postgres_unreachable_reason`,
+`redis_unreachable_reason`, `require_service`) for modules that need them outside a
+fixture, e.g. `import conftest` in a skipif.
+"""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+# Before anything imports transformers: tests never reach the network for weights.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+POSTGRES_HOST = "127.0.0.1"
+POSTGRES_PORT = 5432
+# The database the admin connection opens to create and drop per-test databases.
+POSTGRES_ADMIN_DB = "test"
+REDIS_HOST = "127.0.0.1"
+REDIS_PORT = 6379
+# A db number nothing else uses: every test flushes it.
+REDIS_TEST_DB = 15
+# Seconds a reachability check may wait before it calls a service unreachable.
+SERVICE_TIMEOUT_S = 3
+
+
+def services_required() -> bool:
+    """True when DOCQA_REQUIRE_SERVICES=1: a missing service fails the test instead of skipping it."""
+    return os.environ.get("DOCQA_REQUIRE_SERVICES", "") == "1"
+
+
+def require_service(reason: str | None) -> None:
+    """Skip (or fail, when services are required) the current test if `reason` is not None."""
+    if reason is None:
+        return
+    if services_required():
+        pytest.fail(f"{reason} (DOCQA_REQUIRE_SERVICES=1)", pytrace=False)
+    pytest.skip(reason)
+
+
+@functools.cache
+def _postgres_probe() -> tuple[str | None, str | None]:
+    """(user that can connect, None) or (None, why no user could); probed once per session."""
+    try:
+        import psycopg
+    except ImportError as exc:
+        return None, f"PostgreSQL not reachable at {POSTGRES_HOST}:{POSTGRES_PORT}: psycopg missing ({exc})"
+    users = list(dict.fromkeys(u for u in (os.environ.get("PGUSER"), getpass.getuser(), "postgres") if u))
+    errors = []
+    for user in users:
+        try:
+            with psycopg.connect(
+                host=POSTGRES_HOST,
+                port=POSTGRES_PORT,
+                user=user,
+                dbname=POSTGRES_ADMIN_DB,
+                connect_timeout=SERVICE_TIMEOUT_S,
+            ) as conn:
+                conn.execute("SELECT 1")
+            return user, None
+        except psycopg.Error as exc:
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            errors.append(f"as {user}: {first_line}")
+    return None, f"PostgreSQL not reachable at {POSTGRES_HOST}:{POSTGRES_PORT}: {'; '.join(errors)}"
+
+
+def postgres_unreachable_reason() -> str | None:
+    """None when PostgreSQL accepts a connection, else why not."""
+    return _postgres_probe()[1]
+
+
+def postgres_user() -> str:
+    """The role the tests connect as (the OS user, else postgres). Call after the reason check."""
+    user, reason = _postgres_probe()
+    if user is None:
+        raise RuntimeError(reason)
+    return user
+
+
+def redis_unreachable_reason(db: int = REDIS_TEST_DB) -> str | None:
+    """None when Redis answers PING, else why not."""
+    try:
+        import redis
+    except ImportError as exc:
+        return f"Redis not reachable at {REDIS_HOST}:{REDIS_PORT}: redis package missing ({exc})"
+    client = redis.Redis(
+        host=REDIS_HOST, port=REDIS_PORT, db=db, socket_connect_timeout=SERVICE_TIMEOUT_S, socket_timeout=SERVICE_TIMEOUT_S
+    )
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        return f"Redis not reachable at {REDIS_HOST}:{REDIS_PORT}: {exc}"
+    finally:
+        client.close()
+    return None
+
+
+def _admin_connection():  # -> psycopg.Connection, imported lazily
+    import psycopg
+
+    return psycopg.connect(
+        host=POSTGRES_HOST,
+        port=POSTGRES_PORT,
+        user=postgres_user(),
+        dbname=POSTGRES_ADMIN_DB,
+        connect_timeout=SERVICE_TIMEOUT_S,
+        autocommit=True,  # CREATE/DROP DATABASE cannot run in a transaction
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Anything using a real service gets the `services` marker, so `-m "not services"` works.
+    for item in items:
+        if {"postgres_url", "redis_url"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.services)
+
+
+def _create_database(admin, name: str) -> None:
+    # template0 + C locale: always allowed with UTF8, whatever the cluster default.
+    admin.execute(f"CREATE DATABASE {name} ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
+
+
+def _drop_database(admin, name: str) -> None:
+    # FORCE: a test that leaked a connection must not leak its database too.
+    admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def _database_url(name: str) -> str:
+    return f"postgresql+psycopg://{postgres_user()}@{POSTGRES_HOST}:{POSTGRES_PORT}/{name}"
+
+
+def _new_database_name() -> str:
+    return f"docqa_test_{os.getpid()}_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """URL of a fresh, empty UTF8 PostgreSQL database of this test alone; dropped afterwards."""
+    require_service(postgres_unreachable_reason())
+    name = _new_database_name()
+    with _admin_connection() as admin:
+        _create_database(admin, name)
+    try:
+        yield _database_url(name)
+    finally:
+        with _admin_connection() as admin:
+            _drop_database(admin, name)
+
+
+class _MigratedPostgres:
+    """One migrated database per test process, emptied before each test that uses it.
+
+    Emptying (TRUNCATE, ~20 ms) instead of creating and migrating a database per test
+    (~300 ms) keeps the suite fast; a test that changed the schema gets a new database.
+    """
+
+    def __init__(self) -> None:
+        self.name: str | None = None
+
+    def fresh_url(self) -> str:
+        from storage.db import head_revision, upgrade
+
+        with _admin_connection() as admin:
+            if self.name is not None and not self._reset(admin, head_revision()):
+                _drop_database(admin, self.name)
+                self.name = None
+            if self.name is None:
+                self.name = _new_database_name()
+                _create_database(admin, self.name)
+                upgrade(_database_url(self.name))
+        return _database_url(self.name)
+
+    def _reset(self, admin, head: str) -> bool:
+        """Empty the tables; False when the database no longer has the newest schema."""
+        import psycopg
+
+        # Connections a previous test leaked would block TRUNCATE.
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (self.name,),
+        )
+        try:
+            with psycopg.connect(
+                host=POSTGRES_HOST, port=POSTGRES_PORT, user=postgres_user(), dbname=self.name, autocommit=True
+            ) as conn:
+                version = conn.execute("SELECT version_num FROM alembic_version").fetchall()
+                if version != [(head,)]:
+                    return False
+                conn.execute("TRUNCATE answers, jobs, documents RESTART IDENTITY CASCADE")
+        except psycopg.Error:
+            return False
+        return True
+
+    def close(self) -> None:
+        if self.name is not None:
+            with _admin_connection() as admin:
+                _drop_database(admin, self.name)
+            self.name = None
+
+
+@pytest.fixture(scope="session")
+def _migrated_postgres() -> Iterator[_MigratedPostgres]:
+    store = _MigratedPostgres()
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """URL of Redis db REDIS_TEST_DB, flushed before and after the test."""
+    require_service(redis_unreachable_reason())
+    import redis
+
+    url = f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_TEST_DB}"
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushdb()
+        yield url
+        client.flushdb()
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    """URL of a SQLite file (not yet created) in the test's temporary folder."""
+    return f"sqlite:///{tmp_path / 'docqa.db'}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])
+def store_url(request: pytest.FixtureRequest) -> str:
+    """URL of an empty store with the newest schema, once on SQLite and once on PostgreSQL.
+
+    Isolated per test: a new SQLite file each time; on PostgreSQL one database per test
+    process, emptied before each test (use `postgres_url` for a database of your own).
+    """
+    if request.param == "sqlite":
+        from storage.db import upgrade
+
+        url = request.getfixturevalue("sqlite_url")
+        upgrade(url)
+        return url
+    require_service(postgres_unreachable_reason())
+    return request.getfixturevalue("_migrated_postgres").fresh_url()

@@ -1,0 +1,108 @@
+"""Helpers for end-to-end tests: corpora, `docqa` subprocesses, worker processes, polling."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+
+TINY_MODEL = str(Path(__file__).resolve().parents[1] / "fixtures" / "tiny-distilbert-qa")
+
+WORDS = (
+    "the river Seine flows through Paris and the tower of iron stood near it in 1889 while "
+    "engineers from Zürich and café owners watched ; 東京 also grew , with naïve plans for "
+    "bridges canals and railways that carried coal grain wine and people north to the sea"
+).split()
+
+
+def prose(n_words: int, seed: int) -> str:
+    rng = random.Random(seed)
+    return " ".join(rng.choice(WORDS) for _ in range(n_words))
+
+
+def write_corpus(folder: Path, n_docs: int, *, seed: int = 0, sizes=(20, 150, 700)) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    paths = []
+    for i in range(n_docs):
+        p = folder / f"doc{i:03d}.txt"
+        text = prose(rng.choice(sizes), seed=seed * 1000 + i)
+        if i % 7 == 0:
+            text = "  " + text.replace(" ", "\r\n", 2) + " e\u0301 zero\u200bwidth 👩\u200d👩\u200d👧\n"
+        p.write_text(text, encoding="utf-8")
+        paths.append(p)
+    return paths
+
+
+class Workers:
+    """`docqa worker` processes sharing one queue; stopped (and reaped) at the end."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, n: int = 1, *, concurrency: int = 1) -> None:
+        for _ in range(n):
+            k = len(self.procs)
+            log = open(self.log_dir / f"worker{k}.log", "wb")
+            self.procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "worker.cli", "worker", "--concurrency", str(concurrency),
+                     "--hostname", f"w{k}-{uuid.uuid4().hex[:6]}@%h", "--loglevel", "INFO"],
+                    env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                )
+            )
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace")[-4000:] for p in sorted(self.log_dir.glob("worker*.log")))
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + 20
+        for p in self.procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+
+
+def docqa(args: list[str], env: dict[str, str], *, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the real `docqa` command line in a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "worker.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def wait_for(predicate, *, timeout: float, interval: float = 0.25, what: str = "condition", logs=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    extra = f"\n--- worker logs ---\n{logs()}" if logs else ""
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}{extra}")
+
+
+def open_repo(url: str):
+    """A Repository on `url`, with its SQLAlchemy engine reachable as `.engine` for raw checks."""
+    from storage.db import make_engine, session_factory
+    from storage.repository import Repository
+
+    engine = make_engine(url)
+    repo = Repository(session_factory(engine))
+    repo.engine = engine
+    return repo

@@ -1,0 +1,109 @@
+"""End to end with the real thing: Redis broker, PostgreSQL store, `docqa worker` processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+from sqlalchemy import text
+
+from support import docqa, open_repo, wait_for, write_corpus
+
+pytestmark = [pytest.mark.services, pytest.mark.slow]
+
+QUESTIONS = ["Where does the river flow?", "Who watched the tower?", "When was it built?"]
+
+
+def q_args(questions=QUESTIONS) -> list[str]:
+    return [a for q in questions for a in ("-q", q)]
+
+
+def results_by_key(env: dict, database_url: str) -> dict:
+    out = docqa(["results", "--format", "jsonl", "--database-url", database_url], env)
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    return {(r["sha256"], r["question"], r["rank"]): r for r in rows}
+
+
+def test_fifty_documents_through_redis_postgres_and_two_workers_equal_embedded(distributed_env, workers, tmp_path):
+    env = distributed_env
+    docs = tmp_path / "docs"
+    write_corpus(docs, 50)
+    workers.start(2)
+    sub = docqa(["submit", str(docs), *q_args()], env)
+    assert sub.returncode == 0, sub.stderr
+    assert "150 new" in sub.stdout
+
+    repo = open_repo(env["DOCQA_DATABASE_URL"])
+    wait_for(lambda: repo.counts()["done"] == 150, timeout=240, what="150 jobs done", logs=workers.logs)
+    assert repo.counts() == {"queued": 0, "running": 0, "done": 150, "failed": 0}
+    with repo.engine.connect() as conn:
+        used = conn.execute(text("SELECT count(DISTINCT worker) FROM jobs")).scalar_one()
+        answers = conn.execute(text("SELECT count(*) FROM answers")).scalar_one()
+    assert used >= 2, "both worker processes should have taken jobs"
+    assert answers == 150  # top_k 1: one answer per job
+
+    # The same input through embedded mode gives the same answers, offsets and windows.
+    embedded_url = f"sqlite:///{tmp_path / 'embedded.db'}"
+    run = docqa(["run", str(docs), *q_args(), "--database-url", embedded_url], env)
+    assert run.returncode == 0, run.stderr
+    distributed = results_by_key(env, env["DOCQA_DATABASE_URL"])
+    embedded = results_by_key(env, embedded_url)
+    assert distributed.keys() == embedded.keys() and len(distributed) == 150
+    texts = {p.read_bytes().decode("utf-8") for p in docs.iterdir()}  # keep \r\n as stored
+    for key, d in distributed.items():
+        e = embedded[key]
+        for field in ("text", "char_start", "char_end", "window_index", "token_start", "token_end", "model"):
+            assert d[field] == e[field], (key, field)
+        assert d["score"] == pytest.approx(e["score"], rel=1e-4)
+        assert any(t[d["char_start"] : d["char_end"]] == d["text"] for t in texts)
+
+    # Submitting the same input again creates no job and no answer.
+    before = set(distributed)
+    again = docqa(["submit", str(docs), *q_args()], env)
+    assert again.returncode == 0, again.stderr
+    assert "0 new" in again.stdout and "150 already known" in again.stdout
+    assert repo.counts()["done"] == 150
+    assert set(results_by_key(env, env["DOCQA_DATABASE_URL"])) == before
+
+    # A job for a model no worker serves fails with a reason that says what to do.
+    other = tmp_path / "other"
+    write_corpus(other, 1, seed=99)
+    sub = docqa(["submit", str(other), "-q", "Where?", "--model", "acme/missing-model"], env)
+    assert sub.returncode == 0, sub.stderr
+    wait_for(lambda: repo.counts()["failed"] == 1, timeout=60, what="the job to fail", logs=workers.logs)
+    [failure] = repo.failures()
+    assert "acme/missing-model" in failure.error and "--model" in failure.error
+
+
+def test_worker_killed_mid_batch_loses_no_job_and_duplicates_no_answer(distributed_env, workers, tmp_path):
+    env = dict(distributed_env, DOCQA_WORKER_BATCH_JOBS="6")
+    workers.env = env
+    docs = tmp_path / "docs"
+    write_corpus(docs, 24, seed=5, sizes=(3000,))  # ~10 windows per job: a batch takes a while
+    workers.start(2)
+    sub = docqa(["submit", str(docs), "-q", QUESTIONS[0], "-q", QUESTIONS[1]], env)
+    assert sub.returncode == 0, sub.stderr
+    repo = open_repo(env["DOCQA_DATABASE_URL"])
+
+    def running_worker_pid():
+        with repo.engine.connect() as conn:
+            row = conn.execute(text("SELECT worker FROM jobs WHERE status = 'running' LIMIT 1")).first()
+        return int(row[0].rsplit(":", 1)[1]) if row and row[0] else None
+
+    pid = wait_for(running_worker_pid, timeout=120, interval=0.05, what="a job to be running", logs=workers.logs)
+    os.kill(pid, signal.SIGKILL)  # the pool process in the middle of its batch
+
+    wait_for(lambda: repo.counts()["done"] == 48, timeout=240, what="all 48 jobs done", logs=workers.logs)
+    assert repo.counts() == {"queued": 0, "running": 0, "done": 48, "failed": 0}
+    with repo.engine.connect() as conn:
+        per_job = conn.execute(text("SELECT job_id, count(*) FROM answers GROUP BY job_id")).all()
+        retried = conn.execute(text("SELECT count(*) FROM jobs WHERE attempts >= 2")).scalar_one()
+        killed = conn.execute(
+            text("SELECT count(*) FROM jobs WHERE worker LIKE :w"), {"w": f"%:{pid}"}
+        ).scalar_one()
+    assert len(per_job) == 48 and all(n == 1 for _job, n in per_job)
+    assert retried >= 1, "the killed worker's jobs must have been run again"
+    assert killed == 0, "every job the killed process held was finished by another process"

@@ -1,0 +1,102 @@
+"""`docqa run` (embedded: SQLite, in process) with good and bad input mixed."""
+
+from __future__ import annotations
+
+import json
+
+from support import TINY_MODEL, docqa, open_repo, prose, write_corpus
+
+
+def _env(tmp_path):
+    import os
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1", DOCQA_DATABASE_URL=f"sqlite:///{tmp_path / 'docqa.db'}")
+    env.pop("DOCQA_MODEL", None)
+    return env
+
+
+def test_bad_inputs_are_reported_by_name_and_good_documents_all_answered(tmp_path):
+    docs = tmp_path / "in"
+    good = write_corpus(docs, 4, seed=3)
+    (docs / "empty.txt").write_bytes(b"")
+    (docs / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00")
+    (docs / "latin1.txt").write_bytes("café crème, s'il vous plaît".encode("latin-1"))
+    (docs / "huge.txt").write_text(prose(3000, seed=1), encoding="utf-8")
+    lines = [
+        json.dumps({"id": "ok-1", "text": prose(60, seed=8), "metadata": {"lang": "en"}}),
+        '{"id": "broken", "text": "no closing brace"',
+        json.dumps({"id": "long-q", "text": prose(40, seed=9), "questions": [" ".join(["river"] * 500) + "?"]}),
+    ]
+    (docs / "batch.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    env = _env(tmp_path)
+    run = docqa(
+        ["run", str(docs), "-q", "Where does the river flow?", "--model", TINY_MODEL, "--max-document-chars", "8000"],
+        env,
+    )
+    assert run.returncode == 1  # something failed, and the exit status says so
+    err = run.stderr
+    assert "Traceback" not in err
+    assert "empty.txt: is empty" in err
+    assert "image.png: looks like a binary file" in err
+    assert "latin1.txt: is not valid UTF-8" in err
+    assert "huge.txt: has" in err and "over the limit of 8,000" in err
+    assert "batch.jsonl:2: malformed JSON line" in err
+    assert "failed job" in err and "question is too long" in err
+
+    repo = open_repo(env["DOCQA_DATABASE_URL"])
+    counts = repo.counts()
+    # 4 good files + the good JSONL line, one question each; the long-q line asks 2 questions
+    # (the global one, answered, and its own, failed).
+    assert counts == {"queued": 0, "running": 0, "done": 6, "failed": 1}
+    [failure] = repo.failures()
+    assert "question is too long" in failure.error and "long-q" in failure.document
+
+    results = docqa(["results"], env)
+    rows = [json.loads(x) for x in results.stdout.splitlines()]
+    answered = {r["document_source"] for r in rows}
+    assert {str(p) for p in good} <= answered
+    texts = {str(p): p.read_bytes().decode("utf-8") for p in good}  # keep \r\n as stored
+    for r in rows:
+        if r["document_source"] in texts:
+            assert texts[r["document_source"]][r["char_start"] : r["char_end"]] == r["text"]
+
+
+def test_running_again_creates_and_runs_nothing(tmp_path):
+    docs = tmp_path / "in"
+    write_corpus(docs, 6, seed=4)
+    env = _env(tmp_path)
+    args = ["run", str(docs), "-q", "Who watched?", "-q", "When?", "--model", TINY_MODEL]
+    first = docqa(args, env)
+    assert first.returncode == 0, first.stderr
+    assert "12 jobs (12 new" in first.stdout
+    before = docqa(["results"], env).stdout
+    second = docqa(args, env)
+    assert second.returncode == 0, second.stderr
+    assert "12 jobs (0 new, 12 already known), 0 answered now" in second.stdout
+    assert docqa(["results"], env).stdout == before
+
+
+def test_unknown_model_stops_the_run_before_anything_is_stored(tmp_path):
+    docs = tmp_path / "in"
+    write_corpus(docs, 2, seed=5)
+    env = _env(tmp_path)
+    run = docqa(["run", str(docs), "-q", "Where?", "--model", "acme/no-such-qa-model"], env)
+    assert run.returncode == 1
+    assert "Traceback" not in run.stderr
+    assert "acme/no-such-qa-model" in run.stderr and "--model PATH" in run.stderr
+    assert not (tmp_path / "docqa.db").exists()
+
+
+def test_status_and_results_formats(tmp_path):
+    docs = tmp_path / "in"
+    write_corpus(docs, 2, seed=6)
+    env = _env(tmp_path)
+    assert docqa(["run", str(docs), "-q", "Where?", "--top-k", "2", "--model", TINY_MODEL], env).returncode == 0
+    status = json.loads(docqa(["status", "--format", "json"], env).stdout)
+    assert status["counts"]["done"] == 2 and status["failures"] == []
+    csv_out = docqa(["results", "--format", "csv"], env).stdout.splitlines()
+    assert csv_out[0].startswith("answer_id,document_id,")
+    assert len(csv_out) == 1 + 4  # header + 2 documents x top 2
+    follow = docqa(["results", "--follow", "--until-done", "--interval", "0.1"], env, timeout=60)
+    assert follow.returncode == 0 and len(follow.stdout.splitlines()) == 4

@@ -1,0 +1,155 @@
+"""Many producers and workers on one store at once: no double claims, no duplicates.
+
+Each thread has its own engine (its own connections), as separate processes would.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import pytest
+
+from storage.db import make_engine
+from storage.models import JobStatus
+from storage.repository import Repository
+from storage.columns import utcnow
+from worker.messages import Answer, AnswerParams
+
+T = TypeVar("T")
+
+
+@pytest.fixture
+def repos(store_url: str) -> Iterator[list[Repository]]:
+    engines = [make_engine(store_url) for _ in range(4)]
+    try:
+        yield [Repository.from_engine(e) for e in engines]
+    finally:
+        for e in engines:
+            e.dispose()
+
+
+def run_together(calls: list[Callable[[], T]]) -> list[T]:
+    """Run the calls in threads released at the same moment; return results in order."""
+    barrier = threading.Barrier(len(calls))
+    results: list[T | None] = [None] * len(calls)
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            barrier.wait()
+            results[i] = calls[i]()
+        except BaseException as exc:  # re-raised below, in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    if errors:
+        raise errors[0]
+    return results  # type: ignore[return-value]
+
+
+def test_each_job_is_claimed_by_exactly_one_worker(repos: list[Repository]) -> None:
+    doc = repos[0].add_document("a document")
+    ids = [j.id for j in repos[0].add_jobs(doc.id, [f"q{i}" for i in range(120)], model="m", revision=None, params=AnswerParams())]
+
+    def worker(n: int) -> Callable[[], list[int]]:
+        # Overlapping batches in different orders, as redelivered messages would be.
+        order = ids if n % 2 == 0 else list(reversed(ids))
+        batches = [order[i : i + 16] for i in range(0, len(order), 16)]
+
+        def claim_all() -> list[int]:
+            got: list[int] = []
+            for batch in batches:
+                got.extend(c.job_id for c in repos[n].claim(batch, worker=f"w{n}", lease_seconds=60))
+            return got
+
+        return claim_all
+
+    claimed = run_together([worker(n) for n in range(4)])
+    flat = [job_id for got in claimed for job_id in got]
+    assert sorted(flat) == ids  # every job once, none twice
+    assert repos[0].counts()["running"] == 120
+    for n, got in enumerate(claimed):
+        assert {repos[0].job(job_id).worker for job_id in got} <= {f"w{n}"}
+
+
+def test_producers_racing_on_one_document_get_one_row(repos: list[Repository]) -> None:
+    text = "the same document, submitted by four producers at once \r\n 👍"
+    results = run_together([lambda r=r: r.add_document(text, source="p") for r in repos])
+    assert len({doc.id for doc in results}) == 1
+    assert sum(doc.created for doc in results) == 1
+
+
+def test_producers_racing_on_the_same_jobs_create_each_once(repos: list[Repository]) -> None:
+    doc = repos[0].add_document("shared")
+    questions = [f"q{i}" for i in range(60)]
+    results = run_together(
+        [lambda r=r: r.add_jobs(doc.id, questions, model="m", revision=None, params=AnswerParams()) for r in repos]
+    )
+    for position in range(len(questions)):
+        entries = [result[position] for result in results]
+        assert len({e.id for e in entries}) == 1
+        assert sum(e.created for e in entries) == 1
+    assert repos[0].counts()["queued"] == 60
+
+
+def test_two_deliveries_completing_one_job_leave_one_set_of_answers(repos: list[Repository]) -> None:
+    text = "Alpha beta gamma."
+    doc = repos[0].add_document(text)
+    (job_id, _), = repos[0].add_jobs(doc.id, ["Which?"], model="m", revision=None, params=AnswerParams(top_k=3))
+    answers = [
+        Answer(rank=r, text=text[s:e], score=1.0 / (r + 1), char_start=s, char_end=e)
+        for r, (s, e) in enumerate([(0, 5), (6, 10), (11, 16)])
+    ]
+    for _ in range(3):
+        run_together([lambda r=r: r.complete(job_id, answers, model_label="m") for r in repos])
+    assert repos[0].answers_for_job(job_id) == answers
+    assert len(list(repos[0].iter_results(job_id=job_id))) == 3
+    assert repos[0].job(job_id).status is JobStatus.DONE
+
+
+def test_sweeper_and_workers_at_once(repos: list[Repository]) -> None:
+    """A sweeper running while workers claim never loses or duplicates a job."""
+    doc = repos[0].add_document("sweep")
+    ids = [j.id for j in repos[0].add_jobs(doc.id, [f"q{i}" for i in range(40)], model="m", revision=None, params=AnswerParams())]
+    start = utcnow()
+    repos[0].claim(ids, worker="dead", lease_seconds=1, now=start)
+    later = start + timedelta(seconds=5)
+    results = run_together(
+        [
+            lambda: repos[0].requeue_expired(max_attempts=3, now=later),
+            lambda: [c.job_id for c in repos[1].claim(ids, worker="w1", lease_seconds=60, now=later)],
+            lambda: [c.job_id for c in repos[2].claim(ids, worker="w2", lease_seconds=60, now=later)],
+        ]
+    )
+    requeued, by_w1, by_w2 = results
+    claimed = set(by_w1) | set(by_w2)
+    assert len(claimed) == len(by_w1) + len(by_w2)  # no job went to both workers
+    # Every expired job was either taken by a live worker or handed back for re-enqueueing.
+    assert claimed | set(requeued) == set(ids)
+    statuses = repos[0].job_statuses(ids)
+    assert {i for i, s in statuses.items() if s is JobStatus.RUNNING} == claimed
+    assert {i for i, s in statuses.items() if s is JobStatus.QUEUED} == set(requeued) - claimed
+
+
+def test_workers_topping_up_at_once_never_share_a_job(repos: list[Repository]) -> None:
+    doc = repos[0].add_document("top up")
+    ids = [j.id for j in repos[0].add_jobs(doc.id, [f"q{i}" for i in range(90)], model="m", revision=None, params=AnswerParams())]
+
+    def drain(n: int) -> Callable[[], list[int]]:
+        def run() -> list[int]:
+            got: list[int] = []
+            while batch := repos[n].claim_queued(limit=7, model="m", revision=None, worker=f"w{n}", lease_seconds=60):
+                got.extend(c.job_id for c in batch)
+            return got
+
+        return run
+
+    claimed = run_together([drain(n) for n in range(4)])
+    assert sorted(j for got in claimed for j in got) == ids

@@ -1,0 +1,107 @@
+"""Schema migrations: an empty database gets the schema; running them again changes nothing."""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.synchronize
+from collections.abc import Iterator
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, inspect, text
+
+from storage.db import alembic_config, current_revision, ensure_schema, head_revision, make_engine, upgrade
+from storage.errors import StoreError
+from storage.models import Base
+from storage.repository import Repository
+
+TABLES = {"alembic_version", "documents", "jobs", "answers"}
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])
+def empty_url(request: pytest.FixtureRequest) -> str:
+    return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
+
+
+@pytest.fixture
+def empty_engine(empty_url: str) -> Iterator[Engine]:
+    engine = make_engine(empty_url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def test_empty_database_gets_the_schema_and_again_changes_nothing(empty_engine: Engine) -> None:
+    assert current_revision(empty_engine) is None
+    assert ensure_schema(empty_engine) == head_revision()
+    assert set(inspect(empty_engine).get_table_names()) == TABLES
+    doc = Repository.from_engine(empty_engine).add_document("kept across upgrades")
+    assert ensure_schema(empty_engine) == head_revision()
+    upgrade(empty_engine)
+    assert current_revision(empty_engine) == head_revision()
+    assert Repository.from_engine(empty_engine).document(doc.id).text == "kept across upgrades"
+
+
+def test_models_match_the_migrations(empty_engine: Engine) -> None:
+    upgrade(empty_engine)
+    with empty_engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True, "compare_server_default": False})
+        assert compare_metadata(context, Base.metadata) == []
+
+
+def test_downgrade_to_nothing_and_back(empty_engine: Engine) -> None:
+    upgrade(empty_engine)
+    config = alembic_config()
+    with empty_engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "base")
+    assert set(inspect(empty_engine).get_table_names()) <= {"alembic_version"}
+    upgrade(empty_engine)
+    assert set(inspect(empty_engine).get_table_names()) == TABLES
+
+
+def _upgrade_when_released(url: str, start: multiprocessing.synchronize.Event) -> None:
+    start.wait(10)
+    engine = make_engine(url)
+    try:
+        ensure_schema(engine)
+    finally:
+        engine.dispose()
+
+
+def test_many_processes_upgrading_at_once_all_succeed(empty_url: str) -> None:
+    # Processes, as in production: Alembic itself is not thread-safe.
+    context = multiprocessing.get_context("fork")
+    start = context.Event()
+    procs = [context.Process(target=_upgrade_when_released, args=(empty_url, start)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    start.set()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    engine = make_engine(empty_url)
+    try:
+        assert current_revision(engine) == head_revision()
+    finally:
+        engine.dispose()
+
+
+def test_tables_not_made_by_docqa_are_not_touched(empty_engine: Engine) -> None:
+    with empty_engine.begin() as conn:
+        conn.execute(text("CREATE TABLE jobs (id INTEGER PRIMARY KEY, name TEXT)"))
+    with pytest.raises(StoreError, match=r"already has table\(s\) jobs but no docqa schema version"):
+        ensure_schema(empty_engine)
+
+
+def test_a_schema_newer_than_this_code_is_reported(empty_engine: Engine) -> None:
+    upgrade(empty_engine)
+    with empty_engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    with pytest.raises(StoreError, match="schema revision '9999', which this docqa does not know"):
+        ensure_schema(empty_engine)
+    with pytest.raises(StoreError, match="which this docqa does not know"):
+        upgrade(empty_engine)
