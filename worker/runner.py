@@ -28,6 +28,8 @@ class RunStats:
     done: int = 0
     failed: int = 0
     answers: int = 0
+    forwards: int = 0  # model forward calls this run made (its jobs' windows share them)
+    windows: int = 0
     skipped: list[int] = field(default_factory=list)  # not claimable: done, failed, or leased elsewhere
 
 
@@ -86,7 +88,11 @@ class JobRunner:
                 stats.failed += 1
             else:
                 runnable.append(job)
-        for job, result in zip(runnable, self._answer(runnable)):
+        forwards, windows = self.engine.forward_calls, self.engine.windows_run
+        answered = self._answer(runnable) if runnable else []
+        stats.forwards = self.engine.forward_calls - forwards
+        stats.windows = self.engine.windows_run - windows
+        for job, result in zip(runnable, answered):
             if result.ok:
                 try:
                     self.repo.complete(job.job_id, result.answers, model_label=self.engine.model_label)

@@ -134,7 +134,9 @@ def run_jobs(message: dict) -> dict:
     msg = JobMessage.model_validate(message)
     stats = runtime().runner.run(msg.job_ids)
     log.info(
-        "jobs %s: claimed %d, done %d, failed %d, answers %d, skipped %d",
+        "docqa run: message jobs %s: claimed %d, done %d, failed %d, answers %d, skipped %d, "
+        "windows %d in %d forwards",
         msg.job_ids[:5], stats.claimed, stats.done, stats.failed, stats.answers, len(stats.skipped),
+        stats.windows, stats.forwards,
     )
     return {"done": stats.done, "failed": stats.failed}

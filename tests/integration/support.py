@@ -48,20 +48,26 @@ class Workers:
         self.log_dir = log_dir
         self.procs: list[subprocess.Popen] = []
 
-    def start(self, n: int = 1, *, concurrency: int = 1) -> None:
+    def start(self, n: int = 1, *, concurrency: int = 1, via: str = "docqa") -> None:
+        """Start n workers with `docqa worker`, or (via="celery") with plain `celery -A worker.app worker`."""
         for _ in range(n):
             k = len(self.procs)
             log = open(self.log_dir / f"worker{k}.log", "wb")
+            name = f"w{k}-{uuid.uuid4().hex[:6]}@%h"
+            if via == "celery":
+                cmd = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", self.env["DOCQA_QUEUE"],
+                       "-c", str(concurrency), "-n", name, "--loglevel", "INFO"]
+            else:
+                cmd = [sys.executable, "-m", "worker.cli", "worker", "--concurrency", str(concurrency),
+                       "--hostname", name, "--loglevel", "INFO"]
             self.procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "worker.cli", "worker", "--concurrency", str(concurrency),
-                     "--hostname", f"w{k}-{uuid.uuid4().hex[:6]}@%h", "--loglevel", "INFO"],
-                    env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                )
+                subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
             )
 
-    def logs(self) -> str:
-        return "\n".join(p.read_text(errors="replace")[-4000:] for p in sorted(self.log_dir.glob("worker*.log")))
+    def logs(self, tail: int | None = 4000) -> str:
+        """The workers' logs (the last `tail` characters of each; None for all)."""
+        texts = (p.read_text(errors="replace") for p in sorted(self.log_dir.glob("worker*.log")))
+        return "\n".join(t if tail is None else t[-tail:] for t in texts)
 
     def stop(self) -> None:
         for p in self.procs:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 
 import pytest
@@ -31,7 +32,8 @@ def test_fifty_documents_through_redis_postgres_and_two_workers_equal_embedded(d
     env = distributed_env
     docs = tmp_path / "docs"
     write_corpus(docs, 50)
-    workers.start(2)
+    workers.start(1)
+    workers.start(1, via="celery")  # `celery -A worker.app worker` works as well as `docqa worker`
     sub = docqa(["submit", str(docs), *q_args()], env)
     assert sub.returncode == 0, sub.stderr
     assert "150 new" in sub.stdout
@@ -107,3 +109,25 @@ def test_worker_killed_mid_batch_loses_no_job_and_duplicates_no_answer(distribut
     assert len(per_job) == 48 and all(n == 1 for _job, n in per_job)
     assert retried >= 1, "the killed worker's jobs must have been run again"
     assert killed == 0, "every job the killed process held was finished by another process"
+
+
+def test_single_job_messages_share_forwards_in_a_worker(distributed_env, workers, tmp_path):
+    """200 one-window jobs, each in its own message: the worker must not run 200 forwards."""
+    docs = tmp_path / "docs"
+    write_corpus(docs, 200, seed=11, sizes=(15, 25))
+    producer_env = dict(distributed_env, DOCQA_WORKER_BATCH_JOBS="1")  # one job per message
+    sub = docqa(["submit", str(docs), "-q", QUESTIONS[0]], producer_env)
+    assert sub.returncode == 0, sub.stderr
+    assert "enqueued in 200 messages" in sub.stdout
+    workers.env = dict(distributed_env, DOCQA_WORKER_BATCH_JOBS="64")
+    workers.start(1)
+    repo = open_repo(distributed_env["DOCQA_DATABASE_URL"])
+    wait_for(lambda: repo.counts()["done"] == 200, timeout=180, what="200 jobs done", logs=workers.logs)
+    forwards = windows = 0
+    for line in workers.logs(tail=None).splitlines():
+        m = re.search(r"windows (\d+) in (\d+) forwards", line)
+        if m:
+            windows += int(m.group(1))
+            forwards += int(m.group(2))
+    assert windows == 200
+    assert forwards <= 20, f"{forwards} forwards for 200 one-window jobs"
