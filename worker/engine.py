@@ -161,6 +161,7 @@ class Engine:
         self._template: PairTemplate | None = None
         self._device = None
         self._dtype = None
+        self._pinned: dict[int, object] = {}  # reused pinned host buffers (CUDA only)
         self.forward_calls = 0  # forwards run so far (a batch is one call)
         self.windows_run = 0
 
@@ -293,11 +294,9 @@ class Engine:
                 )
                 windows.append((i, layout, ids))
 
-        logits = self._forward_all([w[2] for w in windows], [w[1] for w in windows])
-
+        scored = self._score_windows(windows, items)
         per_item: dict[int, list] = {}
-        for (i, layout, _ids), (s_log, e_log) in zip(windows, logits):
-            cands, null = window_candidates(s_log, e_log, layout, items[i].params)
+        for (i, layout, _ids), (cands, null, s_log, e_log) in zip(windows, scored):
             per_item.setdefault(i, []).append((layout, cands, null, s_log, e_log))
         for i, wins in per_item.items():
             item = items[i]
@@ -305,17 +304,34 @@ class Engine:
             results[i].answers = merge_answers(item.text, wins, doc.offsets, doc.word_ids, item.params)
         return results
 
-    def _forward_all(self, seqs: list[np.ndarray], layouts: list[WindowLayout]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Start/end logits (float32, unpadded) of every window, batched by length."""
+    @property
+    def span_path(self) -> str:
+        """'numpy' (exact reference arithmetic on the host; the CPU default) or 'device'.
+
+        On a GPU the spans are ranked on the device and only candidates are copied back
+        (see worker.device_spans); DOCQA_SPAN_PATH=numpy|device overrides the choice.
+        """
+        forced = os.environ.get("DOCQA_SPAN_PATH")
+        if forced in ("numpy", "device"):
+            return forced
+        return "device" if str(self.device).startswith("cuda") else "numpy"
+
+    def _score_windows(self, windows, items) -> list[tuple[list, float, np.ndarray, np.ndarray]]:
+        """Per window: (candidates best first, null score, start logits, end logits).
+
+        Windows run in length-sorted batches under the token budget; each batch pads
+        only to its longest window.
+        """
         import torch
 
-        out: list = [None] * len(seqs)
-        if not seqs:
+        out: list = [None] * len(windows)
+        if not windows:
             return out
         tok = self._tokenizer
         pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-        lengths = [int(s.shape[0]) for s in seqs]
+        lengths = [w[1].seq_len for w in windows]
         use_types = self._template.type_ids is not None and "token_type_ids" in tok.model_input_names
+        on_device = self.span_path == "device"
         with torch.inference_mode():
             for batch in plan_batches(lengths, self.batch_tokens, self.max_batch_windows):
                 width = max(lengths[j] for j in batch)
@@ -323,24 +339,80 @@ class Engine:
                 mask = np.zeros((len(batch), width), dtype=np.int64)
                 types = np.zeros((len(batch), width), dtype=np.int64) if use_types else None
                 for row, j in enumerate(batch):
-                    ids[row, : lengths[j]] = seqs[j]
+                    layout = windows[j][1]
+                    ids[row, : lengths[j]] = windows[j][2]
                     mask[row, : lengths[j]] = 1
                     if use_types:
-                        types[row, : lengths[j]] = self._type_row(layouts[j])
-                inputs = {
-                    "input_ids": torch.from_numpy(ids).to(self._device),
-                    "attention_mask": torch.from_numpy(mask).to(self._device),
-                }
+                        types[row, : lengths[j]] = self._type_row(layout)
+                inputs = {"input_ids": self._to_device(ids, 0), "attention_mask": self._to_device(mask, 1)}
                 if use_types:
-                    inputs["token_type_ids"] = torch.from_numpy(types).to(self._device)
+                    inputs["token_type_ids"] = self._to_device(types, 2)
                 result = self._model(**inputs)
-                start = result.start_logits.float().cpu().numpy()
-                end = result.end_logits.float().cpu().numpy()
                 self.forward_calls += 1
                 self.windows_run += len(batch)
+                if on_device:
+                    self._collect_on_device(result, batch, windows, items, out)
+                    continue
+                start = result.start_logits.float().cpu().numpy()
+                end = result.end_logits.float().cpu().numpy()
                 for row, j in enumerate(batch):
-                    out[j] = (start[row, : lengths[j]], end[row, : lengths[j]])
+                    i, layout, _ = windows[j]
+                    s_log, e_log = start[row, : lengths[j]], end[row, : lengths[j]]
+                    cands, null = window_candidates(s_log, e_log, layout, items[i].params)
+                    out[j] = (cands, null, s_log, e_log)
         return out
+
+    def _collect_on_device(self, result, batch, windows, items, out) -> None:
+        """Rank spans on the device; copy back only candidates (grouped by span parameters)."""
+        import torch
+
+        from worker.device_spans import device_candidates
+
+        width = result.start_logits.shape[1]
+        allowed = np.zeros((len(batch), width), dtype=bool)
+        for row, j in enumerate(batch):
+            allowed[row, : windows[j][1].seq_len] = windows[j][1].allowed_mask()
+        allowed_t = torch.from_numpy(allowed).to(result.start_logits.device)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for row, j in enumerate(batch):
+            p = items[windows[j][0]].params
+            n = p.top_k * 2 + 10 if p.align_to_words else p.top_k
+            groups.setdefault((n, p.max_answer_len), []).append(row)
+        for (n, max_len), rows in groups.items():
+            idx = torch.tensor(rows, device=allowed_t.device)
+            got = device_candidates(
+                result.start_logits[idx], result.end_logits[idx], allowed_t[idx],
+                n_candidates=n, max_answer_len=max_len,
+            )
+            for r, row in enumerate(rows):
+                j = batch[row]
+                seq_len = windows[j][1].seq_len
+                s_log = np.full(seq_len, np.nan, dtype=np.float32)
+                e_log = np.full(seq_len, np.nan, dtype=np.float32)
+                cands = got.window(r)
+                for c, k in zip(cands, range(len(cands))):
+                    s_log[c.start] = got.start_logits[r, k]
+                    e_log[c.end] = got.end_logits[r, k]
+                out[j] = (cands, float(got.null_scores[r]), s_log, e_log)
+
+    def _to_device(self, array: np.ndarray, slot: int):
+        """A host array on the model's device; on CUDA through a reused pinned buffer.
+
+        Safe to reuse: the previous batch's outputs were copied back (a synchronising
+        copy) before the next batch is written into the buffer.
+        """
+        import torch
+
+        tensor = torch.from_numpy(array)
+        if not str(self._device).startswith("cuda"):
+            return tensor
+        need = tensor.numel()
+        buf = self._pinned.get(slot)
+        if buf is None or buf.numel() < need:
+            buf = self._pinned[slot] = torch.empty(max(need, 1 << 16), dtype=tensor.dtype).pin_memory()
+        staged = buf[:need].view(tensor.shape)
+        staged.copy_(tensor)
+        return staged.to(self._device, non_blocking=True)
 
     def _type_row(self, layout: WindowLayout) -> np.ndarray:
         pre, q, mid, c, suf = self._template.type_ids

@@ -65,3 +65,18 @@ def test_windows_are_the_reference_windows(tiny_model):
         assert [list(w) for w in windows] == case["windows"], case["id"]
         checked[len(windows) >= 3] += 1
     assert checked[True] >= 20
+
+
+def test_device_span_path_gives_the_same_positive_answers(engine, results, monkeypatch):
+    """The GPU's span path (run here on CPU tensors) agrees with the exact path on every case,
+    except for the zero-score filler spans only the exact path reproduces."""
+    monkeypatch.setenv("DOCQA_SPAN_PATH", "device")
+    assert engine.span_path == "device"
+    items = [QAItem(c["context"], c["question"], AnswerParams(**c["params"])) for c in CASES]
+    device = engine.run(items)
+    for case, exact, dev in zip(CASES, results, device):
+        want = [(a.text, a.char_start, a.char_end) for a in exact.answers if a.score > 0]
+        got = [(a.text, a.char_start, a.char_end) for a in dev.answers if a.score > 0]
+        assert got == want, case["id"]
+        for a in dev.answers:
+            assert case["context"][a.char_start : a.char_end] == a.text
