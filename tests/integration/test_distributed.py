@@ -120,7 +120,8 @@ def test_single_job_messages_share_forwards_in_a_worker(distributed_env, workers
     assert sub.returncode == 0, sub.stderr
     assert "enqueued in 200 messages" in sub.stdout
     workers.env = dict(distributed_env, DOCQA_WORKER_BATCH_JOBS="64")
-    workers.start(1)
+    workers.env.pop("DOCQA_TORCH_THREADS", None)
+    workers.start(1, concurrency=2)
     repo = open_repo(distributed_env["DOCQA_DATABASE_URL"])
     wait_for(lambda: repo.counts()["done"] == 200, timeout=180, what="200 jobs done", logs=workers.logs)
     forwards = windows = 0
@@ -131,3 +132,8 @@ def test_single_job_messages_share_forwards_in_a_worker(distributed_env, workers
             forwards += int(m.group(2))
     assert windows == 200
     assert forwards <= 20, f"{forwards} forwards for 200 one-window jobs"
+    # Two pool processes share the cores instead of each taking all of them.
+    from worker.tasks import usable_cores
+
+    threads = re.findall(r"ready: model .* (\d+) torch threads", workers.logs(tail=None))
+    assert len(threads) == 2 and all(int(t) == max(1, usable_cores() // 2) for t in threads)

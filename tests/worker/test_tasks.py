@@ -1,0 +1,54 @@
+"""Worker-process set-up that needs no broker: thread sharing, JSON-only app, message schema."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from worker.app import TASK_NAME, make_celery
+from worker.messages import JobMessage
+from worker.settings import Settings
+from worker.tasks import torch_threads
+
+
+def test_threads_share_the_cores_between_pool_processes(monkeypatch):
+    monkeypatch.delenv("DOCQA_TORCH_THREADS", raising=False)
+    assert torch_threads(1, cores=2) == 2
+    assert torch_threads(2, cores=2) == 1
+    assert torch_threads(4, cores=2) == 1  # never zero
+    assert torch_threads(2, cores=16) == 8
+    monkeypatch.setenv("DOCQA_TORCH_THREADS", "3")
+    assert torch_threads(2, cores=16) == 3
+
+
+def test_app_accepts_json_only_and_acknowledges_late():
+    app = make_celery(Settings(broker_url="redis://127.0.0.1:6379/15"))
+    conf = app.conf
+    assert conf.task_serializer == "json" and list(conf.accept_content) == ["json"]
+    assert conf.task_acks_late and conf.task_reject_on_worker_lost
+    assert conf.worker_prefetch_multiplier == 1
+    import worker.tasks  # noqa: F401  (registers the task on the module's app)
+    from worker.app import app as module_app
+
+    assert TASK_NAME in module_app.tasks
+
+
+def test_messages_carry_a_schema_version_and_refuse_unknown_ones():
+    msg = JobMessage(job_ids=[1, 2])
+    assert msg.model_dump(mode="json") == {"schema_version": 1, "job_ids": [1, 2]}
+    with pytest.raises(ValidationError, match="schema_version 2 is not supported"):
+        JobMessage.model_validate({"schema_version": 2, "job_ids": [1]})
+    with pytest.raises(ValidationError):
+        JobMessage.model_validate({"schema_version": 1, "job_ids": [1], "pickle": "x"})
+
+
+def test_producer_modules_import_no_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, producer.submit, producer.documents, worker.messages, worker.app, storage.repository; "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
