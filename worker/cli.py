@@ -247,32 +247,38 @@ def _print_input_errors(report) -> None:
 
 # -- run (embedded) ------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
+    from worker.engine import ModelLoadError, check_model_available
     from worker.runner import JobRunner
 
     settings = build_settings(args)
     _answer_params(settings)
     started = time.perf_counter()
-    engine = _make_engine(settings)  # an unknown model stops the run before anything is stored
+    try:  # an unknown model stops the run before anything is stored
+        check_model_available(settings.model, settings.revision)
+    except ModelLoadError as exc:
+        raise CliError(str(exc), status=1) from None
     repo = _open_repo(settings)
     report = _submit_inputs(args, settings, repo, enqueue=None)
     repo.requeue_expired(max_attempts=settings.max_attempts)  # left running by an interrupted run
-    runner = JobRunner(
-        repo,
-        engine,
-        lease_seconds=settings.lease_seconds,
-        max_jobs=settings.worker_batch_jobs,
-        max_attempts=settings.max_attempts,
-    )
     pending = repo.queued_job_ids(model=settings.model, revision=settings.revision or "")
     done = failed = answers = 0
-    bar = _progress_bar(len(pending), "job", "answering")
-    try:
-        for i in range(0, len(pending), settings.worker_batch_jobs):
-            stats = runner.run(pending[i : i + settings.worker_batch_jobs], fill=False)
-            done, failed, answers = done + stats.done, failed + stats.failed, answers + stats.answers
-            bar.update(stats.claimed + len(stats.skipped))
-    finally:
-        bar.close()
+    if pending:  # unchanged input: nothing to run, and the model is not even loaded
+        engine = _make_engine(settings)
+        runner = JobRunner(
+            repo,
+            engine,
+            lease_seconds=settings.lease_seconds,
+            max_jobs=settings.worker_batch_jobs,
+            max_attempts=settings.max_attempts,
+        )
+        bar = _progress_bar(len(pending), "job", "answering")
+        try:
+            for i in range(0, len(pending), settings.worker_batch_jobs):
+                stats = runner.run(pending[i : i + settings.worker_batch_jobs], fill=False)
+                done, failed, answers = done + stats.done, failed + stats.failed, answers + stats.answers
+                bar.update(stats.claimed + len(stats.skipped))
+        finally:
+            bar.close()
     elapsed = time.perf_counter() - started
     print(
         f"docqa run: {report.documents} documents ({report.new_documents} new), "

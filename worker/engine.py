@@ -428,6 +428,30 @@ class Engine:
         return np.concatenate(parts)
 
 
+def check_model_available(model: str, revision: str | None = None) -> None:
+    """Fail fast, without importing torch, when `model` is neither a local model folder nor
+    on the hub (or in its local cache). Raises ModelLoadError with the same advice as warm_up."""
+    label = f"{model}@{revision}" if revision else model
+    if os.path.isdir(model):
+        if not os.path.isfile(os.path.join(model, "config.json")):
+            raise ModelLoadError(
+                f"could not load the local folder {label!r}: it has no config.json, so it is not a "
+                "saved model. Pass --model PATH to a folder written by save_pretrained (or set DOCQA_MODEL)."
+            )
+        return
+    from huggingface_hub import hf_hub_download
+
+    try:
+        hf_hub_download(model, "config.json", revision=revision)
+    except Exception as exc:  # not found, offline and not cached, bad revision, invalid id
+        raise ModelLoadError(
+            f"could not load the model {label!r}: it is not a local folder holding a "
+            f"question-answering model, and it could not be downloaded from the Hugging Face hub "
+            f"({_first_line(exc)}). Pass --model PATH to a local folder (or set DOCQA_MODEL), or "
+            f"connect once so the model can be downloaded."
+        ) from None
+
+
 def quantize_int8(model):
     """Dynamic int8 quantization of the Linear layers (CPU)."""
     import torch
