@@ -21,6 +21,8 @@ import pytest
 # Before anything imports transformers: tests never reach the network for weights.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Before torch loads OpenMP: spinning threads slow every process on a busy 2-core machine.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 POSTGRES_HOST = "127.0.0.1"
 POSTGRES_PORT = 5432
