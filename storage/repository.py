@@ -528,19 +528,27 @@ class Repository:
             )
             return True
 
-    def requeue_expired(self, *, max_attempts: int, now: datetime | None = None) -> list[int]:
+    def requeue_expired(
+        self, *, max_attempts: int, now: datetime | None = None, dead_workers: Iterable[str] = ()
+    ) -> list[int]:
         """The sweeper: running jobs whose lease ran out go back to queued; return their ids.
 
+        Jobs held by `dead_workers` (worker names known to be gone, e.g. a process of
+        this host that no longer exists) count as expired whatever their lease says.
         The caller re-enqueues the returned ids. A job that already had `max_attempts`
         attempts is marked failed instead, with the reason and its last worker.
         """
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
         now = utcnow() if now is None else now
+        dead = sorted(set(dead_workers))
+        gone = Job.leased_until < now
+        if dead:
+            gone = or_(gone, Job.worker.in_(dead))
         with self._write() as session:
             stmt = (
                 select(Job.id, Job.attempts, Job.worker)
-                .where(Job.status == JobStatus.RUNNING, Job.leased_until < now)
+                .where(Job.status == JobStatus.RUNNING, gone)
                 .order_by(Job.id)
             )
             if self._postgres:
@@ -559,6 +567,12 @@ class Repository:
                     .execution_options(synchronize_session=False)
                 )
         return requeue
+
+    def running_workers(self) -> list[str]:
+        """Names of the workers holding running jobs."""
+        stmt = select(Job.worker).where(Job.status == JobStatus.RUNNING, Job.worker.is_not(None)).distinct()
+        with self._read() as session:
+            return sorted(session.execute(stmt).scalars())
 
     def _give_up(self, session: Session, rows: Sequence[Any], now: datetime) -> None:
         session.execute(

@@ -248,7 +248,7 @@ def _print_input_errors(report) -> None:
 # -- run (embedded) ------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
     from worker.engine import ModelLoadError, check_model_available
-    from worker.runner import JobRunner
+    from worker.runner import JobRunner, dead_local_workers
 
     settings = build_settings(args)
     _answer_params(settings)
@@ -259,7 +259,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise CliError(str(exc), status=1) from None
     repo = _open_repo(settings)
     report = _submit_inputs(args, settings, repo, enqueue=None)
-    repo.requeue_expired(max_attempts=settings.max_attempts)  # left running by an interrupted run
+    # Jobs left running by an interrupted run on this host go back to the queue now.
+    repo.requeue_expired(max_attempts=settings.max_attempts, dead_workers=dead_local_workers(repo.running_workers()))
     pending = repo.queued_job_ids(model=settings.model, revision=settings.revision or "")
     done = failed = answers = 0
     if pending:  # unchanged input: nothing to run, and the model is not even loaded

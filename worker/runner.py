@@ -19,7 +19,28 @@ log = logging.getLogger(__name__)
 
 
 def worker_name() -> str:
+    """'host:pid': stored with each job a process claims."""
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def dead_local_workers(names) -> list[str]:
+    """The worker names of this host whose process no longer exists.
+
+    Their jobs need not wait for the lease to run out: nobody is working on them.
+    """
+    host = socket.gethostname()
+    dead = []
+    for name in names:
+        h, _, pid = name.rpartition(":")
+        if h != host or not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            dead.append(name)
+        except PermissionError:  # alive, owned by someone else
+            pass
+    return dead
 
 
 @dataclass

@@ -84,7 +84,10 @@ class Runtime:
 
     def sweep(self) -> list[int]:
         """Requeue jobs whose lease ran out (their worker died); fail those out of attempts."""
-        ids = self.repo.requeue_expired(max_attempts=self.settings.max_attempts)
+        from worker.runner import dead_local_workers
+
+        dead = dead_local_workers(self.repo.running_workers())
+        ids = self.repo.requeue_expired(max_attempts=self.settings.max_attempts, dead_workers=dead)
         chunk = self.settings.worker_batch_jobs
         for i in range(0, len(ids), chunk):
             send_jobs(app, ids[i : i + chunk], self.settings.queue)

@@ -100,3 +100,30 @@ def test_status_and_results_formats(tmp_path):
     assert len(csv_out) == 1 + 4  # header + 2 documents x top 2
     follow = docqa(["results", "--follow", "--until-done", "--interval", "0.1"], env, timeout=60)
     assert follow.returncode == 0 and len(follow.stdout.splitlines()) == 4
+
+
+def test_jobs_of_an_interrupted_run_are_resumed_without_waiting_for_the_lease(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    from storage.db import upgrade
+    from worker.settings import Settings
+
+    docs = tmp_path / "in"
+    [path] = write_corpus(docs, 1, seed=12)
+    env = _env(tmp_path)
+    url = env["DOCQA_DATABASE_URL"]
+    upgrade(url)
+    repo = open_repo(url)
+    doc = repo.add_document(path.read_bytes().decode("utf-8"), source=str(path))
+    [(job_id, _)] = repo.add_jobs(doc.id, ["Who watched?"], model=TINY_MODEL, revision=None,
+                                  params=Settings().answer_params())
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = f"{socket.gethostname()}:{gone.stdout.strip()}"
+    assert repo.claim([job_id], worker=dead, lease_seconds=900)  # as if that process was killed mid-run
+
+    run = docqa(["run", str(docs), "-q", "Who watched?", "--model", TINY_MODEL], env)
+    assert run.returncode == 0, run.stderr
+    assert "1 answered now" in run.stdout
+    assert repo.counts()["done"] == 1
