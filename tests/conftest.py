@@ -256,3 +256,20 @@ def store_url(request: pytest.FixtureRequest) -> str:
         return url
     require_service(postgres_unreachable_reason())
     return request.getfixturevalue("_migrated_postgres").fresh_url()
+
+
+TINY_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "tiny-distilbert-qa")
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> str:
+    """The tiny DistilBERT QA model with a real WordPiece tokenizer (tests/fixtures/build_tiny_model.py)."""
+    return TINY_MODEL
+
+
+@pytest.fixture(scope="session")
+def engine(tiny_model):
+    """One loaded engine on the tiny model, shared by the tests that only read from it."""
+    from worker.engine import Engine
+
+    return Engine(tiny_model, device="cpu").warm_up()
