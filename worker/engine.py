@@ -168,8 +168,9 @@ class Engine:
     # -- loading -----------------------------------------------------------------
     @property
     def model_label(self) -> str:
-        """'model' or 'model@revision': stored with every answer."""
-        return f"{self.model_id}@{self.revision}" if self.revision else self.model_id
+        """'model', 'model@revision', plus '+int8' when quantized: stored with every answer."""
+        label = f"{self.model_id}@{self.revision}" if self.revision else self.model_id
+        return f"{label}+int8" if self.quantize == "int8" else label
 
     @property
     def tokenizer(self):
@@ -453,10 +454,19 @@ def check_model_available(model: str, revision: str | None = None) -> None:
 
 
 def quantize_int8(model):
-    """Dynamic int8 quantization of the Linear layers (CPU)."""
+    """Dynamic int8 quantization of the Linear layers (CPU).
+
+    torch marks its quantized-tensor API deprecated (still working in 2.13); the warning
+    is silenced here because the user asked for this mode explicitly.
+    """
+    import warnings
+
     import torch
 
-    return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -129,3 +129,19 @@ def test_warm_up_is_idempotent_and_loads_once(tiny_model):
     assert eng.warm_up().model is model
     assert eng.model_label == tiny_model
     assert Engine(tiny_model, revision="main").model_label == f"{tiny_model}@main"
+
+
+def test_int8_mode_answers_with_valid_offsets_and_says_so_in_the_label(tiny_model, engine):
+    items = _items(12)
+    eng = Engine(tiny_model, device="cpu", quantize="int8")
+    results = eng.run(items)
+    assert eng.model_label == f"{tiny_model}+int8"
+    linear = __import__("torch").nn.Linear
+    assert not any(type(m) is linear for m in eng.model.modules())  # the Linear layers were replaced
+    same = 0
+    for item, r, ref in zip(items, results, engine.run(items)):
+        assert r.ok
+        for a in r.answers:
+            assert item.text[a.char_start : a.char_end] == a.text
+        same += [a.text for a in r.answers] == [a.text for a in ref.answers]
+    assert same >= len(items) // 2  # int8 changes some scores, not most answers
