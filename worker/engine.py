@@ -238,6 +238,17 @@ class Engine:
             raise ItemError(result.error)
         return result.answers
 
+    @property
+    def max_model_len(self) -> int:
+        """Longest input the model takes, in tokens: its position embeddings or the
+        tokenizer's limit, whichever is known and smaller (unknown: no limit)."""
+        limits = [
+            x
+            for x in (getattr(self.model.config, "max_position_embeddings", None), self.tokenizer.model_max_length)
+            if isinstance(x, int) and 0 < x < 10**9  # tokenizers say 1e30 when they do not know
+        ]
+        return min(limits) if limits else 10**9
+
     def tokenize(self, texts: Sequence[str]) -> list[DocumentTokens]:
         return tokenize_documents(self.tokenizer, list(texts))
 
@@ -269,6 +280,11 @@ class Engine:
             try:
                 if not item.question.strip():
                     raise WindowError("the question is empty")
+                if item.params.max_seq_len > self.max_model_len:
+                    raise WindowError(
+                        f"max_seq_len {item.params.max_seq_len} is more than this model takes "
+                        f"({self.max_model_len} tokens); lower max_seq_len"
+                    )
                 spans = plan_windows(
                     len(doc),
                     len(qi),

@@ -145,3 +145,9 @@ def test_int8_mode_answers_with_valid_offsets_and_says_so_in_the_label(tiny_mode
             assert item.text[a.char_start : a.char_end] == a.text
         same += [a.text for a in r.answers] == [a.text for a in ref.answers]
     assert same >= len(items) // 2  # int8 changes some scores, not most answers
+
+
+def test_windows_longer_than_the_model_takes_are_refused(engine):
+    assert engine.max_model_len == 512
+    [res] = engine.run([QAItem(_doc(30, seed=4), "Where?", AnswerParams(max_seq_len=1024))])
+    assert "max_seq_len 1024 is more than this model takes (512 tokens)" in res.error
