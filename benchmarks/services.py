@@ -264,7 +264,9 @@ def e2e(spec: dict, docs) -> dict:
                 if 0 < last_ts - started_wall <= polled + 1:
                     wall = last_ts - started_wall
             result.update({"wall_s": wall, "polled_wall_s": polled, "job_counts": counts,
-                           "cpu_s": cpu1 - cpu0, "cpu_util": (cpu1 - cpu0) / (polled * spec["threads"]),
+                           # The worker idles until `docqa submit` has enqueued: count its busy time only.
+                           "cpu_s": cpu1 - cpu0,
+                           "cpu_util": (cpu1 - cpu0) / (max(polled - sub["wall_s"], 1e-9) * spec["threads"]),
                            "pressure": (psi1 - psi0) / 1e6 / polled if psi0 is not None and psi1 else None})
             rss = {p: vm_hwm_mib(p) for p in proc_tree(worker.pid)}
             result["worker_rss_mib"] = {str(p): r for p, r in rss.items() if r is not None}
