@@ -468,6 +468,10 @@ def build_parser() -> argparse.ArgumentParser:
     def add_store_option(p):
         p.add_argument("--database-url", help="result store URL (default sqlite:///docqa.db; env DOCQA_DATABASE_URL)")
 
+    def add_broker_options(p):
+        p.add_argument("--broker-url", help="Celery broker URL (default redis://127.0.0.1:6379/0)")
+        p.add_argument("--queue", help="broker queue (default docqa)")
+
     def add_input_options(p):
         p.add_argument("inputs", nargs="+", metavar="INPUT",
                        help="text files, directories (read recursively), .jsonl files with one "
@@ -490,8 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Distributed mode: store the documents and jobs in the SQL store and put the new "
                        "jobs on the broker (DOCQA_BROKER_URL) for 'docqa worker' processes to answer.")
     add_input_options(p)
-    p.add_argument("--broker-url", help="Celery broker URL (default redis://127.0.0.1:6379/0)")
-    p.add_argument("--queue", help="broker queue (default docqa)")
+    add_broker_options(p)
     p.add_argument("--model", help=f"model the jobs ask for (default {DEFAULT_MODEL}); workers must serve it")
     p.add_argument("--revision", help="model revision the jobs ask for")
     _add_answer_options(p)
@@ -501,8 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Start a Celery worker with docqa's app (same as 'celery -A worker.app worker' "
                        "with docqa's recommended flags). Each pool process loads the model once.")
     add_store_option(p)
-    p.add_argument("--broker-url", help="Celery broker URL (default redis://127.0.0.1:6379/0)")
-    p.add_argument("--queue", help="broker queue (default docqa)")
+    add_broker_options(p)
     p.add_argument("-c", "--concurrency", type=int, default=1,
                    help="pool processes (default 1; torch threads per process = cores / concurrency)")
     p.add_argument("--pool", default="prefork", choices=["prefork", "solo", "threads"],

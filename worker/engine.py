@@ -205,13 +205,7 @@ class Engine:
                 self.model_id, revision=self.revision, dtype=torch.float32
             )
         except (OSError, ValueError) as exc:
-            where = "local folder" if os.path.isdir(self.model_id) else "model"
-            raise ModelLoadError(
-                f"could not load the {where} {self.model_label!r}: it is not a local folder "
-                f"holding a question-answering model, and it could not be downloaded from the "
-                f"Hugging Face hub ({_first_line(exc)}). Pass --model PATH to a local folder "
-                f"(or set DOCQA_MODEL), or connect once so the model can be downloaded."
-            ) from None
+            raise ModelLoadError(_not_loadable(self.model_id, self.model_label, exc)) from None
         try:
             require_fast(tokenizer)
         except WindowError as exc:
@@ -461,12 +455,7 @@ def check_model_available(model: str, revision: str | None = None) -> None:
     try:
         hf_hub_download(model, "config.json", revision=revision)
     except Exception as exc:  # not found, offline and not cached, bad revision, invalid id
-        raise ModelLoadError(
-            f"could not load the model {label!r}: it is not a local folder holding a "
-            f"question-answering model, and it could not be downloaded from the Hugging Face hub "
-            f"({_first_line(exc)}). Pass --model PATH to a local folder (or set DOCQA_MODEL), or "
-            f"connect once so the model can be downloaded."
-        ) from None
+        raise ModelLoadError(_not_loadable(model, label, exc)) from None
 
 
 def quantize_int8(model):
@@ -483,6 +472,17 @@ def quantize_int8(model):
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
         return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def _not_loadable(model: str, label: str, exc: BaseException) -> str:
+    """The one sentence shown when a model can be neither found locally nor downloaded."""
+    where = "local folder" if os.path.isdir(model) else "model"
+    return (
+        f"could not load the {where} {label!r}: it is not a local folder holding a "
+        f"question-answering model, and it could not be downloaded from the Hugging Face hub "
+        f"({_first_line(exc)}). Pass --model PATH to a local folder (or set DOCQA_MODEL), or "
+        f"connect once so the model can be downloaded."
+    )
 
 
 def _first_line(exc: BaseException) -> str:
