@@ -228,10 +228,13 @@ def _check_usable(engine: Engine) -> str | None:
     check_connection(engine)
     if engine.dialect.name == "postgresql":
         _check_pg_encoding(engine)
+    # Tables first, then the revision: an upgrade commits both in one transaction, so a
+    # process that sees the tables also sees their version.  (Read the other way round, a
+    # concurrent first upgrade could land in between and look like foreign tables.)
+    with engine.connect() as connection:
+        tables = set(inspect(connection).get_table_names())
     current = current_revision(engine)
     if current is None:
-        with engine.connect() as connection:
-            tables = set(inspect(connection).get_table_names())
         clash = tables & {"documents", "jobs", "answers"}
         if clash:
             raise StoreError(
