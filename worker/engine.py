@@ -128,7 +128,29 @@ def resolve_dtype(dtype: str, device: str):
     if device == "cpu" and dtype == "float16":
         # CPUs have no fast float16 matmul: it runs several times slower than float32.
         raise ModelLoadError("float16 on the CPU is several times slower than float32; use dtype float32")
+    if device == "cpu" and dtype == "bfloat16" and not cpu_has_bf16():
+        # Without AVX512-BF16 / AMX, bfloat16 matmuls are emulated: slower than float32.
+        raise ModelLoadError(
+            "bfloat16 on this CPU is slower than float32: it has no bfloat16 instructions "
+            "(AVX512-BF16 or AMX); use dtype float32, or quantize int8 for a faster CPU mode"
+        )
     return names[dtype]
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU runs bfloat16 matmuls natively (AVX512-BF16 or AMX-BF16)."""
+    import torch
+
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    probes = [probe for probe in probes if probe is not None]
+    if probes:
+        return any(probe() for probe in probes)
+    try:  # an older or newer torch without the probes: ask the kernel
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            flags = next((line.split(":", 1)[1].split() for line in fh if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 class Engine:
@@ -168,9 +190,14 @@ class Engine:
     # -- loading -----------------------------------------------------------------
     @property
     def model_label(self) -> str:
-        """'model', 'model@revision', plus '+int8' when quantized: stored with every answer."""
+        """'model', 'model@revision', plus how it was computed when that is not float32:
+        '+int8' when quantized, '+bfloat16' / '+float16' at half precision (known once the
+        engine is warm, as 'auto' picks by device). Stored with every answer."""
         label = f"{self.model_id}@{self.revision}" if self.revision else self.model_id
-        return f"{label}+int8" if self.quantize == "int8" else label
+        if self.quantize == "int8":
+            return f"{label}+int8"
+        dtype = str(self._dtype).removeprefix("torch.") if self._dtype is not None else self.dtype_request
+        return f"{label}+{dtype}" if dtype in ("bfloat16", "float16") else label
 
     @property
     def tokenizer(self):

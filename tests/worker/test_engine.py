@@ -147,6 +147,32 @@ def test_int8_mode_answers_with_valid_offsets_and_says_so_in_the_label(tiny_mode
     assert same >= len(items) // 2  # int8 changes some scores, not most answers
 
 
+def test_bfloat16_on_a_cpu_without_bf16_instructions_is_refused(tiny_model, monkeypatch):
+    import worker.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "cpu_has_bf16", lambda: False)  # the hardware answer, not the model
+    with pytest.raises(ModelLoadError, match="bfloat16 on this CPU is slower than float32.*AVX512-BF16 or AMX"):
+        Engine(tiny_model, device="cpu", dtype="bfloat16").warm_up()
+
+
+@pytest.mark.skipif(not __import__("worker.engine").engine.cpu_has_bf16(), reason="this CPU has no bf16 instructions")
+def test_bfloat16_on_a_cpu_with_bf16_instructions_answers_and_says_so(tiny_model, engine):
+    items = _items(40)
+    eng = Engine(tiny_model, device="cpu", dtype="bfloat16")
+    results = eng.run(items)
+    assert eng.model_label == f"{tiny_model}+bfloat16"
+    assert next(eng.model.parameters()).dtype == __import__("torch").bfloat16
+    same = 0
+    for item, r, ref in zip(items, results, engine.run(items)):
+        assert r.ok, r.error
+        assert 1 <= len(r.answers) <= item.params.top_k
+        for a in r.answers:
+            assert item.text[a.char_start : a.char_end] == a.text
+            assert 0.0 <= a.score <= 1.0
+        same += [a.text for a in r.answers[:1]] == [a.text for a in ref.answers[:1]]
+    assert same >= len(items) // 2  # bf16 moves scores a little, the best answer rarely
+
+
 def test_windows_longer_than_the_model_takes_are_refused(engine):
     assert engine.max_model_len == 512
     [res] = engine.run([QAItem(_doc(30, seed=4), "Where?", AnswerParams(max_seq_len=1024))])
