@@ -89,11 +89,22 @@ def top_spans(
 ) -> list[Candidate]:
     """The best `n_candidates` spans of a window, best first, disallowed ones dropped.
 
-    p_start and p_end are probabilities (CLS already zeroed). Selection is done on the
-    full (seq_len x seq_len) score matrix with the reference's numpy calls, so ties
-    (including the zero scores that short windows fill their quota with) resolve the
-    same way.
+    p_start and p_end are probabilities (CLS already zeroed). The result is the reference's:
+    selection on the full (seq_len x seq_len) score matrix with its numpy calls, so ties
+    (including the zero scores that short windows fill their quota with) resolve the same
+    way. Only spans shorter than max_answer_len can score above zero, so the usual case is
+    decided on that band alone (seq_len x max_answer_len scores, not seq_len squared);
+    whenever the band cannot decide it exactly (too few positive scores, or a tie) the
+    full matrix is used.
     """
+    if max_answer_len < p_start.shape[0]:
+        banded = _top_spans_banded(p_start, p_end, allowed, n_candidates, max_answer_len)
+        if banded is not None:
+            return banded
+    return _top_spans_full(p_start, p_end, allowed, n_candidates, max_answer_len)
+
+
+def _top_spans_full(p_start, p_end, allowed, n_candidates: int, max_answer_len: int) -> list[Candidate]:
     outer = np.multiply.outer(p_start, p_end)
     scores = np.tril(np.triu(outer), max_answer_len - 1)
     flat = scores.ravel()
@@ -105,11 +116,50 @@ def top_spans(
         part = np.argpartition(-flat, n_candidates)[0:n_candidates]
         order = part[np.argsort(-flat[part])]
     starts, ends = np.unravel_index(order, scores.shape)
+    return _kept(starts, ends, scores[starts, ends], allowed)
+
+
+def _top_spans_banded(p_start, p_end, allowed, n_candidates: int, width: int) -> list[Candidate] | None:
+    """The full matrix's answer from its band (end - start < width) alone, or None when the
+    band cannot tell it exactly. Outside the band every score is 0, and inside it the
+    values are the same float32 products, so when at least n_candidates band scores are
+    positive and no two of the deciding ones are equal, the chosen spans and their order
+    are forced, whatever order the reference's partial sort visits them in."""
+    seq_len = p_start.shape[0]
+    ends = np.arange(seq_len)[:, None] + np.arange(width)[None, :]
+    inside = ends < seq_len
+    band = p_start[:, None] * p_end[np.minimum(ends, seq_len - 1)]
+    band[~inside] = 0
+    flat = band.ravel()
+    if n_candidates == 1:
+        # argmax takes the first maximum in row-major order; the band keeps the full
+        # matrix's (start, end) order, so a positive maximum is the same span.
+        best = int(np.argmax(flat))
+        if not flat[best] > 0:
+            return None
+        order = np.array([best])
+    else:
+        positive = int(np.count_nonzero(flat > 0))
+        if positive < n_candidates:
+            return None  # zero-score filler spans: only the full matrix picks them as the reference does
+        if positive == n_candidates:
+            part = np.flatnonzero(flat > 0)
+        else:
+            split = np.argpartition(-flat, n_candidates)
+            part = split[:n_candidates]
+            if not flat[part].min() > flat[split[n_candidates]]:
+                return None  # a tie at the cut: which span gets in is the partial sort's choice
+        values = flat[part]
+        if np.unique(values).shape[0] != n_candidates:
+            return None  # a tie inside: their order is the sort's choice
+        order = part[np.argsort(-values)]
+    starts, offsets = np.divmod(order, width)
+    return _kept(starts, starts + offsets, flat[order], allowed)
+
+
+def _kept(starts, ends, scores, allowed) -> list[Candidate]:
     keep = allowed[starts] & allowed[ends]
-    return [
-        Candidate(int(s), int(e), float(scores[s, e]))
-        for s, e in zip(starts[keep], ends[keep])
-    ]
+    return [Candidate(int(s), int(e), float(v)) for s, e, v in zip(starts[keep], ends[keep], scores[keep])]
 
 
 def window_candidates(

@@ -104,3 +104,49 @@ def test_align_to_words_widens_to_the_whole_word_inside_the_window():
 def test_logits_of_wrong_length_are_refused():
     with pytest.raises(ValueError, match="do not match"):
         window_candidates(np.zeros(3, np.float32), np.zeros(3, np.float32), LAYOUT, AnswerParams())
+
+
+def _probabilities(rng: np.random.Generator, n: int, kind: str) -> np.ndarray:
+    from worker.spans import softmax_masked
+
+    if kind == "ties":  # few distinct logits: many equal span scores
+        x = rng.integers(0, 3, n).astype(np.float32)
+    elif kind == "peaky":  # the spread of a trained model: most products far below the best
+        x = (rng.standard_normal(n) * 6).astype(np.float32)
+    elif kind == "underflow":  # products that round to zero in float32
+        x = (rng.standard_normal(n) * 40).astype(np.float32)
+    else:
+        x = rng.standard_normal(n).astype(np.float32)
+    allowed = rng.random(n) < 0.8
+    allowed[0] = True
+    p = softmax_masked(x, allowed)
+    p[0] = 0.0
+    return p, allowed
+
+
+def test_banded_span_ranking_is_the_full_matrix_ranking():
+    """The band (end - start < max_answer_len) gives exactly the full L x L selection, or
+    hands over to it: same spans, same order, same float32 scores, ties and fillers included."""
+    from worker.spans import _top_spans_banded, _top_spans_full, top_spans
+
+    rng = np.random.default_rng(2026)
+    decided = handed_over = 0
+    for case in range(3000):
+        n = int(rng.choice([1, 2, 3, 5, 8, 30, 120, 384]))
+        kind = ["plain", "ties", "peaky", "underflow"][case % 4]
+        p_start, allowed = _probabilities(rng, n, kind)
+        p_end, _ = _probabilities(rng, n, kind)
+        n_candidates = int(rng.choice([1, 2, 5, 11, 20, 30]))
+        max_len = int(rng.choice([1, 2, 3, 15, 30, 500]))
+        want = _top_spans_full(p_start, p_end, allowed, n_candidates, max_len)
+        got = top_spans(p_start, p_end, allowed, n_candidates=n_candidates, max_answer_len=max_len)
+        assert got == want, (case, n, kind, n_candidates, max_len)
+        if max_len < n:
+            banded = _top_spans_banded(p_start, p_end, allowed, n_candidates, max_len)
+            if banded is None:
+                handed_over += 1
+            else:
+                assert banded == want
+                decided += 1
+    # both branches are exercised: the band decides most windows, ties and fillers go to the full matrix
+    assert decided > 500 and handed_over > 100
