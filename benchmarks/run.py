@@ -13,10 +13,14 @@ Configurations (each in its own subprocess, so peak RSS is per configuration):
   e2e           docqa submit -> Redis -> docqa worker (Celery, concurrency 1) -> PostgreSQL
   int8          docqa Engine with quantize="int8" (torch dynamic quantization of Linear layers)
   raw-int8      the raw forward of that quantized model
+  bf16          docqa Engine with dtype bfloat16 on the CPU (needs AVX512-BF16/AMX; skipped without)
+  raw-bf16      the raw forward of the bfloat16 model
   rerun         docqa run (embedded, SQLite) twice; the second run should cost ~nothing
   producer      tokenize+window tokens/s, docqa submit jobs/s, Repository.complete rows/s
   overhead      the engine with a zero-cost model: its CPU side alone (the GPU ceiling)
   threads       one process x 2 threads vs two concurrent processes (oversubscription)
+  roofline      the workload's FLOPs and this machine's matmul GFLOP/s on the model's shapes:
+                the hardware ceiling at float32 (and bfloat16), and each row's share of it
   sweep         (opt-in) raw forward windows/s at several --batch-tokens budgets
   ort-fp32 / ort-int8  (opt-in, --alternatives) docqa Engine with an ONNX Runtime backend,
                 float32 and int8 (dynamic quantization); needs the side venv of docs/BENCHMARKS.md
@@ -51,11 +55,11 @@ import corpus  # noqa: E402
 
 DEFAULT_MODEL = REPO / "bench-out" / "full-distilbert-qa"
 DEFAULT_REF_PYTHON = "/work/refvenv/venv/bin/python"
-ALL = ["pipeline-bs1", "pipeline-bs8", "engine", "raw", "e2e", "int8", "raw-int8", "rerun", "producer", "overhead",
-       "threads"]
+ALL = ["pipeline-bs1", "pipeline-bs8", "engine", "raw", "e2e", "int8", "raw-int8", "bf16", "raw-bf16", "rerun",
+       "producer", "overhead", "threads", "roofline"]
 OPTIONAL = ["sweep", "ort-fp32", "ort-int8"]
 # Measured once per round, rounds interleaved; the best round (least wall time) is reported.
-ROUNDED = ["pipeline-bs1", "pipeline-bs8", "engine", "raw", "int8", "e2e", "ort-fp32", "ort-int8"]
+ROUNDED = ["pipeline-bs1", "pipeline-bs8", "engine", "raw", "int8", "bf16", "e2e", "ort-fp32", "ort-int8"]
 DEFAULT_ORT_PYTHON = REPO / "bench-out" / "ortvenv" / "bin" / "python"
 # A run whose process had less than this share of the cores it asked for was slowed by
 # other processes: its figures are flagged and ratios built on them marked unreliable.
@@ -64,6 +68,7 @@ TARGETS = {
     "engine_vs_pipeline_bs1": 1.4,
     "e2e_vs_engine": 0.90,
     "int8_vs_pipeline_bs1": 2.5,
+    "bf16_vs_pipeline_bs1": 2.5,
     "rerun_pct_of_first": 2.0,
 }
 
@@ -75,6 +80,16 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def cpu_has_bf16() -> bool:
+    """AVX512-BF16 or AMX-BF16 in /proc/cpuinfo (run.py imports no torch)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = next((line.split(":", 1)[1].split() for line in fh if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def machine() -> dict:
     info = {"platform": platform.platform(), "python": platform.python_version(), "cores": usable_cores()}
     try:
@@ -84,7 +99,8 @@ def machine() -> dict:
             if key.strip() in ("Model name", "CPU(s)", "Thread(s) per core", "Flags"):
                 info[key.strip()] = value.strip()
         flags = set(info.pop("Flags", "").split())
-        info["simd"] = " ".join(f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags)
+        info["simd"] = " ".join(f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16",
+                                                      "amx_int8") if f in flags)
     except OSError:
         pass
     try:
@@ -269,7 +285,8 @@ def same_answers(a: dict | None, b: dict | None) -> tuple[int, int, list]:
 def summarize(res: dict, args) -> dict:
     rows = {}
     engine_windows = (res.get("engine") or {}).get("windows")
-    for name in ("pipeline-bs1", "pipeline-bs8", "engine", "raw", "e2e", "int8", "raw-int8", "ort-fp32", "ort-int8"):
+    for name in ("pipeline-bs1", "pipeline-bs8", "engine", "raw", "e2e", "int8", "raw-int8", "bf16", "raw-bf16",
+                 "ort-fp32", "ort-int8"):
         r = res.get(name)
         if not r or "error" in r or "wall_s" not in r:
             if r:
@@ -288,6 +305,15 @@ def summarize(res: dict, args) -> dict:
         }
     base = rows.get("pipeline-bs1", {}).get("windows_per_s")
     ceiling = rows.get("raw", {}).get("windows_per_s")
+    roof = res.get("roofline") or {}
+    for name, row in rows.items():
+        # Achieved matmul speed: the workload's FLOPs over the row's wall time, against the
+        # machine's GEMM speed at the row's precision (int8 rows have no such ceiling here).
+        precision = "bfloat16" if "bf16" in name else ("float32" if "int8" not in name else None)
+        peak = (roof.get("gemm_gflops") or {}).get(precision) if precision else None
+        if roof.get("workload_gflop") and row.get("wall_s") and row.get("windows") == roof.get("windows"):
+            row["gflops"] = roof["workload_gflop"] / row["wall_s"]
+            row["share_of_gemm_peak"] = row["gflops"] / peak if peak else None
     for row in rows.values():
         wps = row.get("windows_per_s")
         if wps:
@@ -303,6 +329,8 @@ def summarize(res: dict, args) -> dict:
         ("pipeline-bs8 == pipeline-bs1", (res.get("pipeline-bs8") or {}).get("answers"), ref),
         ("int8 == engine (float32)", (res.get("int8") or {}).get("answers"), eng),
         ("int8 == pipeline-bs1", (res.get("int8") or {}).get("answers"), ref),
+        ("bf16 == engine (float32)", (res.get("bf16") or {}).get("answers"), eng),
+        ("bf16 == pipeline-bs1", (res.get("bf16") or {}).get("answers"), ref),
         ("ort-fp32 == pipeline-bs1", (res.get("ort-fp32") or {}).get("answers"), ref),
         ("ort-int8 == engine (float32)", (res.get("ort-int8") or {}).get("answers"), eng),
         ("e2e (PostgreSQL) == engine", (res.get("e2e") or {}).get("answers"), eng),
@@ -320,11 +348,13 @@ def summarize(res: dict, args) -> dict:
     targets["engine_vs_pipeline_bs1"] = ratio(rows.get("engine", {}).get("windows_per_s"), base)
     targets["e2e_vs_engine"] = ratio(rows.get("e2e", {}).get("windows_per_s"), rows.get("engine", {}).get("windows_per_s"))
     targets["int8_vs_pipeline_bs1"] = ratio(rows.get("int8", {}).get("windows_per_s"), base)
+    targets["bf16_vs_pipeline_bs1"] = ratio(rows.get("bf16", {}).get("windows_per_s"), base)
     rr = res.get("rerun") or {}
     if rr.get("runs") and len(rr["runs"]) == 2 and "error" not in rr:
         targets["rerun_pct_of_first"] = 100 * rr["runs"][1]["wall_s"] / rr["runs"][0]["wall_s"]
     operands = {"engine_vs_pipeline_bs1": ("engine", "pipeline-bs1"), "e2e_vs_engine": ("e2e", "engine"),
-                "int8_vs_pipeline_bs1": ("int8", "pipeline-bs1"), "rerun_pct_of_first": ()}
+                "int8_vs_pipeline_bs1": ("int8", "pipeline-bs1"), "bf16_vs_pipeline_bs1": ("bf16", "pipeline-bs1"),
+                "rerun_pct_of_first": ()}
     verdict = {}
     for k, v in targets.items():
         goal = TARGETS[k]
@@ -350,18 +380,32 @@ def markdown(report: dict) -> str:
              f"batch_tokens {report['settings']['batch_tokens']}, device {report['settings']['device']}, "
              f"{report['settings']['rounds']} round(s).", "",
              "| configuration | wall s (best) | windows/s | answers/s | peak RSS MiB | forwards | cpu util | "
-             "x pipeline bs1 | x raw forward | wall s, every round |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "x pipeline bs1 | x raw forward | GFLOP/s (share of GEMM peak) | wall s, every round |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for name, row in s["rows"].items():
         if "error" in row:
-            lines.append(f"| {name} | failed: {row['error']} | | | | | | | | |")
+            lines.append(f"| {name} | failed: {row['error']} | | | | | | | | | |")
             continue
         walls = ", ".join(fmt(w, ".1f") for w in row.get("round_walls") or [])
         lines.append(
             f"| {name} | {fmt(row['wall_s'], '.1f')} | {fmt(row['windows_per_s'])} | {fmt(row['answers_per_s'], '.3f')} | "
             f"{fmt(row['peak_rss_mib'], '.0f')} | {row.get('forward_calls') or '—'} | {fmt(row.get('cpu_util'))}"
             f"{' (contended)' if row.get('contended') else ''} | "
-            f"{fmt(row.get('vs_pipeline_bs1'))} | {fmt(row.get('vs_raw'))} | {walls} |")
+            f"{fmt(row.get('vs_pipeline_bs1'))} | {fmt(row.get('vs_raw'))} | {fmt(row.get('gflops'), '.0f')}"
+            f"{' (' + format(row['share_of_gemm_peak'], '.0%') + ')' if row.get('share_of_gemm_peak') else ''} | "
+            f"{walls} |")
+    roof = res.get("roofline")
+    if roof and "error" not in roof:
+        base = (s["rows"].get("pipeline-bs1") or {}).get("windows_per_s")
+        lines += ["", f"Roofline: the workload is {roof['workload_gflop']:,.0f} GFLOP ({roof['windows']} windows, "
+                  f"{roof['real_tokens']:,} tokens, unpadded). Best matmul speed on the model's own shapes "
+                  f"({', '.join('x'.join(map(str, sh)) for sh in roof['shapes'])}):", ""]
+        for precision, gf in roof["gemm_gflops"].items():
+            cap = roof["ceiling_windows_per_s"][precision]
+            lines.append(f"- {precision}: {gf:,.0f} GFLOP/s -> at most {cap:.2f} windows/s if every FLOP ran at "
+                         f"that speed{f' = {cap / base:.2f}x pipeline bs1' if base else ''}")
+    elif roof:
+        lines += ["", f"Roofline failed: {roof['error']}"]
     lines += ["", "Targets:", ""]
     for k, v in s["targets"].items():
         mark = "n/a" if v["met"] is None else ("met" if v["met"] else "NOT met")
@@ -412,8 +456,13 @@ def markdown(report: dict) -> str:
         if "error" in w:
             lines.append(f"- writes: failed: {w['error']}")
         elif w:
-            lines.append(f"- Repository.complete to PostgreSQL: {w['jobs']} jobs x {w['answers_per_job']} answer "
-                         f"in {w['wall_s']:.2f} s = {w['rows_per_s']:.0f} answer rows/s")
+            lines.append(f"- Repository.complete to PostgreSQL (a transaction per job): {w['jobs']} jobs x "
+                         f"{w['answers_per_job']} answer in {w['wall_s']:.2f} s = {w['rows_per_s']:.0f} answer rows/s")
+            many = w.get("many")
+            if many:
+                lines.append(f"- Repository.complete_many to PostgreSQL ({many['batch']} jobs a transaction, as the "
+                             f"worker writes): {many['jobs']} jobs in {many['wall_s']:.2f} s = "
+                             f"{many['rows_per_s']:.0f} answer rows/s")
     ov = res.get("overhead")
     if ov and "error" not in ov:
         lines += ["", f"Engine CPU side with a zero-cost model (tokenize, windows, batching, span decoding, merging): "
@@ -484,10 +533,16 @@ def main(argv: list[str] | None = None) -> int:
         selected += [n for n in ("ort-fp32", "ort-int8") if n not in selected]
     gpu = args.device.startswith("cuda")
     if gpu:
-        for name in ("int8", "raw-int8", "threads", "ort-fp32", "ort-int8"):
+        for name in ("int8", "raw-int8", "bf16", "raw-bf16", "threads", "roofline", "ort-fp32", "ort-int8"):
             if name in selected:
                 selected.remove(name)
                 say(f"{name}: skipped on {args.device} (a CPU measurement)")
+
+    if not gpu and not cpu_has_bf16():
+        for name in ("bf16", "raw-bf16"):
+            if name in selected:
+                selected.remove(name)
+                say(f"{name}: skipped (this CPU has no AVX512-BF16/AMX; bfloat16 would be emulated, slower than float32)")
 
     out = args.out or REPO / "bench-out" / "results" / datetime.now().strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
@@ -523,10 +578,13 @@ def main(argv: list[str] | None = None) -> int:
         "e2e": ("e2e", sys.executable, {}),
         "int8": ("engine", sys.executable, {"quantize": "int8"}),
         "raw-int8": ("raw", sys.executable, {"quantize": "int8"}),
+        "bf16": ("engine", sys.executable, {"dtype": "bfloat16"}),
+        "raw-bf16": ("raw", sys.executable, {"dtype": "bfloat16"}),
         "rerun": ("rerun", sys.executable, {}),
         "producer": ("producer", sys.executable, {}),
         "sweep": ("sweep", sys.executable, {}),
         "overhead": ("overhead", sys.executable, {}),
+        "roofline": ("roofline", sys.executable, {}),
         "ort-fp32": ("ort", str(args.ort_python), {}),
         "ort-int8": ("ort", str(args.ort_python), {"quantize": "int8"}),
     }

@@ -451,56 +451,91 @@ class Repository:
         offsets do not select their text in the stored document: the invariant
         `document.text[char_start:char_end] == answer.text` holds for every stored answer.
         A job that was marked failed meanwhile (its lease ran out) becomes done.
+        Raises NotFound for a job that does not exist.
+        """
+        refused = self.complete_many([(job_id, answers)], model_label=model_label)
+        if job_id in refused:
+            error = refused[job_id]
+            raise error
+
+    def complete_many(
+        self, results: Sequence[tuple[int, Sequence[Answer]]], *, model_label: str
+    ) -> dict[int, ValueError | NotFound]:
+        """`complete` for many jobs in one transaction (a worker's whole batch): one lock, one
+        insert, one update, instead of a transaction per job.
+
+        Jobs whose answers are refused (the checks of `complete`) or that do not exist are
+        left untouched and returned with the error; every other job is stored and done.
         """
         if not isinstance(model_label, str) or not model_label:
             raise ValueError("model_label must be a non-empty string")
-        checked = [a if isinstance(a, Answer) else Answer.model_validate(a) for a in answers]
-        _check_answers(job_id, checked)
+        refused: dict[int, ValueError | NotFound] = {}
+        checked: dict[int, list[Answer]] = {}
+        for job_id, answers in results:
+            if job_id in checked or job_id in refused:
+                raise ValueError(f"job {job_id} appears twice in one complete_many call")
+            try:
+                rows = [a if isinstance(a, Answer) else Answer.model_validate(a) for a in answers]
+                _check_answers(job_id, rows)
+            except ValueError as exc:
+                refused[job_id] = exc
+                continue
+            checked[job_id] = rows
+        if not checked:
+            return refused
         now = utcnow()
         with self._write() as session:
-            lock = select(Job.document_id).where(Job.id == job_id)
+            # In id order, so two workers completing overlapping batches cannot deadlock;
+            # two deliveries of one job completing at once take turns here.
+            lock = select(Job.id, Job.document_id).where(Job.id.in_(checked)).order_by(Job.id)
             if self._postgres:
-                # Two deliveries of one job completing at once take turns here.
                 lock = lock.with_for_update()
-            document_id = session.execute(lock).scalar_one_or_none()
-            if document_id is None:
-                raise NotFound(f"job {job_id} does not exist")
-            if checked:
-                _check_offsets(session, job_id, document_id, checked)
+            documents = dict(session.execute(lock).all())
+            for job_id in list(checked):
+                if job_id not in documents:
+                    refused[job_id] = NotFound(f"job {job_id} does not exist")
+                    del checked[job_id]
+                elif checked[job_id]:
+                    try:
+                        _check_offsets(session, job_id, documents[job_id], checked[job_id])
+                    except ValueError as exc:
+                        refused[job_id] = exc
+                        del checked[job_id]
+            if not checked:
+                return refused
             if self._postgres:
                 session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_ANSWERS_LOCK_KEY})
-            session.execute(delete(AnswerRow).where(AnswerRow.job_id == job_id))
-            if checked:
-                session.execute(
-                    self._insert(AnswerRow).values(
-                        [
-                            {
-                                "job_id": job_id,
-                                "rank": a.rank,
-                                "text": a.text,
-                                "score": a.score,
-                                "char_start": a.char_start,
-                                "char_end": a.char_end,
-                                "window_index": a.window_index,
-                                "window_char_start": a.window_char_start,
-                                "window_char_end": a.window_char_end,
-                                "token_start": a.token_start,
-                                "token_end": a.token_end,
-                                "start_logit": a.start_logit,
-                                "end_logit": a.end_logit,
-                                "model": model_label,
-                                "created_at": now,
-                            }
-                            for a in sorted(checked, key=lambda a: a.rank)
-                        ]
-                    )
-                )
+            session.execute(delete(AnswerRow).where(AnswerRow.job_id.in_(checked)))
+            rows = [
+                {
+                    "job_id": job_id,
+                    "rank": a.rank,
+                    "text": a.text,
+                    "score": a.score,
+                    "char_start": a.char_start,
+                    "char_end": a.char_end,
+                    "window_index": a.window_index,
+                    "window_char_start": a.window_char_start,
+                    "window_char_end": a.window_char_end,
+                    "token_start": a.token_start,
+                    "token_end": a.token_end,
+                    "start_logit": a.start_logit,
+                    "end_logit": a.end_logit,
+                    "model": model_label,
+                    "created_at": now,
+                }
+                for job_id in sorted(checked)
+                for a in sorted(checked[job_id], key=lambda a: a.rank)
+            ]
+            for i in range(0, len(rows), CHUNK):
+                session.execute(self._insert(AnswerRow).values(rows[i : i + CHUNK]))
             session.execute(
                 update(Job)
-                .where(Job.id == job_id)
+                .where(Job.id.in_(checked))
                 .values(status=JobStatus.DONE, error=None, finished_at=now, leased_until=None, updated_at=now)
                 .execution_options(synchronize_session=False)
             )
+        return refused
 
     def fail(self, job_id: int, error: str) -> bool:
         """Mark a job failed with `error` (a sentence a person can act on); return whether it changed.

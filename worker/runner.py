@@ -13,6 +13,7 @@ import os
 import socket
 from dataclasses import dataclass, field
 
+from storage.errors import NotFound
 from worker.engine import Engine, QAItem, QAResult
 
 log = logging.getLogger(__name__)
@@ -113,19 +114,24 @@ class JobRunner:
         answered = self._answer(runnable) if runnable else []
         stats.forwards = self.engine.forward_calls - forwards
         stats.windows = self.engine.windows_run - windows
+        done = [(job.job_id, result.answers) for job, result in zip(runnable, answered) if result.ok]
+        # One transaction for the whole batch's answers; a job whose answers the store
+        # refuses (offset contract, NaN score) fails alone with the reason.
+        refused = self.repo.complete_many(done, model_label=self.engine.model_label) if done else {}
         for job, result in zip(runnable, answered):
-            if result.ok:
-                try:
-                    self.repo.complete(job.job_id, result.answers, model_label=self.engine.model_label)
-                except ValueError as exc:  # the store refused the answers (offset contract, NaN score)
-                    self.repo.fail(job.job_id, f"answers could not be stored: {exc}")
-                    stats.failed += 1
-                    continue
-                stats.done += 1
-                stats.answers += len(result.answers)
-            else:
+            if not result.ok:
                 self.repo.fail(job.job_id, result.error)
                 stats.failed += 1
+            elif job.job_id in refused:
+                error = refused[job.job_id]
+                if isinstance(error, NotFound):  # deleted while it ran: nothing left to mark
+                    log.warning("job %s disappeared while it ran; its answers were dropped", job.job_id)
+                else:
+                    self.repo.fail(job.job_id, f"answers could not be stored: {error}")
+                stats.failed += 1
+            else:
+                stats.done += 1
+                stats.answers += len(result.answers)
         return stats
 
     def _answer(self, jobs) -> list[QAResult]:

@@ -241,6 +241,34 @@ def test_repeated_ranks_are_refused(repo: Repository, params: AnswerParams) -> N
         repo.complete(j1, [answer_at(TRICKY, 0, 4), answer_at(TRICKY, 0, 4)], model_label="m")
 
 
+def test_complete_many_stores_a_batch_and_refuses_only_the_bad_jobs(repo: Repository, params: AnswerParams) -> None:
+    _, (j1, j2) = submit(repo, params)
+    _, (j3, j4) = submit(repo, params, text="Second document.")
+    repo.claim([j1, j2, j3, j4], worker="w", lease_seconds=60)
+    repo.complete(j2, [answer_at(TRICKY, 0, 4)], model_label="old")  # replaced below
+    good = {
+        j1: [answer_at(TRICKY, 0, 4, rank=0, score=0.75), answer_at(TRICKY, 9, 13, rank=1, score=0.25)],
+        j2: [],  # no answer at all is a valid result
+        j4: [answer_at("Second document.", 7, 15)],
+    }
+    bad = [Answer(rank=0, text="wrong", char_start=0, char_end=5, score=0.5)]
+    refused = repo.complete_many(
+        [(j1, good[j1]), (j3, bad), (j2, good[j2]), (999, []), (j4, good[j4])], model_label="m@rev"
+    )
+    assert set(refused) == {j3, 999}
+    assert isinstance(refused[j3], ValueError) and "is not the document text" in str(refused[j3])
+    assert isinstance(refused[999], NotFound)
+    for job_id, answers in good.items():
+        assert repo.answers_for_job(job_id) == answers
+        assert repo.job(job_id).status is JobStatus.DONE
+    assert {r.model for r in repo.iter_results()} == {"m@rev"}
+    # the refused job is untouched: still running, no answers, free to be failed or retried
+    assert repo.job(j3).status is JobStatus.RUNNING and repo.answers_for_job(j3) == []
+    with pytest.raises(ValueError, match="appears twice"):
+        repo.complete_many([(j1, []), (j1, [])], model_label="m")
+    assert repo.complete_many([], model_label="m") == {}
+
+
 def test_fail_records_the_reason_and_never_hides_answers(repo: Repository, params: AnswerParams) -> None:
     _, (j1, j2) = submit(repo, params)
     assert repo.fail(j1, "question is empty; give a question")
