@@ -281,6 +281,51 @@ def run_raw(spec: dict, docs) -> dict:
     }
 
 
+def model_flops(config: dict, lengths) -> float:
+    """Multiply-add FLOPs (2 per MAC) of a DistilBERT forward over windows of these lengths,
+    unpadded: the projections, the feed-forward layers and the two attention products."""
+    d, ffn, layers = config["dim"], config["hidden_dim"], config["n_layers"]
+    per_layer = sum(2 * n * (4 * d * d + 2 * d * ffn) + 2 * 2 * n * n * d for n in lengths)
+    return float(layers * per_layer + sum(2 * n * d * 2 for n in lengths))  # + the QA head
+
+
+def run_roofline(spec: dict, docs) -> dict:
+    """The workload's FLOPs and this machine's matmul speed on the model's own shapes: the
+    hardware ceiling of any implementation of the model at a given precision."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from worker.engine import cpu_has_bf16
+
+    set_threads(spec["threads"])
+    config = json.loads((Path(spec["model"]) / "config.json").read_text())
+    windows = build_windows(AutoTokenizer.from_pretrained(spec["model"]), docs)
+    lengths = [len(w) for w in windows]
+    d, ffn = config["dim"], config["hidden_dim"]
+    tokens = 8 * 384  # a batch of 8 full windows, as the engine runs them
+    shapes = [(tokens, d, d), (tokens, d, ffn), (tokens, ffn, d)]
+    dtypes = [torch.float32] + ([torch.bfloat16] if cpu_has_bf16() else [])
+    peaks = {}
+    with torch.inference_mode():
+        for dtype in dtypes:
+            best_total = 0.0
+            for m, k, n in shapes:
+                a, w = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+                a @ w  # warm-up
+                best = 0.0
+                for _ in range(5):
+                    t = time.perf_counter()
+                    for _ in range(4):
+                        a @ w
+                    best = max(best, 4 * 2 * m * k * n / (time.perf_counter() - t))
+                best_total = max(best_total, best)
+            peaks[str(dtype).removeprefix("torch.")] = best_total / 1e9
+    flops = model_flops(config, lengths)
+    return {"windows": len(windows), "real_tokens": sum(lengths), "workload_gflop": flops / 1e9,
+            "gemm_gflops": peaks, "shapes": shapes,
+            "ceiling_windows_per_s": {k: len(windows) / (flops / 1e9 / v) for k, v in peaks.items()}}
+
+
 def run_sweep(spec: dict, docs) -> dict:
     """Raw forward on the first windows of the workload at several batch budgets (best of rounds)."""
     import torch
@@ -500,6 +545,7 @@ CONFIGS = {
     "pipeline": run_pipeline,
     "engine": run_engine,
     "raw": run_raw,
+    "roofline": run_roofline,
     "sweep": run_sweep,
     "threads": run_threads,
     "overhead": run_overhead,
