@@ -507,7 +507,8 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"python of a venv with onnxruntime + onnx that also sees the project's packages "
                          f"(default {DEFAULT_ORT_PYTHON})")
     ap.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="model folder (built if missing)")
-    ap.add_argument("--batch-tokens", type=int, default=8192, help="docqa token budget per forward (default 8192)")
+    ap.add_argument("--batch-tokens", type=int, default=None,
+                    help="docqa token budget per forward (default: docqa's own, 1536 on CPU, 65536 on GPU)")
     ap.add_argument("--threads", type=int, default=usable_cores(), help="torch threads (default: usable cores)")
     ap.add_argument("--device", default="cpu", help="cpu (default) or cuda: engine, raw, e2e and pipeline run there")
     ap.add_argument("--dtype", default="float32", help="docqa dtype: float32 (default), bfloat16, float16 (GPU)")
@@ -543,6 +544,11 @@ def main(argv: list[str] | None = None) -> int:
             if name in selected:
                 selected.remove(name)
                 say(f"{name}: skipped (this CPU has no AVX512-BF16/AMX; bfloat16 would be emulated, slower than float32)")
+
+    if args.batch_tokens is None:
+        from worker.engine import CPU_BATCH_TOKENS, GPU_BATCH_TOKENS
+
+        args.batch_tokens = GPU_BATCH_TOKENS if gpu else CPU_BATCH_TOKENS
 
     out = args.out or REPO / "bench-out" / "results" / datetime.now().strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)

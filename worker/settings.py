@@ -38,8 +38,11 @@ class Settings(BaseSettings):
     align_to_words: bool = Field(True, description="widen answers to whole words")
     merge_by_text: bool = Field(True, description="merge equal answer texts across windows (reference)")
 
-    batch_tokens: int = Field(
-        8192, description="token budget of one forward batch (windows x padded length)"
+    batch_tokens: int | None = Field(
+        None,
+        description="token budget of one forward batch (windows x padded length); "
+        "default 1536 on CPU (a few windows: fastest there), 65536 on GPU",
+        gt=0,
     )
     max_document_chars: int = Field(5_000_000, description="larger documents are refused, characters")
     max_attempts: int = Field(3, description="deliveries of a job before it is marked failed")

@@ -177,3 +177,20 @@ def test_windows_longer_than_the_model_takes_are_refused(engine):
     assert engine.max_model_len == 512
     [res] = engine.run([QAItem(_doc(30, seed=4), "Where?", AnswerParams(max_seq_len=1024))])
     assert "max_seq_len 1024 is more than this model takes (512 tokens)" in res.error
+
+
+def test_the_batch_budget_defaults_by_device_and_an_explicit_one_wins(tiny_model):
+    from worker.engine import CPU_BATCH_TOKENS, GPU_BATCH_TOKENS
+
+    eng = Engine(tiny_model, device="cpu")
+    assert eng.batch_tokens == CPU_BATCH_TOKENS < GPU_BATCH_TOKENS
+    assert Engine(tiny_model, device="cuda").batch_tokens == GPU_BATCH_TOKENS  # before loading: as asked
+    assert Engine(tiny_model, device="cpu", batch_tokens=4096).batch_tokens == 4096
+    # the budget shapes the forwards: 40 items at 128 tokens a window take more forwards at a small budget
+    items = _items(40)
+    small = Engine(tiny_model, device="cpu", batch_tokens=512)
+    small.run(items)
+    eng.run(items)
+    assert small.forward_calls > eng.forward_calls
+    with pytest.raises(ValueError, match="batch_tokens must be positive"):
+        Engine(tiny_model, batch_tokens=0)
