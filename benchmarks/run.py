@@ -15,6 +15,7 @@ Configurations (each in its own subprocess, so peak RSS is per configuration):
   raw-int8      the raw forward of that quantized model
   bf16          docqa Engine with dtype bfloat16 on the CPU (needs AVX512-BF16/AMX; skipped without)
   raw-bf16      the raw forward of the bfloat16 model
+  e2e-bf16      e2e with the worker in bfloat16 (DOCQA_DTYPE=bfloat16)
   rerun         docqa run (embedded, SQLite) twice; the second run should cost ~nothing
   producer      tokenize+window tokens/s, docqa submit jobs/s, Repository.complete rows/s
   overhead      the engine with a zero-cost model: its CPU side alone (the GPU ceiling)
@@ -55,11 +56,13 @@ import corpus  # noqa: E402
 
 DEFAULT_MODEL = REPO / "bench-out" / "full-distilbert-qa"
 DEFAULT_REF_PYTHON = "/work/refvenv/venv/bin/python"
-ALL = ["pipeline-bs1", "pipeline-bs8", "engine", "raw", "e2e", "int8", "raw-int8", "bf16", "raw-bf16", "rerun",
+ALL = ["pipeline-bs1", "pipeline-bs8", "engine", "raw", "e2e", "int8", "raw-int8", "bf16", "raw-bf16", "e2e-bf16",
+       "rerun",
        "producer", "overhead", "threads", "roofline"]
 OPTIONAL = ["sweep", "ort-fp32", "ort-int8"]
 # Measured once per round, rounds interleaved; the best round (least wall time) is reported.
-ROUNDED = ["pipeline-bs1", "pipeline-bs8", "engine", "raw", "int8", "bf16", "e2e", "ort-fp32", "ort-int8"]
+ROUNDED = ["pipeline-bs1", "pipeline-bs8", "engine", "raw", "int8", "bf16", "e2e", "e2e-bf16", "ort-fp32",
+           "ort-int8"]
 DEFAULT_ORT_PYTHON = REPO / "bench-out" / "ortvenv" / "bin" / "python"
 # A run whose process had less than this share of the cores it asked for was slowed by
 # other processes: its figures are flagged and ratios built on them marked unreliable.
@@ -69,6 +72,7 @@ TARGETS = {
     "e2e_vs_engine": 0.90,
     "int8_vs_pipeline_bs1": 2.5,
     "bf16_vs_pipeline_bs1": 2.5,
+    "e2e_bf16_vs_bf16": 0.90,
     "rerun_pct_of_first": 2.0,
 }
 
@@ -286,7 +290,7 @@ def summarize(res: dict, args) -> dict:
     rows = {}
     engine_windows = (res.get("engine") or {}).get("windows")
     for name in ("pipeline-bs1", "pipeline-bs8", "engine", "raw", "e2e", "int8", "raw-int8", "bf16", "raw-bf16",
-                 "ort-fp32", "ort-int8"):
+                 "e2e-bf16", "ort-fp32", "ort-int8"):
         r = res.get(name)
         if not r or "error" in r or "wall_s" not in r:
             if r:
@@ -331,6 +335,8 @@ def summarize(res: dict, args) -> dict:
         ("int8 == pipeline-bs1", (res.get("int8") or {}).get("answers"), ref),
         ("bf16 == engine (float32)", (res.get("bf16") or {}).get("answers"), eng),
         ("bf16 == pipeline-bs1", (res.get("bf16") or {}).get("answers"), ref),
+        ("e2e-bf16 (PostgreSQL) == bf16", (res.get("e2e-bf16") or {}).get("answers"),
+         (res.get("bf16") or {}).get("answers")),
         ("ort-fp32 == pipeline-bs1", (res.get("ort-fp32") or {}).get("answers"), ref),
         ("ort-int8 == engine (float32)", (res.get("ort-int8") or {}).get("answers"), eng),
         ("e2e (PostgreSQL) == engine", (res.get("e2e") or {}).get("answers"), eng),
@@ -349,11 +355,14 @@ def summarize(res: dict, args) -> dict:
     targets["e2e_vs_engine"] = ratio(rows.get("e2e", {}).get("windows_per_s"), rows.get("engine", {}).get("windows_per_s"))
     targets["int8_vs_pipeline_bs1"] = ratio(rows.get("int8", {}).get("windows_per_s"), base)
     targets["bf16_vs_pipeline_bs1"] = ratio(rows.get("bf16", {}).get("windows_per_s"), base)
+    targets["e2e_bf16_vs_bf16"] = ratio(rows.get("e2e-bf16", {}).get("windows_per_s"),
+                                        rows.get("bf16", {}).get("windows_per_s"))
     rr = res.get("rerun") or {}
     if rr.get("runs") and len(rr["runs"]) == 2 and "error" not in rr:
         targets["rerun_pct_of_first"] = 100 * rr["runs"][1]["wall_s"] / rr["runs"][0]["wall_s"]
     operands = {"engine_vs_pipeline_bs1": ("engine", "pipeline-bs1"), "e2e_vs_engine": ("e2e", "engine"),
                 "int8_vs_pipeline_bs1": ("int8", "pipeline-bs1"), "bf16_vs_pipeline_bs1": ("bf16", "pipeline-bs1"),
+                "e2e_bf16_vs_bf16": ("e2e-bf16", "bf16"),
                 "rerun_pct_of_first": ()}
     verdict = {}
     for k, v in targets.items():
@@ -540,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
                 say(f"{name}: skipped on {args.device} (a CPU measurement)")
 
     if not gpu and not cpu_has_bf16():
-        for name in ("bf16", "raw-bf16"):
+        for name in ("bf16", "raw-bf16", "e2e-bf16"):
             if name in selected:
                 selected.remove(name)
                 say(f"{name}: skipped (this CPU has no AVX512-BF16/AMX; bfloat16 would be emulated, slower than float32)")
@@ -586,6 +595,7 @@ def main(argv: list[str] | None = None) -> int:
         "raw-int8": ("raw", sys.executable, {"quantize": "int8"}),
         "bf16": ("engine", sys.executable, {"dtype": "bfloat16"}),
         "raw-bf16": ("raw", sys.executable, {"dtype": "bfloat16"}),
+        "e2e-bf16": ("e2e", sys.executable, {"dtype": "bfloat16"}),
         "rerun": ("rerun", sys.executable, {}),
         "producer": ("producer", sys.executable, {}),
         "sweep": ("sweep", sys.executable, {}),
