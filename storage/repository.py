@@ -25,7 +25,6 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, and_, delete, func, or_, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.db import SQLITE_BEGIN_OPTION, session_factory
@@ -108,8 +107,13 @@ class Repository:
         return self._dialect == "postgresql"
 
     def _insert(self, entity: Any) -> Any:
+        # The dialect's INSERT (ON CONFLICT support), imported for the one in use only.
         if self._postgres:
+            from sqlalchemy.dialects import postgresql
+
             return postgresql.insert(entity)
+        from sqlalchemy.dialects import sqlite
+
         return sqlite.insert(entity)
 
     # -- documents ----------------------------------------------------------------

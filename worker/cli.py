@@ -247,7 +247,7 @@ def _print_input_errors(report) -> None:
 
 # -- run (embedded) ------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
-    from worker.engine import ModelLoadError, check_model_available
+    from worker.loading import ModelLoadError, check_model_available
     from worker.runner import JobRunner, dead_local_workers
 
     settings = build_settings(args)

@@ -23,15 +23,12 @@ import numpy as np
 from producer.windows import DocumentTokens, WindowError, plan_windows, require_fast, tokenize_documents
 from worker.batching import plan_batches
 from worker.messages import Answer, AnswerParams
+from worker.loading import ModelLoadError, _not_loadable, check_model_available  # noqa: F401 (re-exported)
 from worker.spans import WindowLayout, merge_answers, window_candidates
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PARAMS = AnswerParams()
-
-
-class ModelLoadError(RuntimeError):
-    """The model or tokenizer could not be loaded; the message says what to do."""
 
 
 class ItemError(ValueError):
@@ -482,25 +479,6 @@ class Engine:
         return np.concatenate(parts)
 
 
-def check_model_available(model: str, revision: str | None = None) -> None:
-    """Fail fast, without importing torch, when `model` is neither a local model folder nor
-    on the hub (or in its local cache). Raises ModelLoadError with the same advice as warm_up."""
-    label = f"{model}@{revision}" if revision else model
-    if os.path.isdir(model):
-        if not os.path.isfile(os.path.join(model, "config.json")):
-            raise ModelLoadError(
-                f"could not load the local folder {label!r}: it has no config.json, so it is not a "
-                "saved model. Pass --model PATH to a folder written by save_pretrained (or set DOCQA_MODEL)."
-            )
-        return
-    from huggingface_hub import hf_hub_download
-
-    try:
-        hf_hub_download(model, "config.json", revision=revision)
-    except Exception as exc:  # not found, offline and not cached, bad revision, invalid id
-        raise ModelLoadError(_not_loadable(model, label, exc)) from None
-
-
 def quantize_int8(model):
     """Dynamic int8 quantization of the Linear layers (CPU), in place: the float32 weights
     are dropped rather than kept beside the int8 copy.
@@ -516,19 +494,3 @@ def quantize_int8(model):
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
         return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
-
-
-def _not_loadable(model: str, label: str, exc: BaseException) -> str:
-    """The one sentence shown when a model can be neither found locally nor downloaded."""
-    where = "local folder" if os.path.isdir(model) else "model"
-    return (
-        f"could not load the {where} {label!r}: it is not a local folder holding a "
-        f"question-answering model, and it could not be downloaded from the Hugging Face hub "
-        f"({_first_line(exc)}). Pass --model PATH to a local folder (or set DOCQA_MODEL), or "
-        f"connect once so the model can be downloaded."
-    )
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

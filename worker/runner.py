@@ -14,7 +14,10 @@ import socket
 from dataclasses import dataclass, field
 
 from storage.errors import NotFound
-from worker.engine import Engine, QAItem, QAResult
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the engine (numpy, the tokenizer) loads only when there is work to answer
+    from worker.engine import Engine, QAResult
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +139,8 @@ class JobRunner:
 
     def _answer(self, jobs) -> list[QAResult]:
         """Answer all jobs together; if the shared run breaks, isolate the job that breaks it."""
+        from worker.engine import QAItem, QAResult
+
         items = [QAItem(j.text, j.question, j.params) for j in jobs]
         try:
             return self.engine.run(items)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import multiprocessing
+import subprocess
+import sys
 import multiprocessing.synchronize
 from collections.abc import Iterator
 
@@ -105,3 +107,22 @@ def test_a_schema_newer_than_this_code_is_reported(empty_engine: Engine) -> None
         ensure_schema(empty_engine)
     with pytest.raises(StoreError, match="which this docqa does not know"):
         upgrade(empty_engine)
+
+
+def test_the_schema_head_constant_is_alembics_head() -> None:
+    # storage.db confirms a current schema without importing Alembic, by this constant.
+    from storage.db import SCHEMA_HEAD
+
+    assert SCHEMA_HEAD == head_revision()
+
+
+def test_a_current_database_is_confirmed_without_importing_alembic(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'current.db'}"
+    upgrade(url)
+    code = (
+        "import sys; from storage.db import make_engine, ensure_schema; "
+        f"e = make_engine({url!r}); print(ensure_schema(e)); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[0] == head_revision() and out[1] == "[]"
