@@ -517,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"(default {DEFAULT_ORT_PYTHON})")
     ap.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="model folder (built if missing)")
     ap.add_argument("--batch-tokens", type=int, default=None,
-                    help="docqa token budget per forward (default: docqa's own, 1536 on CPU, 65536 on GPU)")
+                    help="docqa token budget per forward (default: docqa's own, 1536 on CPU, 131072 on GPU)")
     ap.add_argument("--threads", type=int, default=usable_cores(), help="torch threads (default: usable cores)")
     ap.add_argument("--device", default="cpu", help="cpu (default) or cuda: engine, raw, e2e and pipeline run there")
     ap.add_argument("--dtype", default="float32", help="docqa dtype: float32 (default), bfloat16, float16 (GPU)")

@@ -31,7 +31,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", help="auto (default), cpu, cuda, cuda:N (env DOCQA_DEVICE)")
     g.add_argument("--dtype", help="auto (default: float32 on CPU, bf16/fp16 on GPU), float32, bfloat16, float16")
     g.add_argument("--quantize", choices=["none", "int8"], help="int8: faster CPU mode (dynamic int8 linear layers)")
-    g.add_argument("--batch-tokens", type=int, help="token budget of one forward batch, windows x padded length (default 1536 on CPU, 65536 on GPU)")
+    g.add_argument("--batch-tokens", type=int, help="token budget of one forward batch, windows x padded length (default 1536 on CPU, 131072 on GPU)")
 
 
 def _add_answer_options(p: argparse.ArgumentParser) -> None:

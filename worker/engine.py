@@ -155,7 +155,7 @@ def cpu_has_bf16() -> bool:
 # faster in float32 and 20% in bfloat16 than 21 windows, benchmarks/run.py --sweep) and
 # keep memory low; a GPU wants hundreds of windows a batch to fill its cores.
 CPU_BATCH_TOKENS = 1536
-GPU_BATCH_TOKENS = 65536
+GPU_BATCH_TOKENS = 131072  # 341 windows of 384 tokens: a worker batch of 64 jobs in one forward
 
 
 class Engine:

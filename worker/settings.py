@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     batch_tokens: int | None = Field(
         None,
         description="token budget of one forward batch (windows x padded length); "
-        "default 1536 on CPU (a few windows: fastest there), 65536 on GPU",
+        "default 1536 on CPU (a few windows: fastest there), 131072 on GPU",
         gt=0,
     )
     max_document_chars: int = Field(5_000_000, description="larger documents are refused, characters")
