@@ -300,14 +300,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
     settings = build_settings(args)
     _answer_params(settings)
     repo = _open_repo(settings)
-    from worker.app import make_celery, send_jobs
+    from worker.app import send_jobs
 
-    app = make_celery(settings)
-    try:
-        with app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1)
-    except Exception as exc:
-        raise CliError(f"cannot reach the broker at {_safe_url(settings.broker_url)}: {exc}", status=1) from None
+    app = _connect_broker(settings)
     started = time.perf_counter()
     report = _submit_inputs(args, settings, repo, enqueue=lambda ids: send_jobs(app, ids, settings.queue))
     print(
@@ -318,6 +313,43 @@ def cmd_submit(args: argparse.Namespace) -> int:
     )
     _print_input_errors(report)
     return 1 if report.errors else 0
+
+
+def _connect_broker(settings):
+    """docqa's Celery app, after checking that its broker answers (CliError if not)."""
+    from worker.app import make_celery
+
+    app = make_celery(settings)
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1)
+    except Exception as exc:
+        raise CliError(f"cannot reach the broker at {_safe_url(settings.broker_url)}: {exc}", status=1) from None
+    return app
+
+
+# -- requeue -----------------------------------------------------------------------------
+def cmd_requeue(args: argparse.Namespace) -> int:
+    settings = build_settings(args)
+    repo = _open_repo(settings)
+    from worker.app import send_jobs
+
+    app = _connect_broker(settings)
+    ids = repo.queued_job_ids(model=settings.model, revision=settings.revision or "")
+    chunk = settings.worker_batch_jobs
+    for i in range(0, len(ids), chunk):
+        send_jobs(app, ids[i : i + chunk], settings.queue)
+    label = f"{settings.model}@{settings.revision}" if settings.revision else settings.model
+    messages = -(-len(ids) // chunk)
+    print(
+        f"docqa requeue: {len(ids)} queued jobs of model {label} put on queue {settings.queue!r} "
+        f"again in {messages} messages"
+    )
+    others = repo.counts()["queued"] - len(ids)
+    if others:
+        print(f"  {others} queued jobs ask for other models or revisions: run with their --model/--revision",
+              file=sys.stderr)
+    return 0
 
 
 # -- worker ------------------------------------------------------------------------------
@@ -499,6 +531,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--revision", help="model revision the jobs ask for")
     _add_answer_options(p)
     p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("requeue", help="put the store's queued jobs on the broker again (after lost messages)",
+                       description="Send every queued job of a model to the broker again. Use it when the broker "
+                       "lost its messages (a Redis restart without persistence, a purged queue): the jobs are "
+                       "still queued in the SQL store, which is the source of truth, but no worker hears of "
+                       "them. Safe to repeat: a job is answered once, and a message for a job that is done "
+                       "by then is acknowledged and dropped.")
+    add_store_option(p)
+    add_broker_options(p)
+    p.add_argument("--model", help=f"model whose queued jobs to send (default {DEFAULT_MODEL})")
+    p.add_argument("--revision", help="model revision of those jobs")
+    p.add_argument("--worker-batch-jobs", type=int, help="jobs per message (default 64)")
+    p.set_defaults(func=cmd_requeue)
 
     p = sub.add_parser("worker", help="start a Celery worker that answers queued jobs",
                        description="Start a Celery worker with docqa's app (same as 'celery -A worker.app worker' "

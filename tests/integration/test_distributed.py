@@ -137,3 +137,40 @@ def test_single_job_messages_share_forwards_in_a_worker(distributed_env, workers
 
     threads = re.findall(r"ready: model .* (\d+) torch threads", workers.logs(tail=None))
     assert len(threads) == 2 and all(int(t) == max(1, usable_cores() // 2) for t in threads)
+
+
+def test_requeue_recovers_jobs_whose_broker_messages_were_lost(distributed_env, workers, tmp_path):
+    """The broker loses its messages (Redis restarted without persistence): the jobs are
+    still queued in SQL, `docqa requeue` puts them on the broker again, a worker answers them."""
+    import redis
+
+    docs = tmp_path / "docs"
+    write_corpus(docs, 12, seed=21, sizes=(40, 120))
+    sub = docqa(["submit", str(docs), *q_args(QUESTIONS[:2])], distributed_env)
+    assert sub.returncode == 0, sub.stderr
+    broker = redis.Redis.from_url(distributed_env["DOCQA_BROKER_URL"])
+    queue = distributed_env["DOCQA_QUEUE"]
+    assert broker.llen(queue) == 2  # 24 jobs, 16 a message
+    broker.delete(queue)  # the messages are gone; the jobs are not
+    repo = open_repo(distributed_env["DOCQA_DATABASE_URL"])
+    assert repo.counts()["queued"] == 24
+
+    workers.start(1)
+    wait_for(lambda: "ready: model" in workers.logs(), timeout=120, what="the worker to load its model",
+             logs=workers.logs)
+    assert repo.counts()["queued"] == 24  # nobody told the worker about them
+
+    out = docqa(["requeue"], distributed_env)
+    assert out.returncode == 0, out.stderr
+    assert "24 queued jobs of model" in out.stdout and "in 2 messages" in out.stdout
+    wait_for(lambda: repo.counts()["done"] == 24, timeout=180, what="all 24 jobs done", logs=workers.logs)
+    assert repo.counts() == {"queued": 0, "running": 0, "done": 24, "failed": 0}
+    with repo.engine.connect() as conn:
+        per_job = conn.execute(text("SELECT job_id, count(*) FROM answers GROUP BY job_id")).all()
+    assert len(per_job) == 24 and all(n == 1 for _job, n in per_job)
+
+    again = docqa(["requeue"], distributed_env)  # nothing left to send: harmless
+    assert again.returncode == 0 and "0 queued jobs" in again.stdout
+
+    unreachable = docqa(["requeue", "--broker-url", "redis://127.0.0.1:1/0"], distributed_env)
+    assert unreachable.returncode == 1 and "cannot reach the broker at redis://127.0.0.1:1/0" in unreachable.stderr
