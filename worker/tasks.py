@@ -75,8 +75,8 @@ class Runtime:
             max_attempts=settings.max_attempts,
         )
         log.info(
-            "docqa worker process %s ready: model %s on %s, %d torch threads",
-            os.getpid(), self.engine.model_label, self.engine.device, threads,
+            "docqa worker process %s ready: model %s on %s, %d torch threads, %d tokens a forward",
+            os.getpid(), self.engine.model_label, self.engine.device, threads, self.engine.batch_tokens,
         )
         self._stop = threading.Event()
         self._sweeper = threading.Thread(target=self._sweep_forever, name="docqa-sweeper", daemon=True)
