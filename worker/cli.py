@@ -288,6 +288,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"{len(report.errors)} inputs skipped, {elapsed:.1f} s"
     )
     print(f"results are in {_safe_url(settings.database_url)}: see 'docqa results' and 'docqa status'")
+    if pending and engine.device == "cpu" and engine.precision == "float32":
+        from worker.engine import cpu_has_bf16
+
+        if cpu_has_bf16():
+            print(
+                "hint: this CPU runs bfloat16 natively (AMX/AVX512-BF16): --dtype bfloat16 answers several "
+                "times faster, with answers that can differ from float32 only where two spans nearly tie",
+                file=sys.stderr,
+            )
     _print_input_errors(report)
     if failed:
         for job_id, source, question, error in repo.failures(limit=20):

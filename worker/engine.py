@@ -199,10 +199,16 @@ class Engine:
         '+int8' when quantized, '+bfloat16' / '+float16' at half precision (known once the
         engine is warm, as 'auto' picks by device). Stored with every answer."""
         label = f"{self.model_id}@{self.revision}" if self.revision else self.model_id
+        precision = self.precision
+        return f"{label}+{precision}" if precision in ("int8", "bfloat16", "float16") else label
+
+    @property
+    def precision(self) -> str:
+        """'int8' when quantized, else the dtype's name ('float32', 'bfloat16', 'float16'),
+        or the dtype asked for ('auto' included) before the engine is warm."""
         if self.quantize == "int8":
-            return f"{label}+int8"
-        dtype = str(self._dtype).removeprefix("torch.") if self._dtype is not None else self.dtype_request
-        return f"{label}+{dtype}" if dtype in ("bfloat16", "float16") else label
+            return "int8"
+        return str(self._dtype).removeprefix("torch.") if self._dtype is not None else self.dtype_request
 
     @property
     def batch_tokens(self) -> int:

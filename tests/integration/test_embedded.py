@@ -70,10 +70,15 @@ def test_running_again_creates_and_runs_nothing(tmp_path):
     first = docqa(args, env)
     assert first.returncode == 0, first.stderr
     assert "12 jobs (12 new" in first.stdout
+    from worker.engine import cpu_has_bf16
+
+    # float32 on a CPU with native bfloat16: the run says there is a faster mode
+    assert ("hint: this CPU runs bfloat16 natively" in first.stderr) == cpu_has_bf16()
     before = docqa(["results"], env).stdout
     second = docqa(args, env)
     assert second.returncode == 0, second.stderr
     assert "12 jobs (0 new, 12 already known), 0 answered now" in second.stdout
+    assert "hint:" not in second.stderr  # nothing ran
     assert docqa(["results"], env).stdout == before
 
 
