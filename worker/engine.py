@@ -13,8 +13,11 @@ merge across windows.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -158,6 +161,31 @@ CPU_BATCH_TOKENS = 1536
 GPU_BATCH_TOKENS = 131072  # 341 windows of 384 tokens: a worker batch of 64 jobs in one forward
 
 
+# On a CPU, freed activation memory stays in glibc's heap and RSS creeps up over a long run
+# (1.5 GiB after 60 questions where the model is 0.35 GiB). Giving it back to the OS at most
+# every this many seconds cut peak RSS by ~20% with no measurable slowdown (a trim after
+# every few forwards cut more but cost ~2%). DOCQA_TRIM_SECONDS overrides; 0 switches it off.
+TRIM_SECONDS = 10.0
+
+
+def malloc_trim() -> bool:
+    """Return freed heap memory to the OS (glibc's malloc_trim); False where unavailable."""
+    global _LIBC
+    if _LIBC is None:
+        try:
+            _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _LIBC.malloc_trim  # noqa: B018 (glibc only: AttributeError elsewhere)
+        except (OSError, AttributeError):
+            _LIBC = False
+    if not _LIBC:
+        return False
+    _LIBC.malloc_trim(0)
+    return True
+
+
+_LIBC = None
+
+
 class Engine:
     """Batched extractive QA with one model. Construct cheaply; `warm_up()` loads."""
 
@@ -190,6 +218,13 @@ class Engine:
         self._dtype = None
         self._pinned: dict[int, object] = {}  # reused pinned host buffers (CUDA only)
         self.forward_calls = 0  # forwards run so far (a batch is one call)
+        self.trims = 0  # times freed memory was given back to the OS (CPU only)
+        self._last_trim = time.monotonic()
+        raw = os.environ.get("DOCQA_TRIM_SECONDS", "").strip()
+        try:
+            self.trim_seconds = float(raw) if raw else TRIM_SECONDS
+        except ValueError:
+            raise ValueError(f"DOCQA_TRIM_SECONDS must be a number of seconds, 0 to switch it off (got {raw!r})") from None
         self.windows_run = 0
 
     # -- loading -----------------------------------------------------------------
@@ -406,6 +441,7 @@ class Engine:
                     inputs["token_type_ids"] = self._to_device(types, 2)
                 result = self._model(**inputs)
                 self.forward_calls += 1
+                self._maybe_trim()
                 self.windows_run += len(batch)
                 if on_device:
                     self._collect_on_device(result, batch, windows, items, out)
@@ -418,6 +454,16 @@ class Engine:
                     cands, null = window_candidates(s_log, e_log, layout, items[i].params)
                     out[j] = (cands, null, s_log, e_log)
         return out
+
+    def _maybe_trim(self) -> None:
+        """On the CPU, hand freed activation memory back to the OS every TRIM_SECONDS."""
+        if str(self._device) != "cpu" or self.trim_seconds <= 0:
+            return
+        now = time.monotonic()
+        if now - self._last_trim >= self.trim_seconds:
+            if malloc_trim():
+                self.trims += 1
+            self._last_trim = now
 
     def _collect_on_device(self, result, batch, windows, items, out) -> None:
         """Rank spans on the device; copy back only candidates (grouped by span parameters)."""

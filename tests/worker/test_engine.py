@@ -194,3 +194,22 @@ def test_the_batch_budget_defaults_by_device_and_an_explicit_one_wins(tiny_model
     assert small.forward_calls > eng.forward_calls
     with pytest.raises(ValueError, match="batch_tokens must be positive"):
         Engine(tiny_model, batch_tokens=0)
+
+
+def test_freed_memory_is_given_back_on_the_cpu_every_few_seconds(tiny_model, engine, monkeypatch):
+    from worker.engine import malloc_trim
+
+    items = _items(24)
+    monkeypatch.setenv("DOCQA_TRIM_SECONDS", "0.000001")  # after every forward
+    eager = Engine(tiny_model, device="cpu", batch_tokens=512)
+    results = eager.run(items)
+    assert eager.trims == (eager.forward_calls if malloc_trim() else 0) and eager.forward_calls > 1
+    spans = lambda rs: [[(a.text, a.char_start, a.char_end) for a in r.answers] for r in rs]  # noqa: E731
+    assert spans(results) == spans(engine.run(items))  # answers untouched
+    monkeypatch.setenv("DOCQA_TRIM_SECONDS", "0")  # switched off
+    off = Engine(tiny_model, device="cpu", batch_tokens=512)
+    off.run(items)
+    assert off.trims == 0
+    monkeypatch.setenv("DOCQA_TRIM_SECONDS", "soon")
+    with pytest.raises(ValueError, match="DOCQA_TRIM_SECONDS must be a number of seconds"):
+        Engine(tiny_model, device="cpu")
