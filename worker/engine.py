@@ -26,7 +26,7 @@ import numpy as np
 from producer.windows import DocumentTokens, WindowError, plan_windows, require_fast, tokenize_documents
 from worker.batching import plan_batches
 from worker.messages import Answer, AnswerParams
-from worker.loading import ModelLoadError, _not_loadable, check_model_available  # noqa: F401 (re-exported)
+from worker.loading import ModelLoadError, _not_loadable
 from worker.spans import WindowLayout, merge_answers, window_candidates
 
 log = logging.getLogger(__name__)
@@ -168,6 +168,9 @@ GPU_BATCH_TOKENS = 131072  # 341 windows of 384 tokens: a worker batch of 64 job
 TRIM_SECONDS = 10.0
 
 
+_LIBC = None  # glibc, once loaded; False where it cannot be
+
+
 def malloc_trim() -> bool:
     """Return freed heap memory to the OS (glibc's malloc_trim); False where unavailable."""
     global _LIBC
@@ -181,9 +184,6 @@ def malloc_trim() -> bool:
         return False
     _LIBC.malloc_trim(0)
     return True
-
-
-_LIBC = None
 
 
 class Engine:

@@ -12,9 +12,9 @@ import logging
 import os
 import socket
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from storage.errors import NotFound
-from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the engine (numpy, the tokenizer) loads only when there is work to answer
     from worker.engine import Engine, QAResult
