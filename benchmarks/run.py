@@ -84,16 +84,6 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def cpu_has_bf16() -> bool:
-    """AVX512-BF16 or AMX-BF16 in /proc/cpuinfo (run.py imports no torch)."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            flags = next((line.split(":", 1)[1].split() for line in fh if line.startswith("flags")), [])
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def machine() -> dict:
     info = {"platform": platform.platform(), "python": platform.python_version(), "cores": usable_cores()}
     try:
@@ -548,6 +538,9 @@ def main(argv: list[str] | None = None) -> int:
                 selected.remove(name)
                 say(f"{name}: skipped on {args.device} (a CPU measurement)")
 
+    from worker.engine import CPU_BATCH_TOKENS, GPU_BATCH_TOKENS, cpu_has_bf16
+
+    # The engine's own test: rows are skipped exactly where Engine(dtype="bfloat16") refuses.
     if not gpu and not cpu_has_bf16():
         for name in ("bf16", "raw-bf16", "e2e-bf16"):
             if name in selected:
@@ -555,8 +548,6 @@ def main(argv: list[str] | None = None) -> int:
                 say(f"{name}: skipped (this CPU has no AVX512-BF16/AMX; bfloat16 would be emulated, slower than float32)")
 
     if args.batch_tokens is None:
-        from worker.engine import CPU_BATCH_TOKENS, GPU_BATCH_TOKENS
-
         args.batch_tokens = GPU_BATCH_TOKENS if gpu else CPU_BATCH_TOKENS
 
     out = args.out or REPO / "bench-out" / "results" / datetime.now().strftime("%Y%m%d-%H%M%S")
