@@ -155,19 +155,12 @@ def run_pipeline(spec: dict, docs) -> dict:
     }
 
 
-def run_engine(spec: dict, docs) -> dict:
-    """docqa's Engine in process: all items, in chunks of spec['chunk'] per run() call."""
-    import torch
-    import transformers
+def time_engine(engine, model, spec: dict, docs) -> dict:
+    """Warm `engine` up on a small item, then time it on every (document, question) pair in
+    chunks of spec['chunk'] per run() call; `model` is what its forwards call (timed by hooks)."""
+    from worker.engine import QAItem
 
-    from worker.engine import Engine, QAItem
-
-    set_threads(spec["threads"])
-    t0 = time.perf_counter()
-    engine = Engine(spec["model"], device=spec.get("device", "cpu"), dtype=spec.get("dtype", "float32"),
-                    batch_tokens=spec["batch_tokens"], quantize=spec.get("quantize", "none")).warm_up()
-    load_s = time.perf_counter() - t0
-    counter = ForwardCounter(engine.model)
+    counter = ForwardCounter(model)
     items = pairs(docs)
     engine.run([QAItem(items[0][2][:2000], items[0][1])])  # warm-up
     counter.reset()
@@ -185,11 +178,28 @@ def run_engine(spec: dict, docs) -> dict:
         else:
             errors[k] = res.error
     return {
-        "versions": {"transformers": transformers.__version__, "torch": torch.__version__},
-        "load_s": load_s, **timed.fields(), "items": len(items),
+        **timed.fields(), "items": len(items),
         "windows": engine.windows_run - windows0, "forward_calls": engine.forward_calls - calls0,
         "forward_s": counter.seconds, "padded_tokens": counter.tokens,
         "answers": answers, "errors": errors,
+    }
+
+
+def run_engine(spec: dict, docs) -> dict:
+    """docqa's Engine in process: all items, in chunks of spec['chunk'] per run() call."""
+    import torch
+    import transformers
+
+    from worker.engine import Engine
+
+    set_threads(spec["threads"])
+    t0 = time.perf_counter()
+    engine = Engine(spec["model"], device=spec.get("device", "cpu"), dtype=spec.get("dtype", "float32"),
+                    batch_tokens=spec["batch_tokens"], quantize=spec.get("quantize", "none")).warm_up()
+    load_s = time.perf_counter() - t0
+    return {
+        "versions": {"transformers": transformers.__version__, "torch": torch.__version__},
+        "load_s": load_s, **time_engine(engine, engine.model, spec, docs),
     }
 
 
@@ -507,7 +517,7 @@ def run_ort(spec: dict, docs) -> dict:
     import torch
     from transformers import AutoConfig, AutoTokenizer
 
-    from worker.engine import Engine, QAItem, learn_template
+    from worker.engine import Engine, learn_template
 
     set_threads(spec["threads"])
     fp32, int8 = onnx_paths(spec)
@@ -520,22 +530,9 @@ def run_ort(spec: dict, docs) -> dict:
     engine._model = ort_module(int8 if spec.get("quantize") == "int8" else fp32, spec["threads"],
                                AutoConfig.from_pretrained(spec["model"]))
     load_s = time.perf_counter() - t0
-    counter = ForwardCounter(engine._model)
-    items = pairs(docs)
-    engine.run([QAItem(items[0][2][:2000], items[0][1])])  # warm-up
-    counter.reset()
-    calls0, windows0 = engine.forward_calls, engine.windows_run
-    results = []
-    with Timed(spec["threads"]) as timed:
-        for i in range(0, len(items), spec["chunk"]):
-            results += engine.run([QAItem(text, q) for _, q, text in items[i : i + spec["chunk"]]])
-    answers = {k: [r.answers[0].text, r.answers[0].char_start, r.answers[0].char_end, r.answers[0].score]
-               for (k, _, _), r in zip(items, results) if r.ok and r.answers}
     return {
         "versions": {"onnxruntime": onnxruntime.__version__, "torch": torch.__version__},
-        "load_s": load_s, **timed.fields(), "items": len(items),
-        "windows": engine.windows_run - windows0, "forward_calls": engine.forward_calls - calls0,
-        "forward_s": counter.seconds, "padded_tokens": counter.tokens, "answers": answers,
+        "load_s": load_s, **time_engine(engine, engine._model, spec, docs),
     }
 
 
