@@ -158,7 +158,7 @@ def run_pipeline(spec: dict, docs) -> dict:
 def time_engine(engine, model, spec: dict, docs) -> dict:
     """Warm `engine` up on a small item, then time it on every (document, question) pair in
     chunks of spec['chunk'] per run() call; `model` is what its forwards call (timed by hooks)."""
-    from worker.engine import QAItem
+    from docqa.worker.engine import QAItem
 
     counter = ForwardCounter(model)
     items = pairs(docs)
@@ -190,7 +190,7 @@ def run_engine(spec: dict, docs) -> dict:
     import torch
     import transformers
 
-    from worker.engine import Engine
+    from docqa.worker.engine import Engine
 
     set_threads(spec["threads"])
     t0 = time.perf_counter()
@@ -207,7 +207,7 @@ def build_windows(tokenizer, docs, max_seq_len: int = 384, doc_stride: int = 128
     """Every window of the workload as input ids ([CLS] q [SEP] context [SEP]), docqa's way."""
     import numpy as np
 
-    from producer.windows import plan_windows, tokenize_documents
+    from docqa.core.windows import plan_windows, tokenize_documents
 
     toks = tokenize_documents(tokenizer, [d.text for d in docs])
     cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
@@ -226,7 +226,7 @@ def padded_batches(windows, batch_tokens: int, pad_id: int):
     import numpy as np
     import torch
 
-    from worker.batching import plan_batches
+    from docqa.worker.batching import plan_batches
 
     lengths = [len(w) for w in windows]
     batches = []
@@ -248,7 +248,7 @@ def load_model(path: str, quantize: str = "none", device: str = "cpu", dtype: st
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForQuestionAnswering.from_pretrained(path, dtype=torch.float32).eval()
     if quantize == "int8":
-        from worker.engine import quantize_int8
+        from docqa.worker.hardware import quantize_int8
 
         model = quantize_int8(model)
     else:
@@ -305,7 +305,7 @@ def run_roofline(spec: dict, docs) -> dict:
     import torch
     from transformers import AutoTokenizer
 
-    from worker.engine import cpu_has_bf16
+    from docqa.worker.hardware import cpu_has_bf16
 
     set_threads(spec["threads"])
     config = json.loads((Path(spec["model"]) / "config.json").read_text())
@@ -398,7 +398,7 @@ def run_overhead(spec: dict, docs) -> dict:
     import torch
     from transformers import AutoConfig, AutoTokenizer
 
-    from worker.engine import Engine, QAItem, learn_template
+    from docqa.worker.engine import Engine, QAItem, learn_template
 
     set_threads(spec["threads"])
     config = AutoConfig.from_pretrained(spec["model"])
@@ -517,7 +517,7 @@ def run_ort(spec: dict, docs) -> dict:
     import torch
     from transformers import AutoConfig, AutoTokenizer
 
-    from worker.engine import Engine, learn_template
+    from docqa.worker.engine import Engine, learn_template
 
     set_threads(spec["threads"])
     fp32, int8 = onnx_paths(spec)

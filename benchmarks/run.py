@@ -538,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
                 selected.remove(name)
                 say(f"{name}: skipped on {args.device} (a CPU measurement)")
 
-    from worker.engine import CPU_BATCH_TOKENS, GPU_BATCH_TOKENS, cpu_has_bf16
+    from docqa.worker.hardware import CPU_BATCH_TOKENS, GPU_BATCH_TOKENS, cpu_has_bf16
 
     # The engine's own test: rows are skipped exactly where Engine(dtype="bfloat16") refuses.
     if not gpu and not cpu_has_bf16():

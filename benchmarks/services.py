@@ -40,7 +40,7 @@ def fresh_database(spec: dict, database: str) -> str:
     """Drop and create `database` (UTF8); return its URL with the schema in place."""
     import psycopg
 
-    from storage.db import ensure_schema, make_engine
+    from docqa.storage.db import ensure_schema, make_engine
 
     with psycopg.connect(host=spec["pg_host"], port=spec["pg_port"], user=spec["pg_user"], dbname=PG_ADMIN_DB,
                          autocommit=True) as conn:
@@ -99,7 +99,7 @@ def docqa_env(spec: dict, **extra: str) -> dict:
 
 def docqa_cmd() -> list[str]:
     exe = Path(sys.executable).with_name("docqa")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "worker.cli"]
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "docqa.cli"]
 
 
 def run_timed(cmd: list[str], env: dict, log: Path) -> dict:
@@ -339,7 +339,7 @@ def _tokenize_rate(spec: dict, docs) -> dict:
     import numpy as np
     from transformers import AutoTokenizer
 
-    from producer.windows import plan_windows, tokenize_documents
+    from docqa.core.windows import plan_windows, tokenize_documents
 
     measure.set_threads(spec["threads"])
     tok = AutoTokenizer.from_pretrained(spec["model"])
@@ -393,13 +393,13 @@ def _tokenize_rate(spec: dict, docs) -> dict:
 
 def _submit_rate(spec: dict, docs) -> dict:
     """`docqa submit` with no worker: documents + jobs into PostgreSQL, messages onto Redis."""
-    from producer.documents import iter_inputs
-    from producer.submit import submit
-    from storage.db import make_engine, session_factory
-    from storage.repository import Repository
-    from worker.app import make_celery, send_jobs
-    from worker.messages import AnswerParams
-    from worker.settings import Settings
+    from docqa.producer.documents import iter_inputs
+    from docqa.producer.submit import submit
+    from docqa.storage.db import make_engine, session_factory
+    from docqa.storage.repository import Repository
+    from docqa.worker.app import make_celery, send_jobs
+    from docqa.core.params import AnswerParams
+    from docqa.core.settings import Settings
 
     work = Path(spec["workdir"]) / "producer"
     work.mkdir(parents=True, exist_ok=True)
@@ -449,9 +449,10 @@ def _submit_rate(spec: dict, docs) -> dict:
 
 def _write_rate(spec: dict, docs) -> dict:
     """Repository.complete per job (one transaction each), answers of realistic size."""
-    from storage.db import make_engine, session_factory
-    from storage.repository import Repository
-    from worker.messages import Answer, AnswerParams
+    from docqa.storage.db import make_engine, session_factory
+    from docqa.storage.repository import Repository
+    from docqa.core.answer import Answer
+    from docqa.core.params import AnswerParams
 
     url = fresh_database(spec, spec["pg_database"] + "_writes")
     engine = make_engine(url)

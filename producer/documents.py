@@ -6,7 +6,6 @@ normalisation): answer offsets index this text.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from dataclasses import dataclass, field
@@ -32,14 +31,6 @@ class SourceDocument:
     questions: list[str] = field(default_factory=list)
     metadata: dict | None = None
     error: str | None = None
-
-    @property
-    def sha256(self) -> str:
-        return sha256_text(self.text)
-
-
-def sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def decode_text(data: bytes, source: str, max_chars: int | None = None) -> str:

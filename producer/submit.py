@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from producer.documents import SourceDocument
-from worker.messages import AnswerParams
+from docqa.producer.documents import SourceDocument
+from docqa.core.params import AnswerParams
 
 
 @dataclass

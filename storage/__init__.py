@@ -4,5 +4,5 @@ Modules: `models` (tables and JobStatus), `columns` (UTC timestamps, string enum
 `identity` (sha256 of text, text the store refuses), `db` (engines, sessions,
 `upgrade`/`ensure_schema`), `repository` (every read and write, concurrency-safe),
 `records` (the plain values it returns), `errors` (StoreError, NotFound),
-`migrations/` (Alembic; run through `storage.db`, no alembic.ini needed).
+`migrations/` (Alembic; run through `docqa.storage.db`, no alembic.ini needed).
 """

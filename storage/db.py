@@ -22,7 +22,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage.errors import StoreError
+from docqa.storage.errors import StoreError
 
 if TYPE_CHECKING:
     from alembic.config import Config

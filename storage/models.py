@@ -34,7 +34,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from storage.columns import StrEnumType, UTCDateTime, utcnow
+from docqa.storage.columns import StrEnumType, UTCDateTime, utcnow
 
 # Explicit constraint names: the migrations use the same names, and PostgreSQL needs a
 # name to drop or alter a constraint later.
@@ -133,7 +133,7 @@ class Job(Base):
 
 
 class AnswerRow(Base):
-    """One ranked answer of a job, with its provenance (see `worker.messages.Answer`)."""
+    """One ranked answer of a job, with its provenance (see `docqa.core.answer.Answer`)."""
 
     __tablename__ = "answers"
     __table_args__ = (UniqueConstraint("job_id", "rank", name="uq_answers_job_id_rank"),)

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from storage.models import JobStatus
-from worker.messages import AnswerParams
+from docqa.storage.models import JobStatus
+from docqa.core.params import AnswerParams
 
 
 class StoredDocument(NamedTuple):

@@ -27,11 +27,11 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine, and_, delete, func, or_, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage.db import SQLITE_BEGIN_OPTION, session_factory
-from storage.errors import NotFound
-from storage.identity import check_storable, text_sha256
-from storage.models import AnswerRow, Document, Job, JobStatus
-from storage.records import (
+from docqa.storage.db import SQLITE_BEGIN_OPTION, session_factory
+from docqa.storage.errors import NotFound
+from docqa.storage.identity import check_storable, text_sha256
+from docqa.storage.models import AnswerRow, Document, Job, JobStatus
+from docqa.storage.records import (
     ClaimedJob,
     DocumentRecord,
     Failure,
@@ -40,8 +40,9 @@ from storage.records import (
     StoredDocument,
     StoredJob,
 )
-from storage.columns import utcnow
-from worker.messages import Answer, AnswerParams
+from docqa.storage.columns import utcnow
+from docqa.core.answer import Answer
+from docqa.core.params import AnswerParams
 
 # Ids per IN (...) list or rows per multi-row INSERT: far below SQLite's and
 # PostgreSQL's bound-parameter limits.

@@ -170,7 +170,7 @@ class _MigratedPostgres:
         self.name: str | None = None
 
     def fresh_url(self) -> str:
-        from storage.db import head_revision, upgrade
+        from docqa.storage.db import head_revision, upgrade
 
         with _admin_connection() as admin:
             if self.name is not None and not self._reset(admin, head_revision()):
@@ -249,7 +249,7 @@ def store_url(request: pytest.FixtureRequest) -> str:
     process, emptied before each test (use `postgres_url` for a database of your own).
     """
     if request.param == "sqlite":
-        from storage.db import upgrade
+        from docqa.storage.db import upgrade
 
         url = request.getfixturevalue("sqlite_url")
         upgrade(url)
@@ -270,6 +270,6 @@ def tiny_model() -> str:
 @pytest.fixture(scope="session")
 def engine(tiny_model):
     """One loaded engine on the tiny model, shared by the tests that only read from it."""
-    from worker.engine import Engine
+    from docqa.worker.engine import Engine
 
     return Engine(tiny_model, device="cpu").warm_up()

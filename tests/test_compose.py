@@ -43,7 +43,7 @@ def test_every_service_command_is_documented_in_the_readme():
 
 
 def test_service_commands_parse_with_the_real_cli():
-    from worker.cli import build_parser
+    from docqa.cli import build_parser
 
     parser = build_parser()
     for service in COMPOSE["services"].values():

@@ -1,6 +1,6 @@
 """The Celery application: JSON messages only, late acknowledgement, low prefetch.
 
-`celery -A worker.app worker` and `docqa worker` both use the `app` built here from
+`celery -A docqa.worker.app worker` and `docqa worker` both use the `app` built here from
 DOCQA_* environment variables. Importing this module imports no torch: producers use
 it to send messages.
 """
@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from celery import Celery
 
-from worker.settings import Settings
+from docqa.core.settings import Settings
 
 TASK_NAME = "docqa.run_jobs"
 
 
 def make_celery(settings: Settings) -> Celery:
-    app = Celery("docqa", broker=settings.broker_url, include=["worker.tasks"])
+    app = Celery("docqa", broker=settings.broker_url, include=["docqa.worker.tasks"])
     app.conf.update(
         # JSON only: a pickle on a shared broker is remote code execution.
         task_serializer="json",
@@ -43,7 +43,7 @@ def make_celery(settings: Settings) -> Celery:
 
 def send_jobs(app: Celery, job_ids: list[int], queue: str) -> None:
     """Put one message carrying `job_ids` on the broker."""
-    from worker.messages import JobMessage
+    from docqa.core.message import JobMessage
 
     app.send_task(TASK_NAME, args=[JobMessage(job_ids=job_ids).model_dump(mode="json")], queue=queue)
 

@@ -1,6 +1,6 @@
 """Span candidates computed where the logits are (the GPU), so only candidates come back.
 
-The numpy path (`worker.spans`) copies every window's full start/end logits to the host
+The numpy path (`docqa.worker.spans`) copies every window's full start/end logits to the host
 and ranks a seq_len x seq_len matrix per window: exact against the reference, but on a
 GPU serving thousands of windows a second the copies and the host work dominate. Here
 the same arithmetic runs batched on the device: masked softmax, null score, CLS zeroed,
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from worker.spans import MASKED_LOGIT, Candidate
+from docqa.worker.spans import MASKED_LOGIT, Candidate
 
 
 @dataclass

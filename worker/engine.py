@@ -13,21 +13,29 @@ merge across windows.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
-import os
-import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 
-from producer.windows import DocumentTokens, WindowError, plan_windows, require_fast, tokenize_documents
-from worker.batching import plan_batches
-from worker.messages import Answer, AnswerParams
-from worker.loading import ModelLoadError, _not_loadable
-from worker.spans import WindowLayout, merge_answers, window_candidates
+from docqa.core.answer import Answer
+from docqa.core.labels import model_label
+from docqa.core.params import AnswerParams
+from docqa.core.windows import DocumentTokens, WindowError, plan_windows, require_fast, tokenize_documents
+from docqa.worker.batching import plan_batches
+from docqa.worker.hardware import (
+    CPU_BATCH_TOKENS,
+    GPU_BATCH_TOKENS,
+    TRIM_SECONDS,
+    HeapTrimmer,
+    PinnedBuffers,
+    quantize_int8,
+    resolve_device,
+    resolve_dtype,
+)
+from docqa.worker.loading import ModelLoadError, _not_loadable
+from docqa.worker.spans import WindowLayout, merge_answers, window_candidates
 
 log = logging.getLogger(__name__)
 
@@ -104,88 +112,6 @@ def learn_template(tokenizer) -> PairTemplate:
     )
 
 
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelLoadError(f"device {device!r} was asked for, but no CUDA GPU is available")
-    return device
-
-
-def resolve_dtype(dtype: str, device: str):
-    """float32 on CPU; bfloat16 (or float16 where bf16 is unsupported) on GPU."""
-    import torch
-
-    names = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-    if dtype == "auto":
-        if device.startswith("cuda"):
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    if dtype not in names:
-        raise ModelLoadError(f"unknown dtype {dtype!r}; use one of auto, {', '.join(names)}")
-    if device == "cpu" and dtype == "float16":
-        # CPUs have no fast float16 matmul: it runs several times slower than float32.
-        raise ModelLoadError("float16 on the CPU is several times slower than float32; use dtype float32")
-    if device == "cpu" and dtype == "bfloat16" and not cpu_has_bf16():
-        # Without AVX512-BF16 / AMX, bfloat16 matmuls are emulated: slower than float32.
-        raise ModelLoadError(
-            "bfloat16 on this CPU is slower than float32: it has no bfloat16 instructions "
-            "(AVX512-BF16 or AMX); use dtype float32, or quantize int8 for a faster CPU mode"
-        )
-    return names[dtype]
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU runs bfloat16 matmuls natively (AVX512-BF16 or AMX-BF16)."""
-    import torch
-
-    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    probes = [probe for probe in probes if probe is not None]
-    if probes:
-        return any(probe() for probe in probes)
-    try:  # an older or newer torch without the probes: ask the kernel
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
-            flags = next((line.split(":", 1)[1].split() for line in fh if line.startswith("flags")), [])
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-# Token budget of one forward (windows x padded length) when none is given. On a CPU a few
-# windows a batch run fastest (they stay in the caches: 4 windows of 384 tokens ran 11%
-# faster in float32 and 20% in bfloat16 than 21 windows, benchmarks/run.py --sweep) and
-# keep memory low; a GPU wants hundreds of windows a batch to fill its cores.
-CPU_BATCH_TOKENS = 1536
-GPU_BATCH_TOKENS = 131072  # 341 windows of 384 tokens: a worker batch of 64 jobs in one forward
-
-
-# On a CPU, freed activation memory stays in glibc's heap and RSS creeps up over a long run
-# (1.5 GiB after 60 questions where the model is 0.35 GiB). Giving it back to the OS at most
-# every this many seconds cut peak RSS by ~20% with no measurable slowdown (a trim after
-# every few forwards cut more but cost ~2%). DOCQA_TRIM_SECONDS overrides; 0 switches it off.
-TRIM_SECONDS = 10.0
-
-
-_LIBC = None  # glibc, once loaded; False where it cannot be
-
-
-def malloc_trim() -> bool:
-    """Return freed heap memory to the OS (glibc's malloc_trim); False where unavailable."""
-    global _LIBC
-    if _LIBC is None:
-        try:
-            _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            _LIBC.malloc_trim  # noqa: B018 (glibc only: AttributeError elsewhere)
-        except (OSError, AttributeError):
-            _LIBC = False
-    if not _LIBC:
-        return False
-    _LIBC.malloc_trim(0)
-    return True
-
-
 class Engine:
     """Batched extractive QA with one model. Construct cheaply; `warm_up()` loads."""
 
@@ -199,11 +125,15 @@ class Engine:
         batch_tokens: int | None = None,
         quantize: str = "none",
         max_batch_windows: int | None = None,
+        trim_seconds: float = TRIM_SECONDS,
+        span_path: str = "auto",
     ) -> None:
         if batch_tokens is not None and batch_tokens <= 0:
             raise ValueError(f"batch_tokens must be positive (got {batch_tokens})")
         if quantize not in ("none", "int8"):
             raise ValueError(f"quantize must be 'none' or 'int8' (got {quantize!r})")
+        if span_path not in ("auto", "numpy", "device"):
+            raise ValueError(f"span_path must be 'auto', 'numpy' or 'device' (got {span_path!r})")
         self.model_id = model
         self.revision = revision
         self.device_request = device
@@ -211,21 +141,35 @@ class Engine:
         self.batch_tokens_request = batch_tokens
         self.quantize = quantize
         self.max_batch_windows = max_batch_windows  # windows per forward at most (None: budget only)
+        self.span_path_request = span_path
         self._tokenizer = None
         self._model = None
         self._template: PairTemplate | None = None
         self._device = None
         self._dtype = None
-        self._pinned: dict[int, object] = {}  # reused pinned host buffers (CUDA only)
+        self._buffers: PinnedBuffers | None = None  # host-to-device copies (pinned on CUDA)
+        self._trimmer = HeapTrimmer(trim_seconds)
         self.forward_calls = 0  # forwards run so far (a batch is one call)
-        self.trims = 0  # times freed memory was given back to the OS (CPU only)
-        self._last_trim = time.monotonic()
-        raw = os.environ.get("DOCQA_TRIM_SECONDS", "").strip()
-        try:
-            self.trim_seconds = float(raw) if raw else TRIM_SECONDS
-        except ValueError:
-            raise ValueError(f"DOCQA_TRIM_SECONDS must be a number of seconds, 0 to switch it off (got {raw!r})") from None
         self.windows_run = 0
+
+    @classmethod
+    def from_settings(cls, settings) -> "Engine":
+        """The engine a `Settings` describes (model, revision, device, dtype, budget, ...)."""
+        return cls(
+            settings.model,
+            revision=settings.revision,
+            device=settings.device,
+            dtype=settings.dtype,
+            batch_tokens=settings.batch_tokens,
+            quantize=settings.quantize,
+            trim_seconds=settings.trim_seconds,
+            span_path=settings.span_path,
+        )
+
+    @property
+    def trims(self) -> int:
+        """Times freed memory was given back to the OS so far (CPU only)."""
+        return self._trimmer.trims
 
     # -- loading -----------------------------------------------------------------
     @property
@@ -233,9 +177,7 @@ class Engine:
         """'model', 'model@revision', plus how it was computed when that is not float32:
         '+int8' when quantized, '+bfloat16' / '+float16' at half precision (known once the
         engine is warm, as 'auto' picks by device). Stored with every answer."""
-        label = f"{self.model_id}@{self.revision}" if self.revision else self.model_id
-        precision = self.precision
-        return f"{label}+{precision}" if precision in ("int8", "bfloat16", "float16") else label
+        return model_label(self.model_id, self.revision, self.precision)
 
     @property
     def precision(self) -> str:
@@ -300,6 +242,7 @@ class Engine:
             model = model.to(device=device, dtype=dtype)
         self._template = learn_template(tokenizer)
         self._tokenizer = tokenizer
+        self._buffers = PinnedBuffers(device)
         self._device = device
         self._dtype = dtype
         self._model = model
@@ -323,9 +266,6 @@ class Engine:
             if isinstance(x, int) and 0 < x < 10**9  # tokenizers say 1e30 when they do not know
         ]
         return min(limits) if limits else 10**9
-
-    def tokenize(self, texts: Sequence[str]) -> list[DocumentTokens]:
-        return tokenize_documents(self.tokenizer, list(texts))
 
     def run(self, items: Sequence[QAItem]) -> list[QAResult]:
         """Answer every item; windows of all items share forward batches."""
@@ -401,11 +341,10 @@ class Engine:
         """'numpy' (exact reference arithmetic on the host; the CPU default) or 'device'.
 
         On a GPU the spans are ranked on the device and only candidates are copied back
-        (see worker.device_spans); DOCQA_SPAN_PATH=numpy|device overrides the choice.
+        (see docqa.worker.device_spans); span_path="numpy"/"device" forces the choice.
         """
-        forced = os.environ.get("DOCQA_SPAN_PATH")
-        if forced in ("numpy", "device"):
-            return forced
+        if self.span_path_request != "auto":
+            return self.span_path_request
         return "device" if str(self.device).startswith("cuda") else "numpy"
 
     def _score_windows(self, windows, items) -> list[tuple[list, float, np.ndarray, np.ndarray]]:
@@ -436,12 +375,13 @@ class Engine:
                     mask[row, : lengths[j]] = 1
                     if use_types:
                         types[row, : lengths[j]] = self._type_row(layout)
-                inputs = {"input_ids": self._to_device(ids, 0), "attention_mask": self._to_device(mask, 1)}
+                inputs = {"input_ids": self._buffers.to_device(ids, 0), "attention_mask": self._buffers.to_device(mask, 1)}
                 if use_types:
-                    inputs["token_type_ids"] = self._to_device(types, 2)
+                    inputs["token_type_ids"] = self._buffers.to_device(types, 2)
                 result = self._model(**inputs)
                 self.forward_calls += 1
-                self._maybe_trim()
+                if self._device == "cpu":
+                    self._trimmer.maybe_trim()
                 self.windows_run += len(batch)
                 if on_device:
                     self._collect_on_device(result, batch, windows, items, out)
@@ -455,21 +395,11 @@ class Engine:
                     out[j] = (cands, null, s_log, e_log)
         return out
 
-    def _maybe_trim(self) -> None:
-        """On the CPU, hand freed activation memory back to the OS every TRIM_SECONDS."""
-        if str(self._device) != "cpu" or self.trim_seconds <= 0:
-            return
-        now = time.monotonic()
-        if now - self._last_trim >= self.trim_seconds:
-            if malloc_trim():
-                self.trims += 1
-            self._last_trim = now
-
     def _collect_on_device(self, result, batch, windows, items, out) -> None:
         """Rank spans on the device; copy back only candidates (grouped by span parameters)."""
         import torch
 
-        from worker.device_spans import device_candidates
+        from docqa.worker.device_spans import device_candidates
 
         width = result.start_logits.shape[1]
         allowed = np.zeros((len(batch), width), dtype=bool)
@@ -479,8 +409,7 @@ class Engine:
         groups: dict[tuple[int, int], list[int]] = {}
         for row, j in enumerate(batch):
             p = items[windows[j][0]].params
-            n = p.top_k * 2 + 10 if p.align_to_words else p.top_k
-            groups.setdefault((n, p.max_answer_len), []).append(row)
+            groups.setdefault((p.n_candidates, p.max_answer_len), []).append(row)
         for (n, max_len), rows in groups.items():
             idx = torch.tensor(rows, device=allowed_t.device)
             got = device_candidates(
@@ -498,25 +427,6 @@ class Engine:
                     e_log[c.end] = got.end_logits[r, k]
                 out[j] = (cands, float(got.null_scores[r]), s_log, e_log)
 
-    def _to_device(self, array: np.ndarray, slot: int):
-        """A host array on the model's device; on CUDA through a reused pinned buffer.
-
-        Safe to reuse: the previous batch's outputs were copied back (a synchronising
-        copy) before the next batch is written into the buffer.
-        """
-        import torch
-
-        tensor = torch.from_numpy(array)
-        if not str(self._device).startswith("cuda"):
-            return tensor
-        need = tensor.numel()
-        buf = self._pinned.get(slot)
-        if buf is None or buf.numel() < need:
-            buf = self._pinned[slot] = torch.empty(max(need, 1 << 16), dtype=tensor.dtype).pin_memory()
-        staged = buf[:need].view(tensor.shape)
-        staged.copy_(tensor)
-        return staged.to(self._device, non_blocking=True)
-
     def _type_row(self, layout: WindowLayout) -> np.ndarray:
         pre, q, mid, c, suf = self._template.type_ids
         t = self._template
@@ -529,20 +439,3 @@ class Engine:
             np.full(len(t.suffix), suf),
         ]
         return np.concatenate(parts)
-
-
-def quantize_int8(model):
-    """Dynamic int8 quantization of the Linear layers (CPU), in place: the float32 weights
-    are dropped rather than kept beside the int8 copy.
-
-    torch marks its quantized-tensor API deprecated (still working in 2.13); the warning
-    is silenced here because the user asked for this mode explicitly.
-    """
-    import warnings
-
-    import torch
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 
+from docqa.core.labels import model_label
+
 
 class ModelLoadError(RuntimeError):
     """The model or tokenizer could not be loaded; the message says what to do."""
@@ -14,7 +16,7 @@ class ModelLoadError(RuntimeError):
 def check_model_available(model: str, revision: str | None = None) -> None:
     """Fail fast, without importing torch, when `model` is neither a local model folder nor
     on the hub (or in its local cache). Raises ModelLoadError with the same advice as warm_up."""
-    label = f"{model}@{revision}" if revision else model
+    label = model_label(model, revision)
     if os.path.isdir(model):
         if not os.path.isfile(os.path.join(model, "config.json")):
             raise ModelLoadError(

@@ -14,10 +14,10 @@ import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from storage.errors import NotFound
+from docqa.storage.errors import NotFound
 
 if TYPE_CHECKING:  # the engine (numpy, the tokenizer) loads only when there is work to answer
-    from worker.engine import Engine, QAResult
+    from docqa.worker.engine import Engine, QAResult
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,17 @@ class JobRunner:
         self.lease_seconds = lease_seconds
         self.max_jobs = max_jobs
         self.name = name if name is not None else worker_name()
+
+    @classmethod
+    def from_settings(cls, repo, engine: Engine, settings) -> "JobRunner":
+        """A runner with the lease, batch size and attempts of `settings`."""
+        return cls(
+            repo,
+            engine,
+            lease_seconds=settings.lease_seconds,
+            max_jobs=settings.worker_batch_jobs,
+            max_attempts=settings.max_attempts,
+        )
 
     def run(self, job_ids: list[int], *, fill: bool = True) -> RunStats:
         """Run the given jobs; with `fill`, top the batch up with other queued jobs of this model.
@@ -139,7 +150,7 @@ class JobRunner:
 
     def _answer(self, jobs) -> list[QAResult]:
         """Answer all jobs together; if the shared run breaks, isolate the job that breaks it."""
-        from worker.engine import QAItem, QAResult
+        from docqa.worker.engine import QAItem, QAResult
 
         items = [QAItem(j.text, j.question, j.params) for j in jobs]
         try:

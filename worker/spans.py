@@ -28,7 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from worker.messages import Answer, AnswerParams
+from docqa.core.answer import Answer
+from docqa.core.params import AnswerParams
 
 MASKED_LOGIT = -10000.0
 NO_NULL_SCORE = 1000000.0  # the reference's "large and positive" starting null score
@@ -183,7 +184,7 @@ def window_candidates(
     null_score = float(p_start[0] * p_end[0])
     p_start[0] = 0.0
     p_end[0] = 0.0
-    n_candidates = params.top_k * 2 + 10 if params.align_to_words else params.top_k
+    n_candidates = params.n_candidates
     spans = top_spans(
         p_start, p_end, allowed, n_candidates=n_candidates, max_answer_len=params.max_answer_len
     )

@@ -13,8 +13,8 @@ import threading
 
 from celery import signals
 
-from worker.app import TASK_NAME, app, send_jobs
-from worker.messages import JobMessage
+from docqa.worker.app import TASK_NAME, app, send_jobs
+from docqa.core.message import JobMessage
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +30,13 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def torch_threads(concurrency: int, cores: int | None = None) -> int:
+def torch_threads(concurrency: int, cores: int | None = None, override: int | None = None) -> int:
     """Intra-op threads per worker process: the cores shared out, at least one.
 
-    DOCQA_TORCH_THREADS overrides it.
+    `override` (Settings.torch_threads) wins when given.
     """
-    override = os.environ.get("DOCQA_TORCH_THREADS")
-    if override:
-        return max(1, int(override))
+    if override is not None:
+        return max(1, override)
     cores = usable_cores() if cores is None else cores
     return max(1, cores // max(1, concurrency))
 
@@ -48,32 +47,19 @@ class Runtime:
     def __init__(self, settings) -> None:
         import torch
 
-        from storage.db import ensure_schema, make_engine, session_factory
-        from storage.repository import Repository
-        from worker.engine import Engine
-        from worker.runner import JobRunner
+        from docqa.storage.db import ensure_schema, make_engine, session_factory
+        from docqa.storage.repository import Repository
+        from docqa.worker.engine import Engine
+        from docqa.worker.runner import JobRunner
 
         self.settings = settings
-        threads = torch_threads(_concurrency)
+        threads = torch_threads(_concurrency, override=settings.torch_threads)
         torch.set_num_threads(threads)
         db = make_engine(settings.database_url)
         ensure_schema(db)
         self.repo = Repository(session_factory(db))
-        self.engine = Engine(
-            settings.model,
-            revision=settings.revision,
-            device=settings.device,
-            dtype=settings.dtype,
-            batch_tokens=settings.batch_tokens,
-            quantize=settings.quantize,
-        ).warm_up()
-        self.runner = JobRunner(
-            self.repo,
-            self.engine,
-            lease_seconds=settings.lease_seconds,
-            max_jobs=settings.worker_batch_jobs,
-            max_attempts=settings.max_attempts,
-        )
+        self.engine = Engine.from_settings(settings).warm_up()
+        self.runner = JobRunner.from_settings(self.repo, self.engine, settings)
         log.info(
             "docqa worker process %s ready: model %s on %s, %d torch threads, %d tokens a forward",
             os.getpid(), self.engine.model_label, self.engine.device, threads, self.engine.batch_tokens,
@@ -84,7 +70,7 @@ class Runtime:
 
     def sweep(self) -> list[int]:
         """Requeue jobs whose lease ran out (their worker died); fail those out of attempts."""
-        from worker.runner import dead_local_workers
+        from docqa.worker.runner import dead_local_workers
 
         dead = dead_local_workers(self.repo.running_workers())
         ids = self.repo.requeue_expired(max_attempts=self.settings.max_attempts, dead_workers=dead)

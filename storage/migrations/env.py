@@ -1,7 +1,7 @@
 """Alembic environment for the docqa store.
 
 The database comes from, in order: a connection passed in `config.attributes["connection"]`
-(what `storage.db.upgrade` does), the `sqlalchemy.url` option, or DOCQA_DATABASE_URL.
+(what `docqa.storage.db.upgrade` does), the `sqlalchemy.url` option, or DOCQA_DATABASE_URL.
 Migrations run in one transaction, holding a PostgreSQL advisory lock so concurrent
 upgrades run one after the other.
 """
@@ -13,8 +13,8 @@ import os
 from alembic import context
 from sqlalchemy import Connection, text
 
-from storage.db import PG_MIGRATION_LOCK_KEY, SQLITE_BEGIN_OPTION, make_engine
-from storage.models import Base
+from docqa.storage.db import PG_MIGRATION_LOCK_KEY, SQLITE_BEGIN_OPTION, make_engine
+from docqa.storage.models import Base
 
 config = context.config
 target_metadata = Base.metadata

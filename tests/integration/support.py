@@ -49,16 +49,16 @@ class Workers:
         self.procs: list[subprocess.Popen] = []
 
     def start(self, n: int = 1, *, concurrency: int = 1, via: str = "docqa") -> None:
-        """Start n workers with `docqa worker`, or (via="celery") with plain `celery -A worker.app worker`."""
+        """Start n workers with `docqa worker`, or (via="celery") with plain `celery -A docqa.worker.app worker`."""
         for _ in range(n):
             k = len(self.procs)
             log = open(self.log_dir / f"worker{k}.log", "wb")
             name = f"w{k}-{uuid.uuid4().hex[:6]}@%h"
             if via == "celery":
-                cmd = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", self.env["DOCQA_QUEUE"],
+                cmd = [sys.executable, "-m", "celery", "-A", "docqa.worker.app", "worker", "-Q", self.env["DOCQA_QUEUE"],
                        "-c", str(concurrency), "-n", name, "--loglevel", "INFO"]
             else:
-                cmd = [sys.executable, "-m", "worker.cli", "worker", "--concurrency", str(concurrency),
+                cmd = [sys.executable, "-m", "docqa.cli", "worker", "--concurrency", str(concurrency),
                        "--hostname", name, "--loglevel", "INFO"]
             self.procs.append(
                 subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -88,7 +88,7 @@ class Workers:
 def docqa(args: list[str], env: dict[str, str], *, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run the real `docqa` command line in a subprocess."""
     return subprocess.run(
-        [sys.executable, "-m", "worker.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "docqa.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
     )
 
 
@@ -105,8 +105,8 @@ def wait_for(predicate, *, timeout: float, interval: float = 0.25, what: str = "
 
 def open_repo(url: str):
     """A Repository on `url`, with its SQLAlchemy engine reachable as `.engine` for raw checks."""
-    from storage.db import make_engine, session_factory
-    from storage.repository import Repository
+    from docqa.storage.db import make_engine, session_factory
+    from docqa.storage.repository import Repository
 
     engine = make_engine(url)
     repo = Repository(session_factory(engine))

@@ -33,7 +33,7 @@ def test_fifty_documents_through_redis_postgres_and_two_workers_equal_embedded(d
     docs = tmp_path / "docs"
     write_corpus(docs, 50)
     workers.start(1)
-    workers.start(1, via="celery")  # `celery -A worker.app worker` works as well as `docqa worker`
+    workers.start(1, via="celery")  # `celery -A docqa.worker.app worker` works as well as `docqa worker`
     sub = docqa(["submit", str(docs), *q_args()], env)
     assert sub.returncode == 0, sub.stderr
     assert "150 new" in sub.stdout
@@ -133,7 +133,7 @@ def test_single_job_messages_share_forwards_in_a_worker(distributed_env, workers
     assert windows == 200
     assert forwards <= 20, f"{forwards} forwards for 200 one-window jobs"
     # Two pool processes share the cores instead of each taking all of them.
-    from worker.tasks import usable_cores
+    from docqa.worker.tasks import usable_cores
 
     threads = re.findall(r"ready: model .* (\d+) torch threads", workers.logs(tail=None))
     assert len(threads) == 2 and all(int(t) == max(1, usable_cores() // 2) for t in threads)

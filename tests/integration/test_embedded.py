@@ -70,7 +70,7 @@ def test_running_again_creates_and_runs_nothing(tmp_path):
     first = docqa(args, env)
     assert first.returncode == 0, first.stderr
     assert "12 jobs (12 new" in first.stdout
-    from worker.engine import cpu_has_bf16
+    from docqa.worker.hardware import cpu_has_bf16
 
     # float32 on a CPU with native bfloat16: the run says there is a faster mode
     assert ("hint: this CPU runs bfloat16 natively" in first.stderr) == cpu_has_bf16()
@@ -112,8 +112,8 @@ def test_jobs_of_an_interrupted_run_are_resumed_without_waiting_for_the_lease(tm
     import subprocess
     import sys
 
-    from storage.db import upgrade
-    from worker.settings import Settings
+    from docqa.storage.db import upgrade
+    from docqa.core.settings import Settings
 
     docs = tmp_path / "in"
     [path] = write_corpus(docs, 1, seed=12)

@@ -7,7 +7,7 @@ import random
 import pytest
 from transformers import AutoTokenizer
 
-from producer.windows import WindowError, plan_windows, tokenize_document, tokenize_documents
+from docqa.core.windows import WindowError, plan_windows, tokenize_document, tokenize_documents
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def test_empty_document_and_question_are_refused():
 
 
 def test_slow_tokenizer_is_refused():
-    from producer.windows import require_fast
+    from docqa.core.windows import require_fast
 
     class Slow:
         is_fast = False

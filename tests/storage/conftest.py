@@ -7,9 +7,9 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import Engine
 
-from storage.db import make_engine
-from storage.repository import Repository
-from worker.messages import AnswerParams
+from docqa.storage.db import make_engine
+from docqa.storage.repository import Repository
+from docqa.core.params import AnswerParams
 
 
 @pytest.fixture

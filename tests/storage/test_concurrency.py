@@ -12,11 +12,12 @@ from typing import TypeVar
 
 import pytest
 
-from storage.db import make_engine
-from storage.models import JobStatus
-from storage.repository import Repository
-from storage.columns import utcnow
-from worker.messages import Answer, AnswerParams
+from docqa.storage.db import make_engine
+from docqa.storage.models import JobStatus
+from docqa.storage.repository import Repository
+from docqa.storage.columns import utcnow
+from docqa.core.answer import Answer
+from docqa.core.params import AnswerParams
 
 T = TypeVar("T")
 

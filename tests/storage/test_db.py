@@ -6,8 +6,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
-from storage.db import check_connection, ensure_schema, make_engine, normalise_url, safe_url, upgrade
-from storage.errors import StoreError
+from docqa.storage.db import check_connection, ensure_schema, make_engine, normalise_url, safe_url, upgrade
+from docqa.storage.errors import StoreError
 
 
 @pytest.mark.parametrize(

@@ -14,10 +14,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect, text
 
-from storage.db import alembic_config, current_revision, ensure_schema, head_revision, make_engine, upgrade
-from storage.errors import StoreError
-from storage.models import Base
-from storage.repository import Repository
+from docqa.storage.db import alembic_config, current_revision, ensure_schema, head_revision, make_engine, upgrade
+from docqa.storage.errors import StoreError
+from docqa.storage.models import Base
+from docqa.storage.repository import Repository
 
 TABLES = {"alembic_version", "documents", "jobs", "answers"}
 
@@ -110,8 +110,8 @@ def test_a_schema_newer_than_this_code_is_reported(empty_engine: Engine) -> None
 
 
 def test_the_schema_head_constant_is_alembics_head() -> None:
-    # storage.db confirms a current schema without importing Alembic, by this constant.
-    from storage.db import SCHEMA_HEAD
+    # docqa.storage.db confirms a current schema without importing Alembic, by this constant.
+    from docqa.storage.db import SCHEMA_HEAD
 
     assert SCHEMA_HEAD == head_revision()
 
@@ -120,7 +120,7 @@ def test_a_current_database_is_confirmed_without_importing_alembic(tmp_path) -> 
     url = f"sqlite:///{tmp_path / 'current.db'}"
     upgrade(url)
     code = (
-        "import sys; from storage.db import make_engine, ensure_schema; "
+        "import sys; from docqa.storage.db import make_engine, ensure_schema; "
         f"e = make_engine({url!r}); print(ensure_schema(e)); "
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))"
     )

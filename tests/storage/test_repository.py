@@ -6,12 +6,13 @@ from datetime import timedelta, timezone
 
 import pytest
 
-from storage.errors import NotFound
-from storage.identity import text_sha256
-from storage.models import JobStatus
-from storage.repository import Repository
-from storage.columns import utcnow
-from worker.messages import Answer, AnswerParams
+from docqa.storage.errors import NotFound
+from docqa.storage.identity import text_sha256
+from docqa.storage.models import JobStatus
+from docqa.storage.repository import Repository
+from docqa.storage.columns import utcnow
+from docqa.core.answer import Answer
+from docqa.core.params import AnswerParams
 
 # Text a normaliser would change: CRLF, zero-width space, emoji with ZWJ, a combining
 # acute accent (NFD "é"), NBSP, tabs, trailing whitespace.

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from worker.cli import main
+from docqa.cli import main
 
 DOC = "The tower was finished in 1889.\n\nIt stands in Paris, near the river Seine.  Café naïve 東京.\n"
 
@@ -60,7 +60,7 @@ def test_ask_rejects_bad_parameters_by_name(tmp_path, tiny_model, capsys):
     assert main(["ask", "--model", tiny_model, "-q", "What?", "--doc-stride", "400", str(f)]) == 2
     assert "doc_stride (400) must be smaller than max_seq_len (384)" in capsys.readouterr().err
     assert main(["ask", "--model", tiny_model, "-q", "What?", "--top-k", "0", str(f)]) == 2
-    assert "top_k" in capsys.readouterr().err
+    assert "--top-k (env DOCQA_TOP_K): Input should be greater than or equal to 1" in capsys.readouterr().err
 
 
 def test_unknown_model_is_one_sentence_without_traceback(tmp_path):
@@ -68,7 +68,7 @@ def test_unknown_model_is_one_sentence_without_traceback(tmp_path):
     f.write_text(DOC)
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     proc = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "ask", "--model", "acme/missing-qa-model", "-q", "What?", str(f)],
+        [sys.executable, "-m", "docqa.cli", "ask", "--model", "acme/missing-qa-model", "-q", "What?", str(f)],
         capture_output=True, text=True, env=env, timeout=120,
     )
     assert proc.returncode == 1

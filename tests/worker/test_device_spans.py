@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from worker.device_spans import device_candidates
-from worker.messages import AnswerParams
-from worker.spans import WindowLayout, window_candidates
+from docqa.worker.device_spans import device_candidates
+from docqa.core.params import AnswerParams
+from docqa.worker.spans import WindowLayout, window_candidates
 
 
 def _layouts(rng, n, max_len=60):

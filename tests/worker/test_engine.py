@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from worker.engine import Engine, ItemError, ModelLoadError, QAItem
-from worker.messages import AnswerParams
+from docqa.worker.engine import Engine, ItemError, ModelLoadError, QAItem
+from docqa.core.params import AnswerParams
 
 WORDS = (
     "the river Seine flows through Paris and the tower of iron stood near it in 1889 while "
@@ -148,14 +148,14 @@ def test_int8_mode_answers_with_valid_offsets_and_says_so_in_the_label(tiny_mode
 
 
 def test_bfloat16_on_a_cpu_without_bf16_instructions_is_refused(tiny_model, monkeypatch):
-    import worker.engine as engine_module
+    import docqa.worker.hardware as hardware
 
-    monkeypatch.setattr(engine_module, "cpu_has_bf16", lambda: False)  # the hardware answer, not the model
+    monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: False)  # the hardware answer, not the model
     with pytest.raises(ModelLoadError, match="bfloat16 on this CPU is slower than float32.*AVX512-BF16 or AMX"):
         Engine(tiny_model, device="cpu", dtype="bfloat16").warm_up()
 
 
-@pytest.mark.skipif(not __import__("worker.engine").engine.cpu_has_bf16(), reason="this CPU has no bf16 instructions")
+@pytest.mark.skipif(not __import__("importlib").import_module("docqa.worker.hardware").cpu_has_bf16(), reason="this CPU has no bf16 instructions")
 def test_bfloat16_on_a_cpu_with_bf16_instructions_answers_and_says_so(tiny_model, engine):
     items = _items(40)
     eng = Engine(tiny_model, device="cpu", dtype="bfloat16")
@@ -180,7 +180,7 @@ def test_windows_longer_than_the_model_takes_are_refused(engine):
 
 
 def test_the_batch_budget_defaults_by_device_and_an_explicit_one_wins(tiny_model):
-    from worker.engine import CPU_BATCH_TOKENS, GPU_BATCH_TOKENS
+    from docqa.worker.hardware import CPU_BATCH_TOKENS, GPU_BATCH_TOKENS
 
     eng = Engine(tiny_model, device="cpu")
     assert eng.batch_tokens == CPU_BATCH_TOKENS < GPU_BATCH_TOKENS
@@ -197,19 +197,19 @@ def test_the_batch_budget_defaults_by_device_and_an_explicit_one_wins(tiny_model
 
 
 def test_freed_memory_is_given_back_on_the_cpu_every_few_seconds(tiny_model, engine, monkeypatch):
-    from worker.engine import malloc_trim
+    from docqa.core.settings import Settings
+    from docqa.worker.hardware import malloc_trim
 
     items = _items(24)
     monkeypatch.setenv("DOCQA_TRIM_SECONDS", "0.000001")  # after every forward
-    eager = Engine(tiny_model, device="cpu", batch_tokens=512)
+    eager = Engine.from_settings(Settings(model=tiny_model, device="cpu", batch_tokens=512))
     results = eager.run(items)
     assert eager.trims == (eager.forward_calls if malloc_trim() else 0) and eager.forward_calls > 1
     spans = lambda rs: [[(a.text, a.char_start, a.char_end) for a in r.answers] for r in rs]  # noqa: E731
     assert spans(results) == spans(engine.run(items))  # answers untouched
-    monkeypatch.setenv("DOCQA_TRIM_SECONDS", "0")  # switched off
-    off = Engine(tiny_model, device="cpu", batch_tokens=512)
+    off = Engine(tiny_model, device="cpu", batch_tokens=512, trim_seconds=0)  # switched off
     off.run(items)
     assert off.trims == 0
     monkeypatch.setenv("DOCQA_TRIM_SECONDS", "soon")
-    with pytest.raises(ValueError, match="DOCQA_TRIM_SECONDS must be a number of seconds"):
-        Engine(tiny_model, device="cpu")
+    with pytest.raises(ValueError, match="trim_seconds"):
+        Settings()

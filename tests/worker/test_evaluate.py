@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from worker.cli import main
-from worker.evaluate import DatasetError, exact_match, f1, load_squad, normalize_answer, score
+from docqa.cli import main
+from docqa.worker.evaluate import DatasetError, exact_match, f1, load_squad, normalize_answer, score
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "squad" / "tiny_squad.json"
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from producer.windows import plan_windows, tokenize_document
-from worker.engine import QAItem
-from worker.messages import AnswerParams
+from docqa.core.windows import plan_windows, tokenize_document
+from docqa.worker.engine import QAItem
+from docqa.core.params import AnswerParams
 
 GOLDEN = json.loads((Path(__file__).resolve().parents[1] / "golden" / "golden.json").read_text(encoding="utf-8"))
 CASES = GOLDEN["cases"]
@@ -82,10 +82,12 @@ def test_windows_are_the_reference_windows(tiny_model):
     assert checked[True] >= 20
 
 
-def test_device_span_path_gives_the_same_positive_answers(engine, results, monkeypatch):
+def test_device_span_path_gives_the_same_positive_answers(tiny_model, results):
     """The GPU's span path (run here on CPU tensors) agrees with the exact path on every case,
     except for the zero-score filler spans only the exact path reproduces."""
-    monkeypatch.setenv("DOCQA_SPAN_PATH", "device")
+    from docqa.worker.engine import Engine
+
+    engine = Engine(tiny_model, device="cpu", span_path="device")
     assert engine.span_path == "device"
     items = [QAItem(c["context"], c["question"], AnswerParams(**c["params"])) for c in CASES]
     device = engine.run(items)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from worker.messages import AnswerParams
-from worker.spans import Candidate, WindowLayout, merge_answers, span_chars, window_candidates
+from docqa.core.params import AnswerParams
+from docqa.worker.spans import Candidate, WindowLayout, merge_answers, span_chars, window_candidates
 
 # A window: [CLS] q q [SEP] c0 c1 c2 c3 [SEP]  -> context at positions 4..7
 LAYOUT = WindowLayout(seq_len=9, context_offset=4, doc_start=0, doc_end=4)
@@ -107,7 +107,7 @@ def test_logits_of_wrong_length_are_refused():
 
 
 def _probabilities(rng: np.random.Generator, n: int, kind: str) -> np.ndarray:
-    from worker.spans import softmax_masked
+    from docqa.worker.spans import softmax_masked
 
     if kind == "ties":  # few distinct logits: many equal span scores
         x = rng.integers(0, 3, n).astype(np.float32)
@@ -127,7 +127,7 @@ def _probabilities(rng: np.random.Generator, n: int, kind: str) -> np.ndarray:
 def test_banded_span_ranking_is_the_full_matrix_ranking():
     """The band (end - start < max_answer_len) gives exactly the full L x L selection, or
     hands over to it: same spans, same order, same float32 scores, ties and fillers included."""
-    from worker.spans import _top_spans_banded, _top_spans_full, top_spans
+    from docqa.worker.spans import _top_spans_banded, _top_spans_full, top_spans
 
     rng = np.random.default_rng(2026)
     decided = handed_over = 0

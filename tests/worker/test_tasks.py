@@ -5,20 +5,19 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from worker.app import TASK_NAME, make_celery
-from worker.messages import JobMessage
-from worker.settings import Settings
-from worker.tasks import torch_threads
+from docqa.worker.app import TASK_NAME, make_celery
+from docqa.core.message import JobMessage
+from docqa.core.settings import Settings
+from docqa.worker.tasks import torch_threads
 
 
 def test_threads_share_the_cores_between_pool_processes(monkeypatch):
-    monkeypatch.delenv("DOCQA_TORCH_THREADS", raising=False)
     assert torch_threads(1, cores=2) == 2
     assert torch_threads(2, cores=2) == 1
     assert torch_threads(4, cores=2) == 1  # never zero
     assert torch_threads(2, cores=16) == 8
     monkeypatch.setenv("DOCQA_TORCH_THREADS", "3")
-    assert torch_threads(2, cores=16) == 3
+    assert torch_threads(2, cores=16, override=Settings().torch_threads) == 3
 
 
 def test_app_accepts_json_only_and_acknowledges_late():
@@ -27,8 +26,8 @@ def test_app_accepts_json_only_and_acknowledges_late():
     assert conf.task_serializer == "json" and list(conf.accept_content) == ["json"]
     assert conf.task_acks_late and conf.task_reject_on_worker_lost
     assert conf.worker_prefetch_multiplier == 1
-    import worker.tasks  # noqa: F401  (registers the task on the module's app)
-    from worker.app import app as module_app
+    import docqa.worker.tasks  # noqa: F401  (registers the task on the module's app)
+    from docqa.worker.app import app as module_app
 
     assert TASK_NAME in module_app.tasks
 
@@ -47,7 +46,7 @@ def test_producer_modules_import_no_torch():
     import sys
 
     code = (
-        "import sys, producer.submit, producer.documents, worker.messages, worker.app, storage.repository; "
+        "import sys, docqa.producer.submit, docqa.producer.documents, docqa.core.message, docqa.worker.app, docqa.storage.repository; "
         "print('torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -4,7 +4,7 @@ Revision ID: 0001
 Revises:
 Create Date: 2025-01-01
 
-Self-contained on purpose (no import of storage.models): a migration must keep meaning
+Self-contained on purpose (no import of docqa.storage.models): a migration must keep meaning
 what it meant when it was written.
 """
 

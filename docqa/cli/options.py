@@ -1,0 +1,175 @@
+"""What the commands share: option groups, settings from flags, errors, the store and broker.
+
+Every flag that sets a `Settings` field is made here from the field itself (its name,
+type, choices, description and default), so `--help`, the DOCQA_* variable and the
+setting can never disagree. Heavy modules (SQLAlchemy, Celery, torch) are imported by
+the functions that need them, so `docqa --help` and `docqa status` start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import types
+import typing
+from typing import Any, Literal
+
+from docqa.core.params import AnswerParams
+from docqa.core.settings import Settings, env_name
+
+
+class CliError(Exception):
+    """A problem the user can fix; printed as one line (no traceback)."""
+
+    def __init__(self, message: str, status: int = 2) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# -- flags made from Settings fields ---------------------------------------------------
+def flag_of(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _field_help(name: str) -> str:
+    field = Settings.model_fields[name]
+    default = field.default
+    shown = "unset" if default is None else (str(default).lower() if isinstance(default, bool) else default)
+    text = f"{field.description} (default {shown}; env {env_name(name)})"
+    return text.replace("`", "").replace("%", "%%")  # argparse formats help with %
+
+
+def add_setting(group, name: str, *flags: str, **kwargs: Any) -> None:
+    """Add the flag of Settings field `name` (default None: only a given flag overrides)."""
+    annotation = Settings.model_fields[name].annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+    if typing.get_origin(annotation) is Literal:
+        kwargs.setdefault("choices", list(typing.get_args(annotation)))
+    elif annotation is bool:
+        kwargs.setdefault("action", argparse.BooleanOptionalAction)
+    elif annotation in (int, float):
+        kwargs.setdefault("type", annotation)
+    kwargs.setdefault("help", _field_help(name))
+    group.add_argument(*(flags or (flag_of(name),)), dest=name, default=None, **kwargs)
+
+
+def add_model_options(p: argparse.ArgumentParser, *, compute: bool = True) -> None:
+    g = p.add_argument_group("model")
+    add_setting(g, "model", metavar="MODEL")
+    add_setting(g, "revision", metavar="REV")
+    if compute:
+        add_setting(g, "device", metavar="DEVICE")
+        add_setting(g, "dtype")
+        add_setting(g, "quantize")
+        add_setting(g, "batch_tokens", metavar="N")
+        add_setting(g, "span_path")
+        add_setting(g, "trim_seconds", metavar="S")
+
+
+def add_answer_options(p: argparse.ArgumentParser) -> None:
+    """One flag per AnswerParams field; defaults are transformers' pipeline's."""
+    g = p.add_argument_group("answers (defaults are transformers' question-answering pipeline's)")
+    for name in AnswerParams.model_fields:
+        add_setting(g, name, metavar="N" if Settings.model_fields[name].annotation is int else None)
+    # Kept from docqa 0.1: the name users know for --no-merge-by-text.
+    g.add_argument("--keep-occurrences", dest="merge_by_text", action="store_false", default=None,
+                   help="same as --no-merge-by-text")
+
+
+def add_store_option(p: argparse.ArgumentParser) -> None:
+    add_setting(p, "database_url", metavar="URL")
+
+
+def add_broker_options(p: argparse.ArgumentParser) -> None:
+    add_setting(p, "broker_url", metavar="URL")
+    add_setting(p, "queue", metavar="NAME")
+
+
+def build_settings(args: argparse.Namespace) -> Settings:
+    """Settings from the environment, overridden by the flags the user gave."""
+    overrides = {k: getattr(args, k) for k in Settings.model_fields if getattr(args, k, None) is not None}
+    try:
+        return Settings(**overrides)
+    except Exception as exc:  # pydantic ValidationError: name the bad setting
+        raise CliError(f"invalid configuration: {_validation_text(exc)}") from None
+
+
+def answer_params(settings: Settings) -> AnswerParams:
+    try:
+        return settings.answer_params()
+    except Exception as exc:
+        raise CliError(f"invalid answer parameters: {_validation_text(exc)}") from None
+
+
+def _validation_text(exc: Exception) -> str:
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return str(exc)
+    parts = []
+    for e in errors():
+        loc = ".".join(map(str, e.get("loc", ()))) or "parameters"
+        where = f"{flag_of(loc)} (env {env_name(loc)})" if loc in Settings.model_fields else loc
+        parts.append(f"{where}: {e['msg']}")
+    return "; ".join(parts)
+
+
+# -- store and broker ---------------------------------------------------------------------
+def open_repo(settings: Settings):
+    """The store's Repository, schema created or checked (CliError if unusable)."""
+    from docqa.storage.db import StoreError, ensure_schema, make_engine, session_factory
+    from docqa.storage.repository import Repository
+
+    try:
+        db = make_engine(settings.database_url)
+        ensure_schema(db)
+    except StoreError as exc:
+        raise CliError(str(exc), status=1) from None
+    return Repository(session_factory(db))
+
+
+def connect_broker(settings: Settings):
+    """docqa's Celery app, after checking that its broker answers (CliError if not)."""
+    from docqa.worker.app import make_celery
+
+    app = make_celery(settings)
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1)
+    except Exception as exc:
+        raise CliError(f"cannot reach the broker at {safe_url(settings.broker_url)}: {exc}", status=1) from None
+    return app
+
+
+def load_engine(settings):
+    """A warm engine for `settings` (CliError with the reason when the model cannot load)."""
+    from docqa.worker.engine import Engine
+    from docqa.worker.loading import ModelLoadError
+
+    try:
+        return Engine.from_settings(settings).warm_up()
+    except ModelLoadError as exc:
+        raise CliError(str(exc), status=1) from None
+
+
+def safe_url(url: str) -> str:
+    """A URL fit to print: any password replaced."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1]
+
+
+# -- output ---------------------------------------------------------------------------------
+def progress_line(message: str) -> None:
+    if sys.stderr.isatty():
+        sys.stderr.write("\r" + message)
+        sys.stderr.flush()
+
+
+def progress_bar(total: int | None, unit: str, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=unit, desc=desc, disable=not sys.stderr.isatty(), file=sys.stderr, leave=False)

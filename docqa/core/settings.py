@@ -1,0 +1,110 @@
+"""Every tunable of docqa in one place, read from flags and DOCQA_* environment variables.
+
+Built once at an entry point (CLI command, Celery worker start, `docqa.Client`) and passed
+in; nothing else reads DOCQA_* variables. Units are given per field. The answer
+parameters are not spelled here: they are `AnswerParams`' fields, copied in with their
+descriptions and bounds, so a new answer parameter is declared once.
+
+`python -m docqa.core.settings` prints the README's configuration table.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, create_model
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from docqa.core.params import AnswerParams
+
+DEFAULT_MODEL = "distilbert-base-cased-distilled-squad"
+ENV_PREFIX = "DOCQA_"
+
+
+class _StoreAndModel(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    database_url: str = Field(
+        "sqlite:///docqa.db",
+        description="result store: `sqlite:///FILE` (embedded) or `postgresql+psycopg://USER@HOST/DB` (production)",
+    )
+    broker_url: str = Field("redis://127.0.0.1:6379/0", description="Celery broker (distributed mode)")
+    queue: str = Field("docqa", description="broker queue the jobs go to")
+    model: str = Field(DEFAULT_MODEL, description="hub id or local folder of an AutoModelForQuestionAnswering")
+    revision: str | None = Field(None, description="model revision (branch, tag or commit) on the hub")
+    device: str = Field("auto", description="`auto` (CUDA if present, else CPU), `cpu`, `cuda`, `cuda:N`")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto",
+        description="`auto`: float32 on CPU (the reference's arithmetic), bfloat16 (or float16) on GPU. "
+        "`bfloat16` on a CPU with AVX512-BF16/AMX is the fast CPU mode (about 3.5x the pipeline, "
+        "docs/BENCHMARKS.md); it is refused on CPUs without those instructions, where it would be slower",
+    )
+    quantize: Literal["none", "int8"] = Field(
+        "none",
+        description="`int8`: dynamic int8 linear layers, CPU only; the fast mode for CPUs without bfloat16 "
+        "instructions (about 1.5-2x; answers may differ slightly)",
+    )
+
+
+# The answer parameters, with AnswerParams' own descriptions, defaults and bounds.
+_WithAnswerParams = create_model(
+    "_WithAnswerParams",
+    __base__=_StoreAndModel,
+    **{name: (field.annotation, field) for name, field in AnswerParams.model_fields.items()},
+)
+
+
+class Settings(_WithAnswerParams):  # type: ignore[misc, valid-type]
+    """All of docqa's settings; `answer_params()` gives the answer parameters as one value."""
+
+    batch_tokens: int | None = Field(
+        None,
+        gt=0,
+        description="token budget of one forward batch (windows x padded length); unset: 1536 on CPU "
+        "(a few windows a batch are fastest there), 131072 on GPU",
+    )
+    max_document_chars: int = Field(5_000_000, gt=0, description="larger documents are refused, characters")
+    worker_batch_jobs: int = Field(64, gt=0, description="jobs per broker message and per worker run, at most")
+    lease_seconds: int = Field(
+        900, gt=0, description="a running job whose lease is older is requeued by the sweeper, seconds"
+    )
+    max_attempts: int = Field(3, ge=1, description="runs of a job before it is marked failed")
+    torch_threads: int | None = Field(
+        None,
+        ge=1,
+        description="torch intra-op threads per worker process; unset: usable cores / worker concurrency",
+    )
+    span_path: Literal["auto", "numpy", "device"] = Field(
+        "auto",
+        description="where spans are ranked: `numpy` reproduces the pipeline exactly (including its "
+        "zero-score filler spans in tiny windows); `device` ranks on the GPU and copies back only "
+        "candidates; `auto`: numpy on CPU, device on GPU",
+    )
+    trim_seconds: float = Field(
+        10.0,
+        ge=0,
+        description="on a CPU, give freed activation memory back to the OS at most this often, seconds "
+        "(glibc `malloc_trim`: about 20% lower peak memory, no measurable slowdown); 0 switches it off",
+    )
+
+    def answer_params(self) -> AnswerParams:
+        """The answer parameters as one validated value (ValidationError if they conflict)."""
+        return AnswerParams(**{name: getattr(self, name) for name in AnswerParams.model_fields})
+
+
+def env_name(field: str) -> str:
+    """The environment variable of a Settings field: DOCQA_<FIELD>."""
+    return ENV_PREFIX + field.upper()
+
+
+def settings_table() -> str:
+    """The README's configuration table (markdown), one row per Settings field."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = "–" if field.default is None else f"`{str(field.default).lower() if isinstance(field.default, bool) else field.default}`"
+        rows.append(f"| `{env_name(name)}` | {default} | {field.description} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(settings_table())

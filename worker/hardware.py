@@ -1,0 +1,163 @@
+"""The hardware an engine runs on: device and dtype choice, bfloat16 support, int8
+quantization, token budgets by device, giving freed memory back to the OS (CPU), and
+pinned host buffers (CUDA).
+
+Kept apart from the reader (`docqa.worker.engine`) so the QA logic reads without the
+machine's quirks. torch is imported inside the functions that need it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import time
+
+import numpy as np
+
+from docqa.worker.loading import ModelLoadError
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {device!r} was asked for, but no CUDA GPU is available")
+    return device
+
+
+def resolve_dtype(dtype: str, device: str):
+    """float32 on CPU; bfloat16 (or float16 where bf16 is unsupported) on GPU."""
+    import torch
+
+    names = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    if dtype == "auto":
+        if device.startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if dtype not in names:
+        raise ModelLoadError(f"unknown dtype {dtype!r}; use one of auto, {', '.join(names)}")
+    if device == "cpu" and dtype == "float16":
+        # CPUs have no fast float16 matmul: it runs several times slower than float32.
+        raise ModelLoadError("float16 on the CPU is several times slower than float32; use dtype float32")
+    if device == "cpu" and dtype == "bfloat16" and not cpu_has_bf16():
+        # Without AVX512-BF16 / AMX, bfloat16 matmuls are emulated: slower than float32.
+        raise ModelLoadError(
+            "bfloat16 on this CPU is slower than float32: it has no bfloat16 instructions "
+            "(AVX512-BF16 or AMX); use dtype float32, or quantize int8 for a faster CPU mode"
+        )
+    return names[dtype]
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU runs bfloat16 matmuls natively (AVX512-BF16 or AMX-BF16)."""
+    import torch
+
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    probes = [probe for probe in probes if probe is not None]
+    if probes:
+        return any(probe() for probe in probes)
+    try:  # an older or newer torch without the probes: ask the kernel
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            flags = next((line.split(":", 1)[1].split() for line in fh if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+# Token budget of one forward (windows x padded length) when none is given. On a CPU a few
+# windows a batch run fastest (they stay in the caches: 4 windows of 384 tokens ran 11%
+# faster in float32 and 20% in bfloat16 than 21 windows, benchmarks/run.py --sweep) and
+# keep memory low; a GPU wants hundreds of windows a batch to fill its cores.
+CPU_BATCH_TOKENS = 1536
+GPU_BATCH_TOKENS = 131072  # 341 windows of 384 tokens: a worker batch of 64 jobs in one forward
+
+
+# On a CPU, freed activation memory stays in glibc's heap and RSS creeps up over a long run
+# (1.5 GiB after 60 questions where the model is 0.35 GiB). Giving it back to the OS at most
+# every this many seconds cut peak RSS by ~20% with no measurable slowdown (a trim after
+# every few forwards cut more but cost ~2%). Settings.trim_seconds overrides; 0 switches it off.
+TRIM_SECONDS = 10.0
+
+
+_LIBC = None  # glibc, once loaded; False where it cannot be
+
+
+def malloc_trim() -> bool:
+    """Return freed heap memory to the OS (glibc's malloc_trim); False where unavailable."""
+    global _LIBC
+    if _LIBC is None:
+        try:
+            _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _LIBC.malloc_trim  # noqa: B018 (glibc only: AttributeError elsewhere)
+        except (OSError, AttributeError):
+            _LIBC = False
+    if not _LIBC:
+        return False
+    _LIBC.malloc_trim(0)
+    return True
+
+
+class HeapTrimmer:
+    """On a CPU, hands freed activation memory back to the OS at most every `seconds`."""
+
+    def __init__(self, seconds: float = TRIM_SECONDS) -> None:
+        if seconds < 0:
+            raise ValueError(f"trim seconds must be 0 (off) or positive, got {seconds}")
+        self.seconds = seconds
+        self.trims = 0  # times memory was given back so far
+        self._last = time.monotonic()
+
+    def maybe_trim(self) -> None:
+        if self.seconds <= 0:
+            return
+        now = time.monotonic()
+        if now - self._last >= self.seconds:
+            if malloc_trim():
+                self.trims += 1
+            self._last = now
+
+
+class PinnedBuffers:
+    """Host arrays copied to a CUDA device through reused page-locked buffers, one per slot.
+
+    Safe to reuse: the previous batch's outputs were copied back (a synchronising copy)
+    before the next batch is written into a buffer. On any other device the array is
+    handed over as it is.
+    """
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self._buffers: dict[int, object] = {}
+
+    def to_device(self, array: np.ndarray, slot: int):
+        import torch
+
+        tensor = torch.from_numpy(array)
+        if not str(self.device).startswith("cuda"):
+            return tensor
+        need = tensor.numel()
+        buf = self._buffers.get(slot)
+        if buf is None or buf.numel() < need:
+            buf = self._buffers[slot] = torch.empty(max(need, 1 << 16), dtype=tensor.dtype).pin_memory()
+        staged = buf[:need].view(tensor.shape)
+        staged.copy_(tensor)
+        return staged.to(self.device, non_blocking=True)
+
+
+def quantize_int8(model):
+    """Dynamic int8 quantization of the Linear layers (CPU), in place: the float32 weights
+    are dropped rather than kept beside the int8 copy.
+
+    torch marks its quantized-tensor API deprecated (still working in 2.13); the warning
+    is silenced here because the user asked for this mode explicitly.
+    """
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
