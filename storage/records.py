@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from docqa.storage.models import JobStatus
+from docqa.core.answer import Answer
 from docqa.core.params import AnswerParams
+from docqa.storage.models import AnswerRow, Document, Job, JobStatus
 
 
 class StoredDocument(NamedTuple):
@@ -68,6 +69,19 @@ class DocumentRecord:
     length: int
     created_at: datetime
 
+    @classmethod
+    def from_row(cls, row: Document) -> DocumentRecord:
+        return cls(
+            id=row.id,
+            sha256=row.sha256,
+            text=row.text,
+            source=row.source,
+            external_id=row.external_id,
+            meta=row.meta,
+            length=row.length,
+            created_at=row.created_at,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class JobRecord:
@@ -88,6 +102,26 @@ class JobRecord:
     started_at: datetime | None
     finished_at: datetime | None
     leased_until: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Job) -> JobRecord:
+        return cls(
+            id=row.id,
+            document_id=row.document_id,
+            question=row.question,
+            model=row.model,
+            revision=row.revision if row.revision != "" else None,
+            params=AnswerParams.model_validate_json(row.params),
+            status=row.status,
+            attempts=row.attempts,
+            error=row.error,
+            worker=row.worker,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+            leased_until=row.leased_until,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,3 +148,60 @@ class ResultRecord:
     start_logit: float | None
     end_logit: float | None
     model: str
+
+    @classmethod
+    def from_row(
+        cls, a: AnswerRow, *, document_id: int, question: str, external_id: str | None, source: str | None, sha256: str
+    ) -> ResultRecord:
+        """An answer row joined with what its job and document say."""
+        return cls(
+            answer_id=a.id,
+            document_id=document_id,
+            document_external_id=external_id,
+            document_source=source,
+            sha256=sha256,
+            job_id=a.job_id,
+            question=question,
+            rank=a.rank,
+            text=a.text,
+            score=a.score,
+            char_start=a.char_start,
+            char_end=a.char_end,
+            window_index=a.window_index,
+            window_char_start=a.window_char_start,
+            window_char_end=a.window_char_end,
+            token_start=a.token_start,
+            token_end=a.token_end,
+            start_logit=a.start_logit,
+            end_logit=a.end_logit,
+            model=a.model,
+        )
+
+
+def answer_from_row(r: AnswerRow) -> Answer:
+    """The `Answer` an answer row stores (its provenance fields, without the job's)."""
+    return Answer(
+        rank=r.rank,
+        text=r.text,
+        score=r.score,
+        char_start=r.char_start,
+        char_end=r.char_end,
+        window_index=r.window_index,
+        window_char_start=r.window_char_start,
+        window_char_end=r.window_char_end,
+        token_start=r.token_start,
+        token_end=r.token_end,
+        start_logit=r.start_logit,
+        end_logit=r.end_logit,
+    )
+
+
+def document_label(document_id: int, external_id: str | None, source: str | None) -> str:
+    """What names a document in a report: its external id and/or source, else "document <id>"."""
+    if external_id is not None and source is not None:
+        return f"{external_id} ({source})"
+    if external_id is not None:
+        return external_id
+    if source is not None:
+        return source
+    return f"document {document_id}"

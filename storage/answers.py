@@ -1,0 +1,229 @@
+"""Answers: written idempotently (a job's answers are replaced, never appended) with the
+offset invariant checked in the database, and read back joined with their provenance.
+
+Invariant for every stored answer: `document.text[char_start:char_end] == answer.text`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.orm import Session
+
+from docqa.core.answer import Answer
+from docqa.storage.columns import utcnow
+from docqa.storage.errors import NotFound
+from docqa.storage.models import AnswerRow, Document, Job, JobStatus
+from docqa.storage.records import ResultRecord, answer_from_row
+from docqa.storage.transactions import CHUNK, Transactions
+
+# PostgreSQL advisory lock held while a job's answers are written, so answer ids become
+# visible in increasing order (see `iter_results`).
+PG_ANSWERS_LOCK_KEY = 0x646F6361  # "doca"
+
+
+class Answers(Transactions):
+    """Completing jobs with their answers; reading answers and exports."""
+
+    def complete(self, job_id: int, answers: Sequence[Answer], *, model_label: str) -> None:
+        """Store a job's answers (replacing any earlier ones) and mark it done, in one transaction.
+
+        `model_label` is "model@revision" or the model alone. Refuses (ValueError, nothing
+        written) answers whose ranks repeat, whose numbers are not finite, or whose
+        offsets do not select their text in the stored document: the invariant
+        `document.text[char_start:char_end] == answer.text` holds for every stored answer.
+        A job that was marked failed meanwhile (its lease ran out) becomes done.
+        Raises NotFound for a job that does not exist.
+        """
+        refused = self.complete_many([(job_id, answers)], model_label=model_label)
+        if job_id in refused:
+            error = refused[job_id]
+            raise error
+
+    def complete_many(
+        self, results: Sequence[tuple[int, Sequence[Answer]]], *, model_label: str
+    ) -> dict[int, ValueError | NotFound]:
+        """`complete` for many jobs in one transaction (a worker's whole batch): one lock, one
+        insert, one update, instead of a transaction per job.
+
+        Jobs whose answers are refused (the checks of `complete`) or that do not exist are
+        left untouched and returned with the error; every other job is stored and done.
+        """
+        if not isinstance(model_label, str) or not model_label:
+            raise ValueError("model_label must be a non-empty string")
+        refused: dict[int, ValueError | NotFound] = {}
+        checked: dict[int, list[Answer]] = {}
+        for job_id, answers in results:
+            if job_id in checked or job_id in refused:
+                raise ValueError(f"job {job_id} appears twice in one complete_many call")
+            try:
+                rows = [a if isinstance(a, Answer) else Answer.model_validate(a) for a in answers]
+                _check_answers(job_id, rows)
+            except ValueError as exc:
+                refused[job_id] = exc
+                continue
+            checked[job_id] = rows
+        if not checked:
+            return refused
+        now = utcnow()
+        with self._write() as session:
+            # In id order, so two workers completing overlapping batches cannot deadlock;
+            # two deliveries of one job completing at once take turns here.
+            lock = select(Job.id, Job.document_id).where(Job.id.in_(checked)).order_by(Job.id)
+            if self._postgres:
+                lock = lock.with_for_update()
+            documents = dict(session.execute(lock).all())
+            for job_id in list(checked):
+                if job_id not in documents:
+                    refused[job_id] = NotFound(f"job {job_id} does not exist")
+                    del checked[job_id]
+                elif checked[job_id]:
+                    try:
+                        _check_offsets(session, job_id, documents[job_id], checked[job_id])
+                    except ValueError as exc:
+                        refused[job_id] = exc
+                        del checked[job_id]
+            if not checked:
+                return refused
+            if self._postgres:
+                session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_ANSWERS_LOCK_KEY})
+            session.execute(delete(AnswerRow).where(AnswerRow.job_id.in_(checked)))
+            rows = [
+                {
+                    "job_id": job_id,
+                    "rank": a.rank,
+                    "text": a.text,
+                    "score": a.score,
+                    "char_start": a.char_start,
+                    "char_end": a.char_end,
+                    "window_index": a.window_index,
+                    "window_char_start": a.window_char_start,
+                    "window_char_end": a.window_char_end,
+                    "token_start": a.token_start,
+                    "token_end": a.token_end,
+                    "start_logit": a.start_logit,
+                    "end_logit": a.end_logit,
+                    "model": model_label,
+                    "created_at": now,
+                }
+                for job_id in sorted(checked)
+                for a in sorted(checked[job_id], key=lambda a: a.rank)
+            ]
+            for i in range(0, len(rows), CHUNK):
+                session.execute(self._insert(AnswerRow).values(rows[i : i + CHUNK]))
+            session.execute(
+                update(Job)
+                .where(Job.id.in_(checked))
+                .values(status=JobStatus.DONE, error=None, finished_at=now, leased_until=None, updated_at=now)
+                .execution_options(synchronize_session=False)
+            )
+        return refused
+
+    def answers_for_job(self, job_id: int) -> list[Answer]:
+        """A job's stored answers, by rank (empty when it has none yet)."""
+        with self._read() as session:
+            rows = session.execute(
+                select(AnswerRow).where(AnswerRow.job_id == job_id).order_by(AnswerRow.rank)
+            ).scalars()
+            return [answer_from_row(r) for r in rows]
+
+    def iter_results(
+        self,
+        *,
+        document_id: int | None = None,
+        job_id: int | None = None,
+        after_answer_id: int = 0,
+        batch: int = 500,
+    ) -> Iterator[ResultRecord]:
+        """Answers joined with their jobs and documents, by increasing answer id.
+
+        Reads `batch` rows per short transaction, holding nothing open while the caller
+        consumes them. To follow new results, poll again with after_answer_id set to the
+        last answer_id seen: answer ids become visible in increasing order (SQLite writes
+        one transaction at a time; on PostgreSQL `complete` serialises answer writes), so
+        no answer is skipped. A job answered again gets new answer ids and shows up again.
+        """
+        if batch < 1:
+            raise ValueError(f"batch must be at least 1, got {batch}")
+        last = after_answer_id
+        while True:
+            stmt = (
+                select(
+                    AnswerRow,
+                    Job.document_id,
+                    Job.question,
+                    Document.external_id,
+                    Document.source,
+                    Document.sha256,
+                )
+                .join(Job, AnswerRow.job_id == Job.id)
+                .join(Document, Job.document_id == Document.id)
+                .where(AnswerRow.id > last)
+                .order_by(AnswerRow.id)
+                .limit(batch)
+            )
+            if document_id is not None:
+                stmt = stmt.where(Job.document_id == document_id)
+            if job_id is not None:
+                stmt = stmt.where(AnswerRow.job_id == job_id)
+            with self._read() as session:
+                rows = session.execute(stmt).all()
+                records = [
+                    ResultRecord.from_row(
+                        a, document_id=doc_id, question=question, external_id=external_id, source=source, sha256=digest
+                    )
+                    for a, doc_id, question, external_id, source, digest in rows
+                ]
+            yield from records
+            if len(records) < batch:
+                return
+            last = records[-1].answer_id
+
+
+def _check_answers(job_id: int, answers: Sequence[Answer]) -> None:
+    ranks = [a.rank for a in answers]
+    if len(set(ranks)) != len(ranks):
+        raise ValueError(f"job {job_id}: answer ranks repeat ({sorted(ranks)}); each rank must appear once")
+    for a in answers:
+        if a.rank < 0:
+            raise ValueError(f"job {job_id}: answer rank {a.rank} is negative; ranks are 0-based")
+        for name in ("score", "start_logit", "end_logit"):
+            value = getattr(a, name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(
+                    f"job {job_id}: answer rank {a.rank} has {name} {value}; the model produced "
+                    "non-finite numbers (try float32 instead of float16)"
+                )
+        if not 0 <= a.char_start <= a.char_end:
+            raise ValueError(
+                f"job {job_id}: answer rank {a.rank} has offsets {a.char_start}:{a.char_end}; "
+                "need 0 <= char_start <= char_end"
+            )
+        if len(a.text) != a.char_end - a.char_start:
+            raise ValueError(
+                f"job {job_id}: answer rank {a.rank} text has {len(a.text)} characters but its "
+                f"offsets {a.char_start}:{a.char_end} span {a.char_end - a.char_start}"
+            )
+
+
+def _check_offsets(session: Session, job_id: int, document_id: int, answers: Sequence[Answer]) -> None:
+    # substr counts characters (code points) on SQLite and on a UTF8 PostgreSQL
+    # database, like Python str indices; only the answers' spans leave the database.
+    columns = [Document.length] + [
+        func.substr(Document.text, a.char_start + 1, a.char_end - a.char_start) for a in answers
+    ]
+    row = session.execute(select(*columns).where(Document.id == document_id)).one()
+    length, spans = row[0], row[1:]
+    for a, span in zip(answers, spans):
+        if a.char_end > length:
+            raise ValueError(
+                f"job {job_id}: answer rank {a.rank} ends at character {a.char_end} but the "
+                f"document has {length} characters"
+            )
+        if span != a.text:
+            raise ValueError(
+                f"job {job_id}: answer rank {a.rank} text {a.text!r} is not the document text at "
+                f"{a.char_start}:{a.char_end} ({span!r}); offsets must index the stored text"
+            )

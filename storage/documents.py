@@ -1,0 +1,65 @@
+"""Documents: stored once per distinct text (sha256), exactly as given."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+
+from docqa.storage.columns import utcnow
+from docqa.storage.identity import check_storable, text_sha256
+from docqa.storage.models import Document
+from docqa.storage.records import DocumentRecord, StoredDocument
+from docqa.storage.transactions import Transactions
+
+
+class Documents(Transactions):
+    """Adding and reading documents."""
+
+    def add_document(
+        self,
+        text: str,
+        *,
+        source: str | None = None,
+        external_id: str | None = None,
+        metadata: Any = None,
+    ) -> StoredDocument:
+        """Store `text` exactly as given, once per distinct text; return (id, sha256, created).
+
+        When the text is already stored, the existing row is returned unchanged (its
+        first source, external id and metadata are kept) and created is False.
+        Raises ValueError for text the store cannot keep unchanged (NUL, lone surrogates).
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"document text must be str, not {type(text).__name__}")
+        check_storable(text, "document text")
+        digest = text_sha256(text)
+        with self._write() as session:
+            stmt = (
+                self._insert(Document)
+                .values(
+                    sha256=digest,
+                    text=text,
+                    source=source,
+                    external_id=external_id,
+                    meta=metadata,
+                    length=len(text),
+                    created_at=utcnow(),
+                )
+                .on_conflict_do_nothing(index_elements=[Document.sha256])
+                .returning(Document.id)
+            )
+            new_id = session.execute(stmt).scalar_one_or_none()
+            if new_id is not None:
+                return StoredDocument(new_id, digest, True)
+            # Lost the race or resubmitted: the row is committed (PostgreSQL waited for
+            # the other insert before doing nothing), so this statement sees it.
+            existing = session.execute(select(Document.id).where(Document.sha256 == digest)).scalar_one()
+            return StoredDocument(existing, digest, False)
+
+    def document(self, document_id: int) -> DocumentRecord | None:
+        with self._read() as session:
+            row = session.get(Document, document_id)
+            if row is None:
+                return None
+            return DocumentRecord.from_row(row)

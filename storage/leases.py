@@ -1,0 +1,289 @@
+"""Leases: the state machine that hands jobs to workers and takes them back.
+
+queued -> running (claimed under a lease: worker name + leased_until) -> done | failed,
+and running -> queued again when the lease runs out (the sweeper) or its worker is known
+to be gone. Claims are exclusive: PostgreSQL locks candidate rows with `FOR UPDATE SKIP
+LOCKED` in id order (no deadlocks, no double claims); SQLite write transactions run one
+at a time. A job that used up `max_attempts` is failed with the reason instead of run
+again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
+
+from docqa.core.params import AnswerParams
+from docqa.storage.columns import utcnow
+from docqa.storage.models import Document, Job, JobStatus
+from docqa.storage.records import ClaimedJob
+from docqa.storage.transactions import Transactions, chunks
+
+
+def give_up_message(attempts: int, worker: str | None) -> str:
+    """Why a job that kept losing its worker was marked failed."""
+    return (
+        f"gave up after {attempts} attempts: a worker died or timed out while running this "
+        f"job each time (last worker: {worker if worker is not None else 'unknown'}); "
+        "check that worker's log for a crash or out-of-memory kill, or raise the lease "
+        "if the job is just slow"
+    )
+
+
+def _lease_end(now: datetime | None, lease_seconds: float) -> tuple[datetime, datetime]:
+    """(now, now + lease_seconds), now defaulting to the current UTC time."""
+    if not lease_seconds > 0:
+        raise ValueError(f"lease_seconds must be positive, got {lease_seconds!r}")
+    start = utcnow() if now is None else now
+    return start, start + timedelta(seconds=lease_seconds)
+
+
+class Leases(Transactions):
+    """Claiming jobs, renewing and expiring their leases."""
+
+    def claim(
+        self,
+        job_ids: Iterable[int],
+        *,
+        worker: str,
+        lease_seconds: float,
+        max_attempts: int | None = None,
+        now: datetime | None = None,
+    ) -> list[ClaimedJob]:
+        """Take the given jobs that are free to run; return them (by job id) with their document text.
+
+        A job is free when it is queued, or running under a lease that ran out (its
+        worker is presumed dead). Each claimed job becomes running under `worker` until
+        now + lease_seconds, and its attempts grow by one. Jobs done, failed, running
+        under a live lease, or being claimed by another transaction right now are left
+        out; no two callers ever get the same job from one free state.
+
+        With max_attempts, a free job that already had that many attempts is not run
+        again but marked failed (a message redelivered after its worker died).
+        """
+        now, until = _lease_end(now, lease_seconds)
+        ids = sorted(set(job_ids))
+        if not ids:
+            return []
+        free = or_(
+            Job.status == JobStatus.QUEUED,
+            and_(Job.status == JobStatus.RUNNING, Job.leased_until < now),
+        )
+        with self._write() as session:
+            candidates: list[Any] = []
+            for chunk in chunks(ids):
+                candidates.extend(self._lock_free(session, and_(Job.id.in_(chunk), free)))
+            return self._take(session, candidates, worker=worker, now=now, until=until, max_attempts=max_attempts)
+
+    def claim_queued(
+        self,
+        *,
+        limit: int,
+        model: str,
+        revision: str | None,
+        worker: str,
+        lease_seconds: float,
+        max_attempts: int | None = None,
+        now: datetime | None = None,
+    ) -> list[ClaimedJob]:
+        """Take up to `limit` queued jobs of one model, oldest first, as `claim` does.
+
+        For topping up a batch with work whose messages have not arrived yet. `revision`
+        None or "" means the model without a revision, as in `add_jobs`. Jobs another
+        transaction is claiming right now are skipped, never waited for.
+        """
+        now, until = _lease_end(now, lease_seconds)
+        if limit < 1:
+            return []
+        of_model = and_(
+            Job.status == JobStatus.QUEUED,
+            Job.model == model,
+            Job.revision == ("" if revision is None else revision),
+        )
+        with self._write() as session:
+            candidates = self._lock_free(session, of_model, limit=limit)
+            return self._take(session, candidates, worker=worker, now=now, until=until, max_attempts=max_attempts)
+
+    def _lock_free(self, session: Session, condition: Any, *, limit: int | None = None) -> list[Any]:
+        """(id, attempts, worker) of the jobs matching `condition`, locked for this transaction.
+
+        PostgreSQL locks the rows in id order and skips rows another transaction holds,
+        so concurrent claimers neither deadlock nor wait; SQLite needs no row locks (the
+        write transaction began IMMEDIATE, so it is the only writer).
+        """
+        stmt = select(Job.id, Job.attempts, Job.worker).where(condition).order_by(Job.id)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        if self._postgres:
+            stmt = stmt.with_for_update(skip_locked=True)
+        return list(session.execute(stmt).all())
+
+    def _take(
+        self,
+        session: Session,
+        candidates: Sequence[Any],
+        *,
+        worker: str,
+        now: datetime,
+        until: datetime,
+        max_attempts: int | None,
+    ) -> list[ClaimedJob]:
+        """Mark locked candidates running under `worker` (or failed, when out of attempts); load them."""
+        exhausted = [row for row in candidates if max_attempts is not None and row.attempts >= max_attempts]
+        if exhausted:
+            self._give_up(session, exhausted, now)
+        take = [row.id for row in candidates if not (max_attempts is not None and row.attempts >= max_attempts)]
+        for chunk in chunks(take):
+            session.execute(
+                update(Job)
+                .where(Job.id.in_(chunk))
+                .values(
+                    status=JobStatus.RUNNING,
+                    attempts=Job.attempts + 1,
+                    worker=worker,
+                    started_at=now,
+                    leased_until=until,
+                    finished_at=None,
+                    error=None,
+                    updated_at=now,
+                )
+                .execution_options(synchronize_session=False)
+            )
+        jobs: list[Any] = []
+        for chunk in chunks(take):
+            jobs.extend(
+                session.execute(
+                    select(
+                        Job.id,
+                        Job.document_id,
+                        Job.question,
+                        Job.model,
+                        Job.revision,
+                        Job.params,
+                        Job.attempts,
+                    ).where(Job.id.in_(chunk))
+                ).all()
+            )
+        # One copy of each document's text, however many of its jobs are claimed.
+        documents: dict[int, tuple[str, str]] = {}
+        doc_ids = sorted({job.document_id for job in jobs})
+        for chunk in chunks(doc_ids):
+            for doc_id, digest, body in session.execute(
+                select(Document.id, Document.sha256, Document.text).where(Document.id.in_(chunk))
+            ):
+                documents[doc_id] = (digest, body)
+        params_cache: dict[str, AnswerParams] = {}
+        claimed = []
+        for job in sorted(jobs, key=lambda row: row.id):
+            params = params_cache.get(job.params)
+            if params is None:
+                params = params_cache[job.params] = AnswerParams.model_validate_json(job.params)
+            digest, body = documents[job.document_id]
+            claimed.append(
+                ClaimedJob(
+                    job_id=job.id,
+                    document_id=job.document_id,
+                    sha256=digest,
+                    text=body,
+                    question=job.question,
+                    model=job.model,
+                    revision=job.revision if job.revision != "" else None,
+                    params=params,
+                    attempts=job.attempts,
+                )
+            )
+        return claimed
+
+    def extend_lease(
+        self,
+        job_ids: Iterable[int],
+        *,
+        worker: str,
+        lease_seconds: float,
+        now: datetime | None = None,
+    ) -> list[int]:
+        """Push the lease of jobs `worker` is still running to now + lease_seconds; return those ids.
+
+        For batches that may outlive a lease. Jobs no longer running under this worker
+        (requeued by the sweeper, or claimed by another) are left alone and not returned.
+        """
+        now, until = _lease_end(now, lease_seconds)
+        ids = sorted(set(job_ids))
+        extended: list[int] = []
+        with self._write() as session:
+            for chunk in chunks(ids):
+                result = session.execute(
+                    update(Job)
+                    .where(Job.id.in_(chunk), Job.status == JobStatus.RUNNING, Job.worker == worker)
+                    .values(leased_until=until, updated_at=now)
+                    .returning(Job.id)
+                    .execution_options(synchronize_session=False)
+                )
+                extended.extend(result.scalars())
+        return sorted(extended)
+
+    def requeue_expired(
+        self, *, max_attempts: int, now: datetime | None = None, dead_workers: Iterable[str] = ()
+    ) -> list[int]:
+        """The sweeper: running jobs whose lease ran out go back to queued; return their ids.
+
+        Jobs held by `dead_workers` (worker names known to be gone, e.g. a process of
+        this host that no longer exists) count as expired whatever their lease says.
+        The caller re-enqueues the returned ids. A job that already had `max_attempts`
+        attempts is marked failed instead, with the reason and its last worker.
+        """
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
+        now = utcnow() if now is None else now
+        dead = sorted(set(dead_workers))
+        gone = Job.leased_until < now
+        if dead:
+            gone = or_(gone, Job.worker.in_(dead))
+        with self._write() as session:
+            stmt = (
+                select(Job.id, Job.attempts, Job.worker)
+                .where(Job.status == JobStatus.RUNNING, gone)
+                .order_by(Job.id)
+            )
+            if self._postgres:
+                # A job a worker is completing right now is not expired for long: skip it.
+                stmt = stmt.with_for_update(skip_locked=True)
+            expired = session.execute(stmt).all()
+            exhausted = [row for row in expired if row.attempts >= max_attempts]
+            requeue = [row.id for row in expired if row.attempts < max_attempts]
+            if exhausted:
+                self._give_up(session, exhausted, now)
+            for chunk in chunks(requeue):
+                session.execute(
+                    update(Job)
+                    .where(Job.id.in_(chunk))
+                    .values(status=JobStatus.QUEUED, leased_until=None, updated_at=now)
+                    .execution_options(synchronize_session=False)
+                )
+        return requeue
+
+    def running_workers(self) -> list[str]:
+        """Names of the workers holding running jobs."""
+        stmt = select(Job.worker).where(Job.status == JobStatus.RUNNING, Job.worker.is_not(None)).distinct()
+        with self._read() as session:
+            return sorted(session.execute(stmt).scalars())
+
+    def _give_up(self, session: Session, rows: Sequence[Any], now: datetime) -> None:
+        session.execute(
+            update(Job),
+            [
+                {
+                    "id": row.id,
+                    "status": JobStatus.FAILED,
+                    "error": give_up_message(row.attempts, row.worker),
+                    "finished_at": now,
+                    "leased_until": None,
+                    "updated_at": now,
+                }
+                for row in rows
+            ],
+        )
