@@ -29,3 +29,29 @@ class Answer(BaseModel):
     token_end: int | None = None
     start_logit: float | None = None
     end_logit: float | None = None
+
+
+class QuestionAnswers(BaseModel):
+    """The answers to one question about one document, best first (`docqa.ask`).
+
+    `error` says why the question could not be answered (then `answers` is empty);
+    `windows` is how many token windows the document was read in; `model` is the label
+    of the model that answered (`model@revision`, `+bfloat16` when not float32).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    question: str
+    answers: list[Answer]
+    windows: int
+    error: str | None = None
+    model: str
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def best(self) -> Answer | None:
+        """The best answer, or None when there is none."""
+        return self.answers[0] if self.answers else None

@@ -8,11 +8,11 @@ upgrades run one after the other.
 
 from __future__ import annotations
 
-import os
 
 from alembic import context
 from sqlalchemy import Connection, text
 
+from docqa.core.settings import Settings
 from docqa.storage.db import PG_MIGRATION_LOCK_KEY, SQLITE_BEGIN_OPTION, make_engine
 from docqa.storage.models import Base
 
@@ -36,7 +36,7 @@ def _run(connection: Connection) -> None:
 
 
 def _url() -> str:
-    url = config.get_main_option("sqlalchemy.url") or os.environ.get("DOCQA_DATABASE_URL")
+    url = config.get_main_option("sqlalchemy.url") or Settings().database_url
     if not url:
         raise RuntimeError("no database: set sqlalchemy.url or DOCQA_DATABASE_URL")
     return url
