@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from docqa.storage.errors import NotFound
+from docqa.worker.heartbeat import Heartbeat
 
 if TYPE_CHECKING:  # the engine (numpy, the tokenizer) loads only when there is work to answer
     from docqa.worker.engine import Engine, QAResult
@@ -125,13 +126,18 @@ class JobRunner:
             else:
                 runnable.append(job)
         forwards, windows = self.engine.forward_calls, self.engine.windows_run
-        answered = self._answer(runnable) if runnable else []
-        stats.forwards = self.engine.forward_calls - forwards
-        stats.windows = self.engine.windows_run - windows
-        done = [(job.job_id, result.answers) for job, result in zip(runnable, answered) if result.ok]
-        # One transaction for the whole batch's answers; a job whose answers the store
-        # refuses (offset contract, NaN score) fails alone with the reason.
-        refused = self.repo.complete_many(done, model_label=self.engine.model_label) if done else {}
+        # Leases are renewed while the batch computes, so a batch slower than one lease
+        # is not taken back and run twice.
+        with Heartbeat(
+            self.repo, worker=self.name, job_ids=[j.job_id for j in runnable], lease_seconds=self.lease_seconds
+        ):
+            answered = self._answer(runnable) if runnable else []
+            stats.forwards = self.engine.forward_calls - forwards
+            stats.windows = self.engine.windows_run - windows
+            done = [(job.job_id, result.answers) for job, result in zip(runnable, answered) if result.ok]
+            # One transaction for the whole batch's answers; a job whose answers the store
+            # refuses (offset contract, NaN score) fails alone with the reason.
+            refused = self.repo.complete_many(done, model_label=self.engine.model_label) if done else {}
         for job, result in zip(runnable, answered):
             if not result.ok:
                 self.repo.fail(job.job_id, result.error)
