@@ -7,6 +7,7 @@ ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
 RUN pip install --index-url "$TORCH_INDEX" "torch>=2.4"
 COPY pyproject.toml README.md ./
+COPY docqa ./docqa
 COPY producer ./producer
 COPY worker ./worker
 COPY storage ./storage
