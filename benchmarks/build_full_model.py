@@ -15,9 +15,10 @@ The tokenizer is a real cased WordPiece vocabulary of 28,996 tokens, trained on 
 benchmark prose (all of the Python documentation sources from `python3.11-doc`, see
 benchmarks/corpus.py). The `tokenizers` Rust WordPiece trainer is not deterministic
 (it numbers the "##" alphabet in hash-map order and breaks count ties by those
-numbers), so the merge loop runs here in Python with ties broken by the pair's strings;
-normalizer and pre-tokenizer are the `tokenizers` Bert ones (cased, accents kept), so
-words are split exactly as BERT does. Special tokens and the pair template follow BERT:
+numbers), so the merge loop runs in Python with ties broken by the pair's strings
+(tests/fixtures/wordpiece.py, shared with the tests' tiny model); normalizer and
+pre-tokenizer are the `tokenizers` Bert ones (cased, accents kept), so words are split
+exactly as BERT does. Special tokens and the pair template follow BERT:
 `[CLS] question [SEP] context [SEP]`, token types 0/1.
 
 The folder (outside git: /bench-out/ is ignored) loads with AutoTokenizer /
@@ -30,30 +31,30 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import heapq
 import json
 import os
 import random
 import shutil
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The WordPiece trainer lives with the tests' fixture builder, which must not depend on
+# benchmarks/ (the tests and CI never need it).
+sys.path.insert(0, str(REPO / "tests" / "fixtures"))
 
 import corpus  # noqa: E402
+import wordpiece  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "bench-out" / "full-distilbert-qa"
 
 SEED = 1_310_2025
 VOCAB_SIZE = 28_996  # distilbert-base-cased
-SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-MIN_PAIR_FREQUENCY = 2
 # distilbert-base-cased's architecture.
 CONFIG = dict(
     vocab_size=VOCAB_SIZE,
@@ -76,125 +77,19 @@ BUILD_VERSION = 1  # bump when the recipe changes: the stamp then forces a rebui
 
 
 # -- tokenizer ----------------------------------------------------------------------------
-def bert_pieces():
-    """A `tokenizers` normalizer and pre-tokenizer, cased, as BERT cased uses them."""
-    from tokenizers import normalizers, pre_tokenizers
-
-    norm = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=False)
-    return norm, pre_tokenizers.BertPreTokenizer()
-
-
-def count_words(lines: list[str]) -> dict[str, int]:
-    norm, pre = bert_pieces()
-    counts: dict[str, int] = defaultdict(int)
-    for line in lines:
-        for word, _span in pre.pre_tokenize_str(norm.normalize_str(line)):
-            counts[word] += 1
-    return dict(counts)
-
-
-def train_wordpiece(word_counts: dict[str, int], vocab_size: int) -> list[str]:
-    """A WordPiece vocabulary: BPE-style merges of the most frequent adjacent pair.
-
-    Start from every character (word-initial form and "##" continuation form); merge
-    the most frequent pair (a, b) into a + b (dropping b's "##"), until the vocabulary
-    has `vocab_size` entries or no pair occurs MIN_PAIR_FREQUENCY times. Ties go to
-    the smallest (a, b) in string order, so the result is the same on every run.
-    Pair counts are kept incrementally: a merge only revisits the words holding it.
-    """
-    words = sorted(word_counts)
-    freq = [word_counts[w] for w in words]
-    seqs = [[w[0], *("##" + ch for ch in w[1:])] for w in words]
-    vocab = list(SPECIALS)
-    vocab += sorted({w[0] for w in words} | {ch for w in words for ch in w})
-    vocab += sorted({"##" + ch for w in words for ch in w[1:]})
-    vocab = list(dict.fromkeys(vocab))
-    known = set(vocab)
-
-    counts: dict[tuple[str, str], int] = defaultdict(int)
-    holders: dict[tuple[str, str], set[int]] = defaultdict(set)
-    for idx, seq in enumerate(seqs):
-        for pair in zip(seq, seq[1:]):
-            counts[pair] += freq[idx]
-            holders[pair].add(idx)
-    heap = [(-n, a, b) for (a, b), n in counts.items()]
-    heapq.heapify(heap)
-
-    while len(vocab) < vocab_size and heap:
-        neg, a, b = heapq.heappop(heap)
-        if counts.get((a, b)) != -neg:
-            continue  # stale entry; the current count is in the heap too
-        if -neg < MIN_PAIR_FREQUENCY:
-            break
-        new = a + b[2:] if b.startswith("##") else a + b
-        if new not in known:
-            known.add(new)
-            vocab.append(new)
-        changed: set[tuple[str, str]] = set()
-        for idx in sorted(holders.pop((a, b), ())):
-            seq = seqs[idx]
-            for pair in zip(seq, seq[1:]):
-                counts[pair] -= freq[idx]
-                holders[pair].discard(idx)
-                changed.add(pair)
-            merged: list[str] = []
-            j = 0
-            while j < len(seq):
-                if j + 1 < len(seq) and seq[j] == a and seq[j + 1] == b:
-                    merged.append(new)
-                    j += 2
-                else:
-                    merged.append(seq[j])
-                    j += 1
-            seqs[idx] = merged
-            for pair in zip(merged, merged[1:]):
-                counts[pair] += freq[idx]
-                holders[pair].add(idx)
-                changed.add(pair)
-        for pair in sorted(changed):
-            n = counts.get(pair, 0)
-            if n > 0:
-                heapq.heappush(heap, (-n, pair[0], pair[1]))
-            else:
-                counts.pop(pair, None)
-                holders.pop(pair, None)
-    return vocab
-
-
 def make_tokenizer(vocab: list[str]):
-    """A transformers fast tokenizer (BERT cased, WordPiece) over `vocab`."""
-    from transformers import DistilBertTokenizerFast
-
-    # In transformers 5.x this class is tokenizers-backed and rebuilds its backend from
-    # the vocab and these arguments on load: do_lower_case must be False (cased).
-    return DistilBertTokenizerFast(
-        vocab={t: i for i, t in enumerate(vocab)},
-        do_lower_case=False,
-        strip_accents=False,
-        tokenize_chinese_chars=True,
-        unk_token="[UNK]",
-        sep_token="[SEP]",
-        pad_token="[PAD]",
-        cls_token="[CLS]",
-        mask_token="[MASK]",
-        model_max_length=512,
-        padding_side="right",
-        truncation_side="right",
-    )
+    """A transformers fast tokenizer (BERT cased, WordPiece) over `vocab` (id = index)."""
+    return wordpiece.fast_tokenizer({t: i for i, t in enumerate(vocab)})
 
 
 def check_tokenizer(tok, vocab: list[str], samples: list[str]) -> None:
-    """The wrapped tokenizer must split exactly like a plain WordPiece over the vocab."""
-    from tokenizers import Tokenizer
-    from tokenizers.models import WordPiece
-
-    norm, pre = bert_pieces()
-    raw = Tokenizer(WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]", max_input_chars_per_word=100))
-    raw.normalizer, raw.pre_tokenizer = norm, pre
+    """The wrapped tokenizer must split exactly like the `tokenizers` BERT pipeline over the
+    vocab (ids and offsets, special tokens aside) and frame a pair as BERT does."""
+    raw = wordpiece.bert_tokenizer({t: i for i, t in enumerate(vocab)})
     assert tok.vocab_size == len(vocab) == VOCAB_SIZE, (tok.vocab_size, len(vocab))
     assert tok.is_fast and tok.padding_side == "right"
     for text in samples:
-        a = raw.encode(text)
+        a = raw.encode(text, add_special_tokens=False)
         b = tok(text, add_special_tokens=False, return_offsets_mapping=True)
         assert a.ids == b["input_ids"], text[:80]
         assert [tuple(o) for o in a.offsets] == [tuple(o) for o in b["offset_mapping"]], text[:80]
@@ -282,10 +177,10 @@ def build(out: Path, *, force: bool = False, log=print) -> Path:
     torch.manual_seed(SEED)
     t0 = time.perf_counter()
     lines = corpus.training_text()
-    counts = count_words(lines)
+    counts = wordpiece.count_words(lines)
     log(f"training text: {len(lines)} paragraphs, {sum(len(x) for x in lines):,} chars, "
         f"{len(counts):,} distinct words ({time.perf_counter() - t0:.1f} s)")
-    vocab = train_wordpiece(counts, VOCAB_SIZE)
+    vocab = wordpiece.train_wordpiece(counts, VOCAB_SIZE)
     if len(vocab) < VOCAB_SIZE:
         raise SystemExit(f"the prose only supports {len(vocab)} WordPiece tokens, fewer than {VOCAB_SIZE}")
     log(f"WordPiece vocabulary: {len(vocab)} tokens ({time.perf_counter() - t0:.1f} s)")

@@ -4,7 +4,8 @@
 
 Runs under either virtual environment: the transformers 5.2.0 reference venv (config
 `pipeline`, which needs no docqa) or the project venv (everything else). Only the
-standard library and benchmarks/corpus.py are imported at module level.
+standard library, benchmarks/common.py and benchmarks/corpus.py are imported at module
+level; benchmarks/services.py only when one of its configurations runs.
 
 Every configuration loads what it needs, warms up on a small item (first-call costs
 are not what we compare), then times the work on the whole workload, and writes a
@@ -17,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import sys
 import time
@@ -27,57 +27,12 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import corpus  # noqa: E402
+from common import Timed, peak_rss_mib, set_threads  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
-
-
-def peak_rss_mib() -> float:
-    """This process's peak resident set size so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def cpu_pressure_us() -> int | None:
-    """Total microseconds some task waited for a CPU (Linux PSI), or None where absent."""
-    try:
-        with open("/proc/pressure/cpu") as fh:
-            for line in fh:
-                if line.startswith("some"):
-                    return int(line.rsplit("total=", 1)[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-class Timed:
-    """Wall time, this process's CPU time and the machine's CPU pressure over a block.
-
-    cpu_util = CPU seconds / (wall seconds x threads): about 1 when the process had the
-    cores it asked for, lower when other processes took them (a noisy neighbour).
-    pressure = share of the wall time in which some task waited for a CPU.
-    """
-
-    def __init__(self, threads: int) -> None:
-        self.threads = threads
-
-    def __enter__(self) -> "Timed":
-        self._psi = cpu_pressure_us()
-        self._ru = resource.getrusage(resource.RUSAGE_SELF)
-        self._t = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.wall_s = time.perf_counter() - self._t
-        ru = resource.getrusage(resource.RUSAGE_SELF)
-        self.cpu_s = (ru.ru_utime - self._ru.ru_utime) + (ru.ru_stime - self._ru.ru_stime)
-        psi = cpu_pressure_us()
-        self.pressure = (psi - self._psi) / 1e6 / self.wall_s if psi is not None and self._psi is not None else None
-
-    def fields(self) -> dict:
-        return {"wall_s": self.wall_s, "cpu_s": self.cpu_s, "cpu_util": self.cpu_s / (self.wall_s * self.threads),
-                "pressure": self.pressure}
 
 
 def load_workload(spec: dict) -> list[corpus.BenchDocument]:
@@ -87,12 +42,6 @@ def load_workload(spec: dict) -> list[corpus.BenchDocument]:
 def pairs(docs: list[corpus.BenchDocument]) -> list[tuple[str, str, str]]:
     """(key, question, text) for every (document, question), key "doc:question" by index."""
     return [(f"{i}:{j}", q, d.text) for i, d in enumerate(docs) for j, q in enumerate(d.questions)]
-
-
-def set_threads(n: int) -> None:
-    import torch
-
-    torch.set_num_threads(n)
 
 
 class ForwardCounter:
@@ -536,7 +485,10 @@ def run_ort(spec: dict, docs) -> dict:
     }
 
 
-SERVICE_CONFIGS = ("e2e", "rerun", "producer")  # in services.py
+# Configurations that go through docqa's services: each names its function in services.py,
+# which is imported only when one of them runs (those functions need docqa, psycopg and
+# redis: the project venv).
+SERVICE_CONFIGS = ("e2e", "rerun", "producer")
 
 CONFIGS = {
     "pipeline": run_pipeline,
@@ -560,9 +512,9 @@ def main(argv: list[str] | None = None) -> int:
     spec = json.loads(args.spec.read_text())
     docs = load_workload(spec)
     if args.config in SERVICE_CONFIGS:
-        import services  # project venv only (docqa, psycopg, redis)
+        import services
 
-        result = services.CONFIGS[args.config](spec, docs)
+        result = getattr(services, args.config)(spec, docs)
     else:
         result = CONFIGS[args.config](spec, docs)
     result["peak_rss_mib"] = peak_rss_mib()

@@ -7,6 +7,10 @@
 - `producer`: tokenize + window throughput (tokens/s), `docqa submit` enqueue rate
   (jobs/s) and result writes to PostgreSQL through Repository.complete (rows/s).
 
+benchmarks/measure.py dispatches to them by name: each configuration is the function of
+the same name here. This module imports benchmarks/common.py and corpus.py, never
+measure.py (which imports it), so the imports have no cycle.
+
 Each uses its own database (dropped and created again) and Redis database
 spec["redis_url"] (flushed), so runs do not see each other's jobs. Subprocesses are
 started in their own session and stopped by their pid (SIGTERM, then SIGKILL of that
@@ -25,7 +29,8 @@ import time
 from datetime import timezone
 from pathlib import Path
 
-import measure
+import corpus
+from common import cpu_pressure_us, set_threads
 
 PG_ADMIN_DB = "postgres"
 
@@ -228,8 +233,8 @@ def e2e(spec: dict, docs) -> dict:
     jobs_file = work / "bench.jsonl"
     n_jobs = write_jsonl(jobs_file, docs)
     warm = work / "warm.jsonl"
-    warm_doc = measure.corpus.BenchDocument("warm-up", "", docs[0].text[:2000] + "\n(warm-up copy)\n",
-                                            (docs[0].questions[0],))
+    warm_doc = corpus.BenchDocument("warm-up", "", docs[0].text[:2000] + "\n(warm-up copy)\n",
+                                    (docs[0].questions[0],))
     write_jsonl(warm, [warm_doc])
 
     worker = subprocess.Popen(
@@ -247,7 +252,7 @@ def e2e(spec: dict, docs) -> dict:
             result["worker_ready_s"] = time.perf_counter() - t0
 
             workers = proc_tree(worker.pid)
-            cpu0, psi0 = cpu_seconds(workers), measure.cpu_pressure_us()
+            cpu0, psi0 = cpu_seconds(workers), cpu_pressure_us()
             started_wall = time.time()
             t0 = time.perf_counter()
             sub = run_timed(docqa_cmd() + ["submit", str(jobs_file)], env, log)
@@ -256,7 +261,7 @@ def e2e(spec: dict, docs) -> dict:
                 raise RuntimeError(f"docqa submit failed (status {sub['rc']}): see {log}")
             counts = wait_jobs(conn, 1 + n_jobs, timeout=spec.get("e2e_timeout", 3600), proc=worker)
             polled = time.perf_counter() - t0
-            cpu1, psi1 = cpu_seconds(workers), measure.cpu_pressure_us()
+            cpu1, psi1 = cpu_seconds(workers), cpu_pressure_us()
             last = conn.execute("SELECT max(finished_at) FROM jobs").fetchone()[0]
             wall = polled
             if last is not None:
@@ -341,7 +346,7 @@ def _tokenize_rate(spec: dict, docs) -> dict:
 
     from docqa.core.windows import plan_windows, tokenize_documents
 
-    measure.set_threads(spec["threads"])
+    set_threads(spec["threads"])
     tok = AutoTokenizer.from_pretrained(spec["model"])
     texts = [d.text for d in docs]
     tokenize_documents(tok, texts[:2])  # warm-up
@@ -498,5 +503,3 @@ def _write_rate(spec: dict, docs) -> dict:
             "rows_per_s": half * top_k / wall, "jobs_per_s": half / wall,
             "many": {"jobs": rest, "batch": 64, "wall_s": wall_many, "rows_per_s": rest * top_k / wall_many}}
 
-
-CONFIGS = {"e2e": e2e, "rerun": rerun, "producer": producer}
