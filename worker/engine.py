@@ -112,6 +112,26 @@ def learn_template(tokenizer) -> PairTemplate:
     )
 
 
+def _windows_allowing_empty(n_doc: int, n_question: int, params: AnswerParams, n_special: int) -> list[tuple[int, int]]:
+    """Windows when the question or the document has no tokens (Engine.run(allow_empty=True)).
+
+    An empty document is one window holding no context tokens (if the question fits).
+    An empty question leaves max_seq_len - n_special tokens of context per window; that is
+    plan_windows' budget for a one-token question with one special token fewer.
+    """
+    if n_doc == 0:
+        budget = params.max_seq_len - n_question - n_special
+        if budget < 0:
+            raise WindowError(
+                f"the question is too long for the window: it has {n_question} tokens, and "
+                f"max_seq_len {params.max_seq_len} minus {n_special} special tokens leaves less room"
+            )
+        return [(0, 0)]
+    return plan_windows(
+        n_doc, 1, max_seq_len=params.max_seq_len, doc_stride=params.doc_stride, n_special=n_special - 1
+    )
+
+
 class Engine:
     """Batched extractive QA with one model. Construct cheaply; `warm_up()` loads."""
 
@@ -165,6 +185,51 @@ class Engine:
             trim_seconds=settings.trim_seconds,
             span_path=settings.span_path,
         )
+
+    @classmethod
+    def from_loaded(
+        cls,
+        model,
+        tokenizer,
+        *,
+        model_id: str | None = None,
+        revision: str | None = None,
+        batch_tokens: int | None = None,
+        max_batch_windows: int | None = None,
+        span_path: str = "auto",
+    ) -> "Engine":
+        """An engine around a model and tokenizer the caller has already loaded (e.g. for
+        `docqa.pipeline(model=<PreTrainedModel>, tokenizer=<tokenizer>)`).
+
+        They are used as they are: on the model's device, in its dtype, in its current
+        train/eval mode, with no copy and no cast; `warm_up()` then does nothing. The
+        tokenizer must be a fast, question-first one (ModelLoadError otherwise, as in
+        `warm_up`). `model_id` names the model in labels (default: its `name_or_path`).
+        """
+        try:
+            require_fast(tokenizer)
+        except WindowError as exc:
+            raise ModelLoadError(str(exc)) from None
+        template = learn_template(tokenizer)
+        device = str(model.device)
+        dtype = model.dtype
+        name = model_id or getattr(model, "name_or_path", None) or type(model).__name__
+        engine = cls(
+            name,
+            revision=revision,
+            device=device,
+            dtype=str(dtype).removeprefix("torch."),
+            batch_tokens=batch_tokens,
+            max_batch_windows=max_batch_windows,
+            span_path=span_path,
+        )
+        engine._template = template
+        engine._tokenizer = tokenizer
+        engine._buffers = PinnedBuffers(device)
+        engine._device = device
+        engine._dtype = dtype
+        engine._model = model
+        return engine
 
     @property
     def trims(self) -> int:
@@ -267,8 +332,14 @@ class Engine:
         ]
         return min(limits) if limits else 10**9
 
-    def run(self, items: Sequence[QAItem]) -> list[QAResult]:
-        """Answer every item; windows of all items share forward batches."""
+    def run(self, items: Sequence[QAItem], *, allow_empty: bool = False) -> list[QAResult]:
+        """Answer every item; windows of all items share forward batches.
+
+        allow_empty=True answers a question or a document that has no tokens (e.g.
+        whitespace only) the way transformers' pipeline did instead of reporting an error:
+        an empty question gives windows with no question tokens; an empty document gives
+        one window with no context tokens, whose only spans are at CLS ("" at 0..0).
+        """
         self.warm_up()
         tok = self._tokenizer
         template = self._template
@@ -293,20 +364,23 @@ class Engine:
             doc = doc_tokens[item.text]
             qi = q_ids[item.question]
             try:
-                if not item.question.strip():
+                if not allow_empty and not item.question.strip():
                     raise WindowError("the question is empty")
                 if item.params.max_seq_len > self.max_model_len:
                     raise WindowError(
                         f"max_seq_len {item.params.max_seq_len} is more than this model takes "
                         f"({self.max_model_len} tokens); lower max_seq_len"
                     )
-                spans = plan_windows(
-                    len(doc),
-                    len(qi),
-                    max_seq_len=item.params.max_seq_len,
-                    doc_stride=item.params.doc_stride,
-                    n_special=template.n_special,
-                )
+                if allow_empty and (len(doc) == 0 or len(qi) == 0):
+                    spans = _windows_allowing_empty(len(doc), len(qi), item.params, template.n_special)
+                else:
+                    spans = plan_windows(
+                        len(doc),
+                        len(qi),
+                        max_seq_len=item.params.max_seq_len,
+                        doc_stride=item.params.doc_stride,
+                        n_special=template.n_special,
+                    )
             except WindowError as exc:
                 results[i].error = str(exc)
                 continue
@@ -333,7 +407,10 @@ class Engine:
         for i, wins in per_item.items():
             item = items[i]
             doc = doc_tokens[item.text]
-            results[i].answers = merge_answers(item.text, wins, doc.offsets, doc.word_ids, item.params)
+            offsets, word_ids = doc.offsets, doc.word_ids
+            if len(doc) == 0:  # allow_empty: one (0, 0) row, so the window's range reads 0..0
+                offsets, word_ids = np.zeros((1, 2), dtype=np.int64), np.full(1, -1, dtype=np.int64)
+            results[i].answers = merge_answers(item.text, wins, offsets, word_ids, item.params)
         return results
 
     @property
