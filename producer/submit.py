@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 from docqa.producer.documents import SourceDocument
+from docqa.storage.submissions import SubmissionCounts
 from docqa.core.params import AnswerParams
 
 
@@ -26,6 +27,9 @@ class SubmitReport:
     enqueued_messages: int = 0
     errors: list[str] = field(default_factory=list)  # one sentence per input that could not be used
     new_job_ids: list[int] = field(default_factory=list)
+    unsent_job_ids: list[int] = field(default_factory=list)  # stored, but the broker refused the message
+    send_error: str | None = None  # why the broker refused, once
+    submission_id: int | None = None
     seconds: float = 0.0
 
 
@@ -40,21 +44,34 @@ def submit(
     enqueue: Callable[[list[int]], None] | None = None,
     chunk: int = 64,
     progress: Callable[[SourceDocument], None] | None = None,
+    command: str = "submit",
+    max_question_chars: int | None = None,
 ) -> SubmitReport:
-    """Store each document and its jobs; enqueue new jobs in chunks of `chunk` job ids.
+    """Store each document and its jobs as one submission; enqueue new jobs in chunks of
+    `chunk` job ids (`enqueue` sends one message and records that it was sent).
 
     A document that could not be read, or that has no questions, is reported in
-    `errors` and skipped; the others go on.
+    `errors` and skipped; a question over `max_question_chars` is reported and skipped;
+    the others go on. When the broker refuses a message the jobs stay stored and queued
+    (`unsent_job_ids`, `send_error`): a worker's reconciler sends them once the broker is
+    back, or `docqa requeue` does.
     """
     started = time.perf_counter()
     report = SubmitReport()
+    report.submission_id = repo.start_submission(command=command, model=model, revision=revision)
     pending: list[int] = []
     clean_questions = [q for q in (q.strip() for q in questions) if q]
 
     def flush() -> None:
-        if enqueue is not None and pending:
-            enqueue(list(pending))
-            report.enqueued_messages += 1
+        if enqueue is not None and pending and report.send_error is None:
+            try:
+                enqueue(list(pending))
+            except Exception as exc:  # broker down: the store keeps the jobs, queued
+                report.send_error = f"{type(exc).__name__}: {exc}"
+            else:
+                report.enqueued_messages += 1
+        if report.send_error is not None:
+            report.unsent_job_ids += pending
         pending.clear()
 
     for doc in documents:
@@ -64,6 +81,14 @@ def submit(
             report.errors.append(doc.error)
             continue
         asked = list(dict.fromkeys(clean_questions + [q.strip() for q in doc.questions if q.strip()]))
+        if max_question_chars is not None:
+            too_long = [q for q in asked if len(q) > max_question_chars]
+            for q in too_long:
+                report.errors.append(
+                    f"{doc.source}: a question of {len(q):,} characters is over the limit of "
+                    f"{max_question_chars:,} (--max-question-chars / DOCQA_MAX_QUESTION_CHARS): {q[:60]!r}..."
+                )
+            asked = [q for q in asked if len(q) <= max_question_chars]
         if not asked:
             report.errors.append(f"{doc.source}: no questions (give -q/--questions, or \"questions\" in the JSONL line)")
             continue
@@ -72,7 +97,9 @@ def submit(
         )
         report.documents += 1
         report.new_documents += int(created)
-        for job_id, new in repo.add_jobs(doc_id, asked, model=model, revision=revision, params=params):
+        stored = repo.add_jobs(doc_id, asked, model=model, revision=revision, params=params)
+        repo.add_submission_jobs(report.submission_id, [job_id for job_id, _new in stored])
+        for job_id, new in stored:
             report.jobs += 1
             if new:
                 report.new_jobs += 1
@@ -83,5 +110,9 @@ def submit(
             else:
                 report.existing_jobs += 1
     flush()
+    repo.finish_submission(
+        report.submission_id,
+        SubmissionCounts(report.documents, report.new_documents, report.jobs, report.new_jobs, len(report.errors)),
+    )
     report.seconds = time.perf_counter() - started
     return report

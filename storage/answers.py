@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from docqa.core.answer import Answer
 from docqa.storage.columns import utcnow
 from docqa.storage.errors import NotFound
-from docqa.storage.models import AnswerRow, Document, Job, JobStatus
+from docqa.storage.models import AnswerRow, Document, Job, JobStatus, SubmissionJob
 from docqa.storage.records import ResultRecord, answer_from_row
 from docqa.storage.transactions import CHUNK, Transactions
 
@@ -134,6 +134,7 @@ class Answers(Transactions):
         *,
         document_id: int | None = None,
         job_id: int | None = None,
+        submission_id: int | None = None,
         after_answer_id: int = 0,
         batch: int = 500,
     ) -> Iterator[ResultRecord]:
@@ -168,6 +169,10 @@ class Answers(Transactions):
                 stmt = stmt.where(Job.document_id == document_id)
             if job_id is not None:
                 stmt = stmt.where(AnswerRow.job_id == job_id)
+            if submission_id is not None:
+                stmt = stmt.where(
+                    AnswerRow.job_id.in_(select(SubmissionJob.job_id).where(SubmissionJob.submission_id == submission_id))
+                )
             with self._read() as session:
                 rows = session.execute(stmt).all()
                 records = [

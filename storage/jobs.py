@@ -4,16 +4,27 @@ parameters), counted, listed, failed with a reason."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import NamedTuple
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, func, or_, select, update
 
 from docqa.core.params import AnswerParams
 from docqa.storage.columns import utcnow
 from docqa.storage.errors import NotFound
 from docqa.storage.identity import check_storable, text_sha256
-from docqa.storage.models import Document, Job, JobStatus
+from docqa.storage.models import Document, Job, JobStatus, SubmissionJob
 from docqa.storage.records import Failure, JobRecord, StoredJob, document_label
 from docqa.storage.transactions import Transactions, chunks
+
+
+class QueuedJob(NamedTuple):
+    """A queued job as the reconciler sees it: what it needs to send it again."""
+
+    id: int
+    model: str
+    revision: str | None
+    attempts: int
 
 
 class Jobs(Transactions):
@@ -196,3 +207,103 @@ class Jobs(Transactions):
             )
             for job_id, question, error, doc_id, external_id, source in rows
         ]
+
+    def mark_sent(self, job_ids: Iterable[int], *, now: datetime | None = None) -> None:
+        """Record that a broker message for these jobs was just sent."""
+        now = utcnow() if now is None else now
+        ids = sorted(set(job_ids))
+        with self._write() as session:
+            for chunk in chunks(ids):
+                session.execute(
+                    update(Job).where(Job.id.in_(chunk)).values(last_sent_at=now).execution_options(synchronize_session=False)
+                )
+
+    def unsent_queued(self, *, older_than: float, limit: int = 10_000, now: datetime | None = None) -> list[QueuedJob]:
+        """Queued jobs with no message sent for `older_than` seconds (never sent: since created).
+
+        The reconciler's input: a message lost by the broker, a producer killed between
+        storing and sending, a failed send. Oldest first.
+        """
+        now = utcnow() if now is None else now
+        cutoff = now - timedelta(seconds=older_than)
+        stale = or_(Job.last_sent_at < cutoff, and_(Job.last_sent_at.is_(None), Job.created_at < cutoff))
+        stmt = (
+            select(Job.id, Job.model, Job.revision, Job.attempts)
+            .where(Job.status == JobStatus.QUEUED, stale)
+            .order_by(Job.id)
+            .limit(limit)
+        )
+        with self._read() as session:
+            return [QueuedJob(i, m, r if r != "" else None, a) for i, m, r, a in session.execute(stmt)]
+
+    def queued_jobs(self, job_ids: Iterable[int]) -> list[QueuedJob]:
+        """The given jobs that are queued, by id."""
+        ids = sorted(set(job_ids))
+        found: list[QueuedJob] = []
+        with self._read() as session:
+            for chunk in chunks(ids):
+                stmt = select(Job.id, Job.model, Job.revision, Job.attempts).where(
+                    Job.id.in_(chunk), Job.status == JobStatus.QUEUED
+                )
+                found += [QueuedJob(i, m, r if r != "" else None, a) for i, m, r, a in session.execute(stmt)]
+        return sorted(found)
+
+    def queued_job_count(self, *, exclude_model: str | None = None, exclude_revision: str = "") -> int:
+        """Queued jobs, optionally leaving out those of one model and revision."""
+        stmt = select(func.count()).select_from(Job).where(Job.status == JobStatus.QUEUED)
+        if exclude_model is not None:
+            stmt = stmt.where(~and_(Job.model == exclude_model, Job.revision == exclude_revision))
+        with self._read() as session:
+            return int(session.execute(stmt).scalar_one())
+
+    def queued_by_model(self) -> dict[str, int]:
+        """Queued jobs per model label ('model' or 'model@revision')."""
+        from docqa.core.labels import model_label
+
+        stmt = select(Job.model, Job.revision, func.count()).where(Job.status == JobStatus.QUEUED).group_by(
+            Job.model, Job.revision
+        )
+        with self._read() as session:
+            return {model_label(m, r or None): n for m, r, n in session.execute(stmt)}
+
+    def oldest_queued_at(self) -> datetime | None:
+        """When the oldest queued job was created (None when nothing is queued)."""
+        with self._read() as session:
+            return session.execute(select(func.min(Job.created_at)).where(Job.status == JobStatus.QUEUED)).scalar()
+
+    def retry_failed(
+        self,
+        *,
+        job_ids: Iterable[int] | None = None,
+        document_id: int | None = None,
+        submission_id: int | None = None,
+        now: datetime | None = None,
+    ) -> list[QueuedJob]:
+        """Put failed jobs back in the queue with their attempts reset; return them.
+
+        Filters combine (all given must hold); with none, every failed job is retried.
+        """
+        now = utcnow() if now is None else now
+        conditions = [Job.status == JobStatus.FAILED]
+        if job_ids is not None:
+            conditions.append(Job.id.in_(sorted(set(job_ids))))
+        if document_id is not None:
+            conditions.append(Job.document_id == document_id)
+        if submission_id is not None:
+            conditions.append(
+                Job.id.in_(select(SubmissionJob.job_id).where(SubmissionJob.submission_id == submission_id))
+            )
+        with self._write() as session:
+            rows = session.execute(
+                select(Job.id, Job.model, Job.revision).where(*conditions).order_by(Job.id)
+            ).all()
+            ids = [row.id for row in rows]
+            for chunk in chunks(ids):
+                session.execute(
+                    update(Job)
+                    .where(Job.id.in_(chunk), Job.status == JobStatus.FAILED)
+                    .values(status=JobStatus.QUEUED, attempts=0, error=None, finished_at=None, worker=None,
+                            leased_until=None, updated_at=now)
+                    .execution_options(synchronize_session=False)
+                )
+        return [QueuedJob(i, m, r if r != "" else None, 0) for i, m, r in rows]

@@ -25,12 +25,17 @@ from docqa.storage.transactions import Transactions, chunks
 
 
 def give_up_message(attempts: int, worker: str | None) -> str:
-    """Why a job that kept losing its worker was marked failed."""
+    """Why a job that kept losing its worker was marked failed.
+
+    After its first loss a job runs alone (see `claim(fresh_only=...)`), so a job lost
+    more than once took its worker down by itself.
+    """
+    alone = " (alone, after the first time: this job itself brings its worker down)" if attempts > 1 else ""
     return (
-        f"gave up after {attempts} attempts: a worker died or timed out while running this "
-        f"job each time (last worker: {worker if worker is not None else 'unknown'}); "
-        "check that worker's log for a crash or out-of-memory kill, or raise the lease "
-        "if the job is just slow"
+        f"gave up after {attempts} attempts: the worker process died or stopped renewing its "
+        f"lease while running this job each time{alone} (last worker: "
+        f"{worker if worker is not None else 'unknown'}); check that worker's log for a crash or an "
+        "out-of-memory kill, e.g. a document too large for the worker's memory"
     )
 
 
@@ -53,6 +58,7 @@ class Leases(Transactions):
         lease_seconds: float,
         max_attempts: int | None = None,
         now: datetime | None = None,
+        fresh_only: bool = False,
     ) -> list[ClaimedJob]:
         """Take the given jobs that are free to run; return them (by job id) with their document text.
 
@@ -64,6 +70,10 @@ class Leases(Transactions):
 
         With max_attempts, a free job that already had that many attempts is not run
         again but marked failed (a message redelivered after its worker died).
+
+        With fresh_only, only jobs never claimed before (attempts 0) are taken: a job
+        whose worker died holding it is a suspect, run alone so it cannot take innocent
+        batch-mates down with it.
         """
         now, until = _lease_end(now, lease_seconds)
         ids = sorted(set(job_ids))
@@ -73,6 +83,8 @@ class Leases(Transactions):
             Job.status == JobStatus.QUEUED,
             and_(Job.status == JobStatus.RUNNING, Job.leased_until < now),
         )
+        if fresh_only:
+            free = and_(free, Job.attempts == 0)
         with self._write() as session:
             candidates: list[Any] = []
             for chunk in chunks(ids):
@@ -90,7 +102,7 @@ class Leases(Transactions):
         max_attempts: int | None = None,
         now: datetime | None = None,
     ) -> list[ClaimedJob]:
-        """Take up to `limit` queued jobs of one model, oldest first, as `claim` does.
+        """Take up to `limit` fresh queued jobs of one model, oldest first, as `claim` does.
 
         For topping up a batch with work whose messages have not arrived yet. `revision`
         None or "" means the model without a revision, as in `add_jobs`. Jobs another
@@ -101,6 +113,7 @@ class Leases(Transactions):
             return []
         of_model = and_(
             Job.status == JobStatus.QUEUED,
+            Job.attempts == 0,  # suspects (their worker died holding them) run alone
             Job.model == model,
             Job.revision == ("" if revision is None else revision),
         )
@@ -225,6 +238,30 @@ class Leases(Transactions):
                 )
                 extended.extend(result.scalars())
         return sorted(extended)
+
+    def release(self, job_ids: Iterable[int], *, worker: str, now: datetime | None = None) -> list[int]:
+        """Hand back jobs `worker` claimed but could not finish through no fault of theirs (the
+        store or broker failed mid-run): queued again, the claim's attempt undone. Returns
+        the ids handed back; jobs no longer running under `worker` are left alone."""
+        now = utcnow() if now is None else now
+        ids = sorted(set(job_ids))
+        released: list[int] = []
+        with self._write() as session:
+            for chunk in chunks(ids):
+                result = session.execute(
+                    update(Job)
+                    .where(Job.id.in_(chunk), Job.status == JobStatus.RUNNING, Job.worker == worker)
+                    .values(
+                        status=JobStatus.QUEUED,
+                        attempts=Job.attempts - 1,
+                        leased_until=None,
+                        updated_at=now,
+                    )
+                    .returning(Job.id)
+                    .execution_options(synchronize_session=False)
+                )
+                released.extend(result.scalars())
+        return sorted(released)
 
     def requeue_expired(
         self, *, max_attempts: int, now: datetime | None = None, dead_workers: Iterable[str] = ()

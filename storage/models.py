@@ -125,6 +125,8 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # A running job whose lease is in the past belongs to a worker presumed dead.
     leased_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When a broker message for this job was last sent (NULL: never, e.g. embedded mode).
+    last_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     document: Mapped[Document] = relationship(back_populates="jobs")
     answers: Mapped[list[AnswerRow]] = relationship(
@@ -162,3 +164,65 @@ class AnswerRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     job: Mapped[Job] = relationship(back_populates="answers")
+
+
+class StoreInfo(Base):
+    """Facts about the store itself; `store_id` is written once, by migration 0002."""
+
+    __tablename__ = "store_info"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class Submission(Base):
+    """What one `docqa run` / `docqa submit` / client submit asked for."""
+
+    __tablename__ = "submissions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    command: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str] = mapped_column(Text)
+    revision: Mapped[str] = mapped_column(Text, default="")
+    documents: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    new_documents: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    jobs: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    new_jobs: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    input_errors: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class SubmissionJob(Base):
+    """A job a submission asked for (new or already known)."""
+
+    __tablename__ = "submission_jobs"
+    __table_args__ = (Index("ix_submission_jobs_job_id", "job_id"),)
+
+    submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id", ondelete="CASCADE"), primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+
+
+class WorkerRow(Base):
+    """A worker process: its globally unique name, where it runs, what it serves, when seen."""
+
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    host: Mapped[str] = mapped_column(Text)
+    pid: Mapped[int] = mapped_column(Integer)
+    model: Mapped[str] = mapped_column(Text)
+    queue: Mapped[str] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Leader(Base):
+    """Who holds a fleet-wide role (e.g. the reconciler) and until when (a renewable lease)."""
+
+    __tablename__ = "leaders"
+
+    role: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    until: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -4,8 +4,9 @@ Many producer and worker processes may use one database at once, on PostgreSQL o
 SQLite. `Repository` is the one object callers hold; its operations live by noun:
 `documents` (stored once per text), `jobs` (created once per identity, counted,
 failed), `leases` (claims, renewals, expiry: the job state machine), `answers`
-(idempotent writes with the offset invariant, exports). `transactions` is their shared
-base.
+(idempotent writes with the offset invariant, exports), `submissions` (what one run or
+submit asked for), `fleet` (the store's identity, the worker registry, fleet-wide
+roles). `transactions` is their shared base.
 
 What keeps them correct:
 
@@ -23,11 +24,13 @@ from __future__ import annotations
 
 from docqa.storage.answers import Answers
 from docqa.storage.documents import Documents
+from docqa.storage.fleet import Fleet
 from docqa.storage.jobs import Jobs
 from docqa.storage.leases import Leases, give_up_message
+from docqa.storage.submissions import Submissions
 
 __all__ = ["Repository", "give_up_message"]
 
 
-class Repository(Documents, Jobs, Leases, Answers):
+class Repository(Documents, Jobs, Leases, Answers, Submissions, Fleet):
     """The store's operations. Each method is one short transaction; no data is cached."""

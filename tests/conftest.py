@@ -198,7 +198,10 @@ class _MigratedPostgres:
                 version = conn.execute("SELECT version_num FROM alembic_version").fetchall()
                 if version != [(head,)]:
                     return False
-                conn.execute("TRUNCATE answers, jobs, documents RESTART IDENTITY CASCADE")
+                conn.execute(
+                    "TRUNCATE answers, submission_jobs, submissions, jobs, documents, workers RESTART IDENTITY CASCADE"
+                )
+                conn.execute("UPDATE leaders SET holder = '', until = '2000-01-01T00:00:00+00:00'")
         except psycopg.Error:
             return False
         return True

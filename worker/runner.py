@@ -9,43 +9,19 @@ cut short (worker killed) keeps its lease until the sweeper hands it out again.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from docqa.storage.errors import NotFound
 from docqa.worker.heartbeat import Heartbeat
+from docqa.worker.identity import dead_local_workers, worker_name
+
+__all__ = ["JobRunner", "RunStats", "dead_local_workers", "worker_name"]
 
 if TYPE_CHECKING:  # the engine (numpy, the tokenizer) loads only when there is work to answer
     from docqa.worker.engine import Engine, QAResult
 
 log = logging.getLogger(__name__)
-
-
-def worker_name() -> str:
-    """'host:pid': stored with each job a process claims."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def dead_local_workers(names) -> list[str]:
-    """The worker names of this host whose process no longer exists.
-
-    Their jobs need not wait for the lease to run out: nobody is working on them.
-    """
-    host = socket.gethostname()
-    dead = []
-    for name in names:
-        h, _, pid = name.rpartition(":")
-        if h != host or not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            dead.append(name)
-        except PermissionError:  # alive, owned by someone else
-            pass
-    return dead
 
 
 @dataclass
@@ -57,10 +33,24 @@ class RunStats:
     forwards: int = 0  # model forward calls this run made (its jobs' windows share them)
     windows: int = 0
     skipped: list[int] = field(default_factory=list)  # not claimable: done, failed, or leased elsewhere
+    leftover: list[int] = field(default_factory=list)  # still queued, not taken by this run: send them again
+    unknown: list[int] = field(default_factory=list)  # ids the store does not have
+    alone: bool = False  # this run held one suspect job alone (its last worker died holding it)
+
+
+class StoreUnavailable(RuntimeError):
+    """The store failed mid-run; the run's claims were handed back where the store allowed."""
 
 
 class JobRunner:
-    """Claims, answers and records jobs with one engine and one repository."""
+    """Claims, answers and records jobs with one engine and one repository.
+
+    Crash isolation: a job whose worker died holding it (attempts > 0 while queued) is a
+    suspect: it never shares a run. A run takes the fresh jobs of its message as a batch,
+    or, when there are none, one suspect alone; the rest stay queued (`leftover`) for the
+    caller to send again. So a job that kills its process only ever kills itself, and
+    ends failed with that reason once its attempts are used up.
+    """
 
     def __init__(
         self,
@@ -80,7 +70,7 @@ class JobRunner:
         self.name = name if name is not None else worker_name()
 
     @classmethod
-    def from_settings(cls, repo, engine: Engine, settings) -> "JobRunner":
+    def from_settings(cls, repo, engine: Engine, settings, *, name: str | None = None) -> "JobRunner":
         """A runner with the lease, batch size and attempts of `settings`."""
         return cls(
             repo,
@@ -88,29 +78,59 @@ class JobRunner:
             lease_seconds=settings.lease_seconds,
             max_jobs=settings.worker_batch_jobs,
             max_attempts=settings.max_attempts,
+            name=name,
         )
 
     def run(self, job_ids: list[int], *, fill: bool = True) -> RunStats:
-        """Run the given jobs; with `fill`, top the batch up with other queued jobs of this model.
+        """Run the given jobs (at most `max_jobs` of them: this worker decides its batch);
+        with `fill`, top a fresh batch up with other fresh queued jobs of this model.
 
         Filling is what lets single-job messages share forwards: while one batch runs,
         newly queued jobs wait in SQL and the next run takes them all. Their own
         messages, when they arrive, find them done and are acknowledged.
+
+        Raises StoreUnavailable when the store fails; the jobs this run claimed are
+        handed back to the queue first (where the store still answers).
         """
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from docqa.storage.errors import StoreError
+
+        claimed: list = []
+        try:
+            return self._run(list(dict.fromkeys(job_ids)), fill, claimed)
+        except (SQLAlchemyError, StoreError) as exc:
+            if claimed:
+                try:
+                    self.repo.release([c.job_id for c in claimed], worker=self.name)
+                except (SQLAlchemyError, StoreError):  # still away: their leases run out instead
+                    log.warning("could not hand back %d job(s); the sweeper will requeue them", len(claimed))
+            raise StoreUnavailable(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+
+    def _run(self, ids: list[int], fill: bool, claimed: list) -> RunStats:
         stats = RunStats()
-        claimed = self.repo.claim(
-            job_ids, worker=self.name, lease_seconds=self.lease_seconds, max_attempts=self.max_attempts
-        )
+        mine = ids[: self.max_jobs]
+        claim = dict(worker=self.name, lease_seconds=self.lease_seconds, max_attempts=self.max_attempts)
+        claimed += self.repo.claim(mine, fresh_only=True, **claim)
+        if not claimed:
+            for job_id in mine:  # only suspects (or nothing claimable): one alone
+                claimed += self.repo.claim([job_id], **claim)
+                if claimed:
+                    stats.alone = True
+                    break
         got = {c.job_id for c in claimed}
-        stats.skipped = [j for j in job_ids if j not in got]
-        if fill and len(claimed) < self.max_jobs:
+        rest = [j for j in ids if j not in got]
+        if rest:
+            statuses = self.repo.job_statuses(rest)
+            stats.unknown = [j for j in rest if j not in statuses]
+            stats.leftover = [j for j in rest if statuses.get(j) == "queued"]
+            stats.skipped = [j for j in rest if j in statuses and statuses[j] != "queued"]
+        if fill and not stats.alone and len(claimed) < self.max_jobs:
             claimed += self.repo.claim_queued(
                 limit=self.max_jobs - len(claimed),
                 model=self.engine.model_id,
                 revision=self.engine.revision or "",
-                worker=self.name,
-                lease_seconds=self.lease_seconds,
-                max_attempts=self.max_attempts,
+                **claim,
             )
         stats.claimed = len(claimed)
         runnable = []
@@ -152,6 +172,7 @@ class JobRunner:
             else:
                 stats.done += 1
                 stats.answers += len(result.answers)
+        claimed.clear()  # every claimed job is recorded now
         return stats
 
     def _answer(self, jobs) -> list[QAResult]:

@@ -1,8 +1,19 @@
 """Celery tasks and worker-process set-up. Tasks stay thin: parse, delegate, report.
 
-Per process (after fork): one engine (model loaded once), one database engine, one
-sweeper thread, and torch's thread count set from the worker's concurrency and the
-cores this process may use, so processes do not oversubscribe the CPU.
+Per process (after fork): one engine (model loaded once), one repository, one sweeper
+thread, and torch's thread count set from the worker's concurrency and the cores this
+process may use, so processes do not oversubscribe the CPU.
+
+What a message can meet, and what happens (the message is acknowledged only once its
+jobs are recorded: answered, failed, or handed back to the queue):
+
+- not a docqa message (wrong body, schema version, no job ids): dead-lettered, acked;
+- another store's message: refused loudly and put back for the right workers;
+- job ids the store does not have: dead-lettered (the known ones still run);
+- the store or broker fails mid-run: claims handed back, the message put back after a
+  backoff (never dropped);
+- its process dies: Celery puts the message back (reject_on_worker_lost) and the jobs'
+  leases run out within `lease_seconds`; they come back as suspects that run alone.
 """
 
 from __future__ import annotations
@@ -10,13 +21,23 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 
 from celery import signals
+from celery.exceptions import Reject
+from pydantic import ValidationError
 
-from docqa.worker.app import TASK_NAME, app, send_jobs
 from docqa.core.message import JobMessage
+from docqa.worker import deadletter
+from docqa.worker.app import TASK_NAME, Dispatcher, app
 
 log = logging.getLogger(__name__)
+
+# Seconds a worker waits before putting back another store's message (so a fleet of
+# wrong workers does not spin on it).
+FOREIGN_MESSAGE_PAUSE = 5.0
+# Longest wait before putting back a message whose run met a store/broker failure, seconds.
+MAX_BACKOFF = 15.0
 
 _runtime = None
 _runtime_pid = None
@@ -45,49 +66,93 @@ class Runtime:
     """What one worker process holds: settings, engine, repository, runner, sweeper."""
 
     def __init__(self, settings) -> None:
+        import socket
+
         import torch
 
+        from docqa.core.labels import model_label
         from docqa.storage.db import ensure_schema, make_engine, session_factory
         from docqa.storage.repository import Repository
         from docqa.worker.engine import Engine
+        from docqa.worker.identity import worker_name
         from docqa.worker.runner import JobRunner
 
         self.settings = settings
+        self.name = worker_name()
         threads = torch_threads(_concurrency, override=settings.torch_threads)
         torch.set_num_threads(threads)
         db = make_engine(settings.database_url)
         ensure_schema(db)
         self.repo = Repository(session_factory(db))
+        self.store_id = self.repo.store_id()
         self.engine = Engine.from_settings(settings).warm_up()
-        self.runner = JobRunner.from_settings(self.repo, self.engine, settings)
+        self.runner = JobRunner.from_settings(self.repo, self.engine, settings, name=self.name)
+        self.dispatcher = Dispatcher(app, self.repo, queue=settings.queue, batch_jobs=settings.worker_batch_jobs)
+        self.failures = 0  # store/broker failures in a row (backoff)
+        self.repo.register_worker(
+            self.name, host=socket.gethostname(), pid=os.getpid(),
+            model=model_label(settings.model, settings.revision), queue=settings.queue,
+        )
         log.info(
             "docqa worker process %s ready: model %s on %s, %d torch threads, %d tokens a forward",
-            os.getpid(), self.engine.model_label, self.engine.device, threads, self.engine.batch_tokens,
+            self.name, self.engine.model_label, self.engine.device, threads, self.engine.batch_tokens,
         )
+        self.sweep_seconds = max(1.0, settings.lease_seconds / 3)
         self._stop = threading.Event()
         self._sweeper = threading.Thread(target=self._sweep_forever, name="docqa-sweeper", daemon=True)
         self._sweeper.start()
 
+    # -- the sweeper: liveness, dead workers' jobs, the reconciler ---------------------
     def sweep(self) -> list[int]:
-        """Requeue jobs whose lease ran out (their worker died); fail those out of attempts."""
-        from docqa.worker.runner import dead_local_workers
+        """Beat this worker's row; requeue jobs whose worker died (lease out, or its process
+        gone from this host) and send each alone; reconcile when this process holds the role."""
+        from docqa.worker.identity import dead_local_workers
 
+        self.repo.beat_worker(self.name)
         dead = dead_local_workers(self.repo.running_workers())
         ids = self.repo.requeue_expired(max_attempts=self.settings.max_attempts, dead_workers=dead)
-        chunk = self.settings.worker_batch_jobs
-        for i in range(0, len(ids), chunk):
-            send_jobs(app, ids[i : i + chunk], self.settings.queue)
+        for job_id in ids:  # suspects: one message each, so each runs alone
+            self.dispatcher.send([job_id])
         if ids:
-            log.warning("requeued %d job(s) whose lease ran out: %s", len(ids), ids[:20])
+            why = f"their worker process is gone ({', '.join(dead)})" if dead else "their lease ran out"
+            log.warning("requeued %d job(s) because %s: %s", len(ids), why, ids[:20])
+        if self.repo.hold_role("reconciler", self.name, seconds=3 * self.sweep_seconds):
+            self.reconcile()
         return ids
 
+    def reconcile(self) -> int:
+        """Send again the queued jobs that have had no message for `reconcile_seconds`, once
+        the queue has drained (a non-empty queue is still being worked through). Returns
+        the messages sent."""
+        stale = self.repo.unsent_queued(older_than=self.settings.reconcile_seconds)
+        if not stale or self.dispatcher.queue_depth() > 0:
+            return 0
+        sent = self.dispatcher.send_queued(stale)
+        log.warning(
+            "reconciler: sent %d queued job(s) again in %d message(s): they had no message for %d s "
+            "(lost by the broker, or never sent)", len(stale), sent, self.settings.reconcile_seconds,
+        )
+        return sent
+
     def _sweep_forever(self) -> None:
-        interval = max(1.0, self.settings.lease_seconds / 4)
-        while not self._stop.wait(interval):
+        while not self._stop.wait(self.sweep_seconds):
             try:
                 self.sweep()
-            except Exception:  # a sweep that fails (database away) is tried again next time
-                log.exception("sweeper pass failed")
+            except Exception as exc:  # store or broker away: try again next time
+                log.warning("sweeper pass failed (%s: %s); retrying in %.0f s",
+                            type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "", self.sweep_seconds)
+
+    def stop(self) -> None:
+        self._stop.set()
+        try:
+            self.repo.release_role("reconciler", self.name)
+            self.repo.stop_worker(self.name)
+        except Exception:
+            log.warning("could not record this worker's stop", exc_info=True)
+
+    def backoff(self) -> float:
+        self.failures += 1
+        return min(MAX_BACKOFF, 2.0 ** (self.failures - 1))
 
 
 def runtime() -> Runtime:
@@ -100,14 +165,27 @@ def runtime() -> Runtime:
 
 
 @signals.worker_init.connect
-def _remember_concurrency(sender=None, **_kwargs) -> None:
+def _remember_concurrency_and_check(sender=None, **_kwargs) -> None:
     global _concurrency
     _concurrency = int(getattr(sender, "concurrency", 1) or 1)
+    from docqa.worker import preflight
+
+    if not preflight.DONE:  # `celery -A docqa.worker.app worker`: check before consuming
+        problem = preflight.check(app.docqa_settings)
+        if problem is not None:
+            log.critical("docqa worker cannot start: %s", problem)
+            raise SystemExit(1)
 
 
 @signals.worker_process_init.connect
 def _load_in_child(**_kwargs) -> None:
     runtime()  # load the model when the pool process starts, not on its first message
+
+
+@signals.worker_process_shutdown.connect
+def _stop_in_child(**_kwargs) -> None:
+    if _runtime is not None and _runtime_pid == os.getpid():
+        _runtime.stop()
 
 
 @signals.worker_ready.connect
@@ -118,14 +196,53 @@ def _load_in_solo(sender=None, **_kwargs) -> None:
         runtime()
 
 
-@app.task(name=TASK_NAME, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
-def run_jobs(message: dict) -> dict:
-    msg = JobMessage.model_validate(message)
-    stats = runtime().runner.run(msg.job_ids)
+@signals.worker_shutdown.connect
+def _stop_in_solo(**_kwargs) -> None:
+    if _runtime is not None and _runtime_pid == os.getpid():
+        _runtime.stop()
+
+
+@app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def run_jobs(self, message=None, *args, **kwargs) -> dict:
+    queue = (self.request.delivery_info or {}).get("routing_key")
+    if args or kwargs or message is None:
+        deadletter.push_via(app, "a docqa.run_jobs task takes one message argument", [message, args, kwargs],
+                            queue=queue)
+        return {"dead_letter": True}
+    try:
+        msg = JobMessage.model_validate(message)
+    except ValidationError as exc:
+        reason = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'message'}: {e['msg']}" for e in exc.errors())
+        deadletter.push_via(app, f"not a docqa job message: {reason}", message, queue=queue)
+        return {"dead_letter": True}
+    rt = runtime()
+    if msg.store_id is not None and msg.store_id != rt.store_id:
+        log.error(
+            "refused a message for store %s: this worker serves store %s (%s); put back for that "
+            "store's workers. Point every producer and worker of one fleet at the same "
+            "DOCQA_DATABASE_URL.", msg.store_id, rt.store_id, rt.settings.queue,
+        )
+        time.sleep(FOREIGN_MESSAGE_PAUSE)
+        raise Reject("message of another store", requeue=True)
+    from docqa.worker.runner import StoreUnavailable
+
+    try:
+        stats = rt.runner.run(msg.job_ids)
+        if stats.leftover:  # more than this worker's batch, or suspects that must run alone
+            rt.dispatcher.send_queued(rt.repo.queued_jobs(stats.leftover))
+    except StoreUnavailable as exc:
+        wait = rt.backoff()
+        log.warning("the store failed during a run (%s); message put back in %.0f s", exc, wait)
+        time.sleep(wait)
+        raise Reject("store unavailable", requeue=True) from None
+    rt.failures = 0
+    if stats.unknown:
+        deadletter.push_via(app, f"job ids unknown to store {rt.store_id}: {stats.unknown[:20]}", message,
+                            queue=queue)
     log.info(
-        "docqa run: message jobs %s: claimed %d, done %d, failed %d, answers %d, skipped %d, "
+        "docqa run: message jobs %s: claimed %d%s, done %d, failed %d, answers %d, skipped %d, "
         "windows %d in %d forwards",
-        msg.job_ids[:5], stats.claimed, stats.done, stats.failed, stats.answers, len(stats.skipped),
-        stats.windows, stats.forwards,
+        msg.job_ids[:5], stats.claimed, " (alone: its last worker died holding it)" if stats.alone else "",
+        stats.done, stats.failed, stats.answers, len(stats.skipped), stats.windows, stats.forwards,
     )
     return {"done": stats.done, "failed": stats.failed}

@@ -7,7 +7,15 @@ import json
 import sys
 import time
 
-from docqa.cli.options import CliError, add_store_option, build_settings, open_repo, safe_url
+from docqa.cli.options import (
+    CliError,
+    add_broker_options,
+    add_setting,
+    add_store_option,
+    build_settings,
+    open_repo,
+    safe_url,
+)
 
 RESULT_FIELDS = (
     "answer_id", "document_id", "document_external_id", "document_source", "sha256", "job_id",
@@ -17,22 +25,137 @@ RESULT_FIELDS = (
 )
 
 
+# A worker is live when its row was beaten within this many sweeps (a sweep is lease/3).
+LIVE_SWEEPS = 3
+
+
+def _seconds_since(when) -> float | None:
+    from docqa.storage.columns import utcnow
+
+    return None if when is None else max(0.0, (utcnow() - when).total_seconds())
+
+
+def broker_facts(settings) -> dict:
+    """Queue depth and dead letters from the broker, or {"error": why} (never hangs long)."""
+    from urllib.parse import urlparse
+
+    if urlparse(settings.broker_url).scheme not in ("redis", "rediss"):
+        return {"error": "not a Redis broker: queue depth and dead letters are not shown"}
+    import redis
+
+    from docqa.worker.deadletter import DEAD_LETTER_KEY
+
+    client = redis.Redis.from_url(settings.broker_url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        return {"queue": settings.queue, "queue_depth": int(client.llen(settings.queue)),
+                "dead_letters": int(client.llen(DEAD_LETTER_KEY))}
+    except redis.RedisError as exc:
+        return {"error": f"broker {safe_url(settings.broker_url)} not reachable ({exc})"}
+    finally:
+        client.close()
+
+
+def store_facts(repo, settings) -> dict:
+    live = repo.live_workers(seen_within=LIVE_SWEEPS * max(1.0, settings.lease_seconds / 3))
+    served = {w.model for w in live}
+    queued_by_model = repo.queued_by_model()
+    return {
+        "counts": repo.counts(),
+        "workers": [
+            {"name": w.name, "model": w.model, "queue": w.queue,
+             "last_seen_seconds": round(_seconds_since(w.last_seen_at) or 0.0, 1)}
+            for w in live
+        ],
+        "queued_by_model": queued_by_model,
+        "models_without_worker": sorted(m for m in queued_by_model if m not in served),
+        "oldest_queued_seconds": _seconds_since(repo.oldest_queued_at()),
+        "queued_without_message": len(repo.unsent_queued(older_than=settings.reconcile_seconds)),
+    }
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     settings = build_settings(args)
-    repo = open_repo(settings)
-    counts = repo.counts()
+    repo = open_repo(settings, create=False)
+    facts = store_facts(repo, settings)
     failures = repo.failures(limit=args.limit)
+    broker = broker_facts(settings) if not args.no_broker else None
     if args.format == "json":
-        out = {
-            "counts": counts,
-            "failures": [{"job_id": j, "document": s, "question": q, "error": e} for j, s, q, e in failures],
-        }
+        out = dict(facts, failures=[{"job_id": j, "document": d, "question": q, "error": e} for j, d, q, e in failures])
+        if broker is not None:
+            out["broker"] = broker
         json.dump(out, sys.stdout, ensure_ascii=False)
         sys.stdout.write("\n")
         return 0
-    print("  ".join(f"{k}: {v}" for k, v in counts.items()))
+    print("  ".join(f"{k}: {v}" for k, v in facts["counts"].items()))
+    workers = facts["workers"]
+    print(f"live workers: {len(workers)}" + "".join(
+        f"\n  {w['name']} ({w['model']}, queue {w['queue']}, seen {w['last_seen_seconds']:.0f} s ago)" for w in workers))
+    if facts["oldest_queued_seconds"] is not None:
+        print(f"oldest queued job: {facts['oldest_queued_seconds']:.0f} s; queued with no broker message for over "
+              f"{settings.reconcile_seconds} s: {facts['queued_without_message']}")
+    for model in facts["models_without_worker"]:
+        print(f"queued for model {model}: {facts['queued_by_model'][model]} job(s), and no live worker serves it")
+    if broker is not None:
+        if "error" in broker:
+            print(f"broker: {broker['error']}")
+        else:
+            print(f"broker: {broker['queue_depth']} message(s) waiting on queue {broker['queue']!r}; "
+                  f"dead letters: {broker['dead_letters']}" + (" (see 'docqa dead-letters')" if broker["dead_letters"] else ""))
     for job_id, source, question, error in failures:
-        print(f"failed job {job_id} ({source}, {question!r}): {error}")
+        print(f"failed job {job_id} ({_clip(source)}, {_clip(question)!r}): {_clip(error, 500)}")
+    return 0
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    """0 when the store (and, unless --no-broker, the broker) answer; with --worker, also a live
+    worker of this host. 1 with the reason otherwise."""
+    import socket
+
+    settings = build_settings(args)
+    try:
+        repo = open_repo(settings, create=False)
+        repo.counts()
+    except CliError as exc:
+        print(f"unhealthy: store: {exc}", file=sys.stderr)
+        return 1
+    if not args.no_broker:
+        broker = broker_facts(settings)
+        if "error" in broker and "not a Redis broker" not in broker["error"]:
+            print(f"unhealthy: {broker['error']}", file=sys.stderr)
+            return 1
+    if args.worker:
+        host = socket.gethostname()
+        live = [w for w in repo.live_workers(seen_within=LIVE_SWEEPS * max(1.0, settings.lease_seconds / 3))
+                if w.name.split(":")[0] == host]
+        if not live:
+            print(f"unhealthy: no live docqa worker process on host {host}", file=sys.stderr)
+            return 1
+    print("healthy")
+    return 0
+
+
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    import redis
+
+    from docqa.worker.deadletter import DEAD_LETTER_KEY, read
+
+    settings = build_settings(args)
+    client = redis.Redis.from_url(settings.broker_url, socket_connect_timeout=3, socket_timeout=5)
+    try:
+        count, entries = read(client, args.limit)
+        if args.clear:
+            client.delete(DEAD_LETTER_KEY)
+    except redis.RedisError as exc:
+        raise CliError(f"cannot reach the broker at {safe_url(settings.broker_url)}: {exc}", status=1) from None
+    finally:
+        client.close()
+    for e in entries:
+        sys.stdout.write(json.dumps(e, ensure_ascii=False) + "\n")
+    print(f"{count} dead letter(s){' (cleared)' if args.clear else ''}", file=sys.stderr)
     return 0
 
 
@@ -41,14 +164,24 @@ def cmd_results(args: argparse.Namespace) -> int:
     import dataclasses
 
     settings = build_settings(args)
-    repo = open_repo(settings)
+    repo = open_repo(settings, create=False)
+    if args.submission is not None and not repo.submission_exists(args.submission):
+        raise CliError(f"there is no submission {args.submission} in {safe_url(settings.database_url)}", status=1)
     writer = None
     if args.format == "csv":
         writer = csv.DictWriter(sys.stdout, fieldnames=RESULT_FIELDS, extrasaction="ignore")
         writer.writeheader()
+    # A followed submission ends when its last job does; the whole store only with --until-done.
+    until_done = args.until_done or args.submission is not None
     last = 0
+    quiet_since = None
     while True:
-        for rec in repo.iter_results(document_id=args.document, job_id=args.job, after_answer_id=last):
+        # Counts first, answers second: an answer committed between the two reads is still
+        # printed, by this pass or the final one.
+        progress = repo.submission_progress(args.submission) if args.submission is not None else repo.counts()
+        finished = progress.get("queued", 0) == 0 and progress.get("running", 0) == 0
+        for rec in repo.iter_results(document_id=args.document, job_id=args.job, submission_id=args.submission,
+                                     after_answer_id=last):
             row = dataclasses.asdict(rec)
             last = row["answer_id"]
             if writer is not None:
@@ -58,14 +191,29 @@ def cmd_results(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         if not args.follow:
             return 0
-        if args.until_done:
-            counts = repo.counts()
-            if counts.get("queued", 0) == 0 and counts.get("running", 0) == 0:
-                return 0
+        if until_done and finished:
+            if progress.get("failed", 0):
+                print(f"docqa results: {progress['failed']} job(s) failed: see 'docqa status'", file=sys.stderr)
+                return 1
+            return 0
+        done = progress.get("done", 0) + progress.get("failed", 0)
+        total = sum(progress.values())
+        if sys.stderr.isatty():
+            sys.stderr.write(f"\r{done}/{total} jobs finished ({progress.get('failed', 0)} failed)")
+            sys.stderr.flush()
+        if not settings.database_url.startswith("sqlite") and not finished:
+            if repo.live_workers(seen_within=LIVE_SWEEPS * max(1.0, settings.lease_seconds / 3)):
+                quiet_since = None
+            else:
+                quiet_since = quiet_since or time.monotonic()
+                if time.monotonic() - quiet_since >= args.no_worker_warning:
+                    print(f"docqa results: no live worker has been seen for {time.monotonic() - quiet_since:.0f} s; "
+                          "jobs wait until one runs ('docqa worker')", file=sys.stderr)
+                    quiet_since = time.monotonic()
         try:
             time.sleep(args.interval)
         except KeyboardInterrupt:
-            return 0
+            return 130
 
 
 def cmd_db(args: argparse.Namespace) -> int:
@@ -81,23 +229,55 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("status", help="job counts by status, and failures with their reasons")
+    p = sub.add_parser("status", help="job counts, live workers, stuck jobs, dead letters, failures",
+                       description="Job counts by status; live workers; the oldest queued job and the jobs queued "
+                       "with no broker message; models nobody serves; the broker's queue depth and dead letters; "
+                       "failed jobs with their reasons. Never creates a store.")
     add_store_option(p)
+    add_broker_options(p)
+    add_setting(p, "lease_seconds", metavar="S")
+    add_setting(p, "reconcile_seconds", metavar="S")
+    p.add_argument("--no-broker", action="store_true", help="do not ask the broker (queue depth, dead letters)")
     p.add_argument("--limit", type=int, default=50, help="failures listed at most (default 50)")
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("health", help="exit 0 when the store and broker answer (probes for supervisors)",
+                       description="Readiness: exit 0 when the store (schema current) and the broker answer, 1 "
+                       "with the reason otherwise. With --worker (liveness of a worker container): also a docqa "
+                       "worker process of this host seen within three sweeps.")
+    add_store_option(p)
+    add_broker_options(p)
+    add_setting(p, "lease_seconds", metavar="S")
+    p.add_argument("--worker", action="store_true", help="also require a live worker process on this host")
+    p.add_argument("--no-broker", action="store_true", help="do not check the broker")
+    p.set_defaults(func=cmd_health)
+
+    p = sub.add_parser("dead-letters", help="print the malformed messages workers set aside, with reasons",
+                       description="Print the dead-letter list of the broker (newest first, JSON lines: time, "
+                       "queue, reason, worker, payload); the count goes to stderr.")
+    add_broker_options(p)
+    p.add_argument("--limit", type=int, default=20, help="entries printed at most (default 20)")
+    p.add_argument("--clear", action="store_true", help="empty the list after printing")
+    p.set_defaults(func=cmd_dead_letters)
 
     p = sub.add_parser("results", help="stream answers with provenance as JSON lines or CSV",
                        description="Print stored answers with provenance: document id and source, question, "
                        "rank, answer text, score, character offsets (text[char_start:char_end] == answer), "
                        "window, model.")
     add_store_option(p)
+    p.add_argument("--submission", type=int, metavar="ID",
+                   help="only this submission's answers; with --follow, stop when its last job ends "
+                   "(exit 1 if any failed)")
     p.add_argument("--document", type=int, help="only this document id")
     p.add_argument("--job", type=int, help="only this job id")
     p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
     p.add_argument("--follow", action="store_true", help="keep printing new answers as they land (Ctrl-C stops)")
     p.add_argument("--until-done", action="store_true", help="with --follow: stop once no job is queued or running")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between polls with --follow (default 1)")
+    p.add_argument("--no-worker-warning", type=float, default=30.0, metavar="S",
+                   help="with --follow: say so when no live worker has been seen for this long (default 30)")
+    add_setting(p, "lease_seconds", metavar="S")
     p.set_defaults(func=cmd_results)
 
     p = sub.add_parser("db", help="database maintenance")

@@ -115,16 +115,44 @@ def _validation_text(exc: Exception) -> str:
 
 
 # -- store and broker ---------------------------------------------------------------------
-def open_repo(settings: Settings):
-    """The store's Repository, schema created or checked (CliError if unusable)."""
-    from docqa.storage.db import StoreError, ensure_schema, make_engine, session_factory
+def open_repo(settings: Settings, *, create: bool = True):
+    """The store's Repository, schema created (or, with create=False, required) and checked.
+
+    Commands that only read (status, results, health) pass create=False: they never
+    leave an empty store behind where there was none. CliError if the store is unusable.
+    """
+    import os
+
+    from sqlalchemy.engine import make_url
+
+    from docqa.storage.db import SCHEMA_HEAD, StoreError, current_revision, ensure_schema, make_engine, session_factory
     from docqa.storage.repository import Repository
 
+    url = settings.database_url
     try:
-        db = make_engine(settings.database_url)
-        ensure_schema(db)
+        parsed = make_url(url)
+        if not create and parsed.get_backend_name() == "sqlite" and parsed.database and not os.path.exists(parsed.database):
+            raise CliError(
+                f"there is no store at {safe_url(url)} (no such file): answer something first ('docqa run' or "
+                "'docqa submit'), or point --database-url / DOCQA_DATABASE_URL at your store",
+                status=1,
+            )
+        db = make_engine(url)
+        if create:
+            ensure_schema(db)
+        else:
+            revision = current_revision(db)
+            if revision is None:
+                raise CliError(f"{safe_url(url)} holds no docqa store (no schema): run 'docqa db upgrade' or "
+                               "'docqa run'/'docqa submit' first", status=1)
+            if revision != SCHEMA_HEAD:
+                ensure_schema(db)  # an older docqa's store: migrated, as every command does
+    except CliError:
+        raise
     except StoreError as exc:
         raise CliError(str(exc), status=1) from None
+    except Exception as exc:  # an unparsable URL, a bad port, a missing driver
+        raise CliError(f"cannot open the store {safe_url(url)}: {type(exc).__name__}: {exc}", status=1) from None
     return Repository(session_factory(db))
 
 

@@ -24,7 +24,7 @@ from docqa.cli.options import (
 )
 
 
-def read_questions(args: argparse.Namespace) -> list[str]:
+def read_questions(args: argparse.Namespace, max_chars: int) -> list[str]:
     from docqa.producer.documents import InputError, read_questions as read_file
 
     questions = list(args.question or [])
@@ -33,6 +33,12 @@ def read_questions(args: argparse.Namespace) -> list[str]:
             questions += read_file(args.questions)
         except InputError as exc:
             raise CliError(str(exc)) from None
+    for q in questions:
+        if len(q) > max_chars:
+            raise CliError(
+                f"a question of {len(q):,} characters is over the limit of {max_chars:,} "
+                f"(--max-question-chars / DOCQA_MAX_QUESTION_CHARS): {q[:60]!r}..."
+            )
     return questions
 
 
@@ -41,7 +47,7 @@ def submit_inputs(args, settings, repo, enqueue):
     from docqa.producer.submit import submit
 
     params = answer_params(settings)
-    questions = read_questions(args)
+    questions = read_questions(args, settings.max_question_chars)
     bar = progress_bar(None, "doc", "reading documents")
     try:
         return submit(
@@ -54,6 +60,8 @@ def submit_inputs(args, settings, repo, enqueue):
             enqueue=enqueue,
             chunk=settings.worker_batch_jobs,
             progress=lambda _doc: bar.update(1),
+            command=args.command,
+            max_question_chars=settings.max_question_chars,
         )
     finally:
         bar.close()
@@ -77,6 +85,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise CliError(str(exc), status=1) from None
     repo = open_repo(settings)
     report = submit_inputs(args, settings, repo, enqueue=None)
+    retried = repo.retry_failed(submission_id=report.submission_id) if args.retry_failed else []
     # Jobs left running by an interrupted run on this host go back to the queue now.
     repo.requeue_expired(max_attempts=settings.max_attempts, dead_workers=dead_local_workers(repo.running_workers()))
     pending = repo.queued_job_ids(model=settings.model, revision=settings.revision or "")
@@ -87,16 +96,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         runner = JobRunner.from_settings(repo, engine, settings)
         bar = progress_bar(len(pending), "job", "answering")
         try:
-            for i in range(0, len(pending), settings.worker_batch_jobs):
-                stats = runner.run(pending[i : i + settings.worker_batch_jobs], fill=False)
-                done, failed, answers = done + stats.done, failed + stats.failed, answers + stats.answers
-                bar.update(stats.claimed + len(stats.skipped))
+            while pending:
+                progressed = False
+                for i in range(0, len(pending), settings.worker_batch_jobs):
+                    stats = runner.run(pending[i : i + settings.worker_batch_jobs], fill=False)
+                    done, failed, answers = done + stats.done, failed + stats.failed, answers + stats.answers
+                    bar.update(stats.claimed)
+                    progressed = progressed or stats.claimed > 0
+                # Jobs left queued (suspects run one per pass) are taken on the next pass.
+                pending = repo.queued_job_ids(model=settings.model, revision=settings.revision or "")
+                if not progressed:
+                    break
         finally:
             bar.close()
     elapsed = time.perf_counter() - started
     print(
-        f"docqa run: {report.documents} documents ({report.new_documents} new), "
-        f"{report.jobs} jobs ({report.new_jobs} new, {report.existing_jobs} already known), "
+        f"docqa run: submission {report.submission_id}: {report.documents} documents ({report.new_documents} new), "
+        f"{report.jobs} jobs ({report.new_jobs} new, {report.existing_jobs} already known"
+        f"{f', {len(retried)} failed ones retried' if retried else ''}), "
         f"{done} answered now with {answers} answers, {failed} failed, "
         f"{len(report.errors)} inputs skipped, {elapsed:.1f} s"
     )
@@ -118,42 +135,87 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from docqa.worker.app import send_jobs
+    from docqa.worker.app import Dispatcher
 
     settings = build_settings(args)
     answer_params(settings)
+    if settings.database_url.startswith("sqlite") and not args.shared_sqlite:
+        raise CliError(
+            f"the store is a SQLite file ({safe_url(settings.database_url)}) while the jobs go to the broker at "
+            f"{safe_url(settings.broker_url)}: workers on other hosts cannot read that file, so the jobs would "
+            "never be answered (or their workers would claim unrelated jobs of their own store). Set "
+            "DOCQA_DATABASE_URL (or --database-url) to the PostgreSQL store your workers use, run 'docqa run' "
+            "to answer in this process, or pass --shared-sqlite if every worker runs on this host and uses "
+            "this same file."
+        )
     repo = open_repo(settings)
     app = connect_broker(settings)
+    dispatcher = Dispatcher(app, repo, queue=settings.queue, batch_jobs=settings.worker_batch_jobs)
     started = time.perf_counter()
-    report = submit_inputs(args, settings, repo, enqueue=lambda ids: send_jobs(app, ids, settings.queue))
+    report = submit_inputs(args, settings, repo, enqueue=dispatcher.send)
+    retried = []
+    if args.retry_failed:
+        retried = repo.retry_failed(submission_id=report.submission_id)
+        if retried and report.send_error is None:
+            dispatcher.send_queued(retried)
     print(
-        f"docqa submit: {report.documents} documents ({report.new_documents} new), "
-        f"{report.jobs} jobs ({report.new_jobs} new, enqueued in {report.enqueued_messages} messages; "
-        f"{report.existing_jobs} already known), {len(report.errors)} inputs skipped, "
+        f"docqa submit: submission {report.submission_id}: {report.documents} documents "
+        f"({report.new_documents} new), {report.jobs} jobs ({report.new_jobs} new, enqueued in "
+        f"{report.enqueued_messages} messages; {report.existing_jobs} already known"
+        f"{f'; {len(retried)} failed ones retried' if retried else ''}), {len(report.errors)} inputs skipped, "
         f"{time.perf_counter() - started:.1f} s"
     )
+    print(f"follow it with: docqa results --submission {report.submission_id} --follow")
     print_input_errors(report)
+    if report.send_error is not None:
+        print(
+            f"  the broker refused the messages of {len(report.unsent_job_ids)} new job(s) ({report.send_error}): "
+            f"they are stored and queued; a running worker sends them again within "
+            f"{settings.reconcile_seconds} s of the broker's return, or run 'docqa requeue'",
+            file=sys.stderr,
+        )
+        return 1
     return 1 if report.errors else 0
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    settings = build_settings(args)
+    if args.job is None and args.document is None and args.submission is None and not args.all:
+        raise CliError("say which failed jobs to retry: --job ID (repeatable), --document ID, --submission ID or --all")
+    repo = open_repo(settings)
+    dispatcher = None
+    if not args.here:
+        from docqa.worker.app import Dispatcher
+
+        dispatcher = Dispatcher(connect_broker(settings), repo, queue=settings.queue,
+                                batch_jobs=settings.worker_batch_jobs)
+    jobs = repo.retry_failed(job_ids=args.job, document_id=args.document, submission_id=args.submission)
+    messages = dispatcher.send_queued(jobs) if dispatcher is not None and jobs else 0
+    where = f"put on queue {settings.queue!r} in {messages} messages" if dispatcher is not None else (
+        "queued: 'docqa run' answers them")
+    print(f"docqa retry: {len(jobs)} failed job(s) queued again with their attempts reset, {where}")
+    for job in jobs[:50]:
+        print(f"  job {job.id} ({job.model}{'@' + job.revision if job.revision else ''})")
+    if len(jobs) > 50:
+        print(f"  ... and {len(jobs) - 50} more")
+    return 0
 
 
 def cmd_requeue(args: argparse.Namespace) -> int:
     from docqa.core.labels import model_label
-    from docqa.worker.app import send_jobs
+    from docqa.worker.app import Dispatcher
 
     settings = build_settings(args)
     repo = open_repo(settings)
-    app = connect_broker(settings)
+    dispatcher = Dispatcher(connect_broker(settings), repo, queue=settings.queue, batch_jobs=settings.worker_batch_jobs)
     ids = repo.queued_job_ids(model=settings.model, revision=settings.revision or "")
-    chunk = settings.worker_batch_jobs
-    for i in range(0, len(ids), chunk):
-        send_jobs(app, ids[i : i + chunk], settings.queue)
-    messages = -(-len(ids) // chunk)
+    messages = dispatcher.send_queued(repo.queued_jobs(ids))
     print(
         f"docqa requeue: {len(ids)} queued jobs of model {model_label(settings.model, settings.revision)} "
         f"put on queue {settings.queue!r} again in {messages} messages"
     )
-    others = repo.counts()["queued"] - len(ids)
-    if others:
+    others = repo.queued_job_count(exclude_model=settings.model, exclude_revision=settings.revision or "")
+    if others > 0:
         print(f"  {others} queued jobs ask for other models or revisions: run with their --model/--revision",
               file=sys.stderr)
     return 0
@@ -166,7 +228,10 @@ def _add_inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--question", action="append", help="a question asked of every document (repeatable)")
     p.add_argument("--questions", metavar="FILE", help="a file of questions, one per line (# comments)")
     add_setting(p, "max_document_chars", metavar="N")
+    add_setting(p, "max_question_chars", metavar="N")
     add_store_option(p)
+    p.add_argument("--retry-failed", action="store_true",
+                   help="also queue again the jobs of this input that failed before (attempts reset)")
 
 
 def register(sub) -> None:
@@ -185,10 +250,25 @@ def register(sub) -> None:
                        "jobs on the broker (DOCQA_BROKER_URL) for 'docqa worker' processes to answer.")
     _add_inputs(p)
     add_broker_options(p)
+    p.add_argument("--shared-sqlite", action="store_true",
+                   help="allow a SQLite store: only when every worker runs on this host and uses this same file")
     add_setting(p, "worker_batch_jobs", metavar="N")
     add_model_options(p, compute=False)
     add_answer_options(p)
     p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("retry", help="queue failed jobs again (by job, document, submission, or all)",
+                       description="Put failed jobs back in the queue with their attempts reset and send them to "
+                       "the broker (or, with --here, leave them queued for 'docqa run'). Prints what it queued.")
+    p.add_argument("--job", type=int, action="append", metavar="ID", help="a failed job (repeatable)")
+    p.add_argument("--document", type=int, metavar="ID", help="the failed jobs of this document")
+    p.add_argument("--submission", type=int, metavar="ID", help="the failed jobs of this submission")
+    p.add_argument("--all", action="store_true", help="every failed job")
+    p.add_argument("--here", action="store_true", help="embedded mode: do not send to a broker")
+    add_store_option(p)
+    add_broker_options(p)
+    add_setting(p, "worker_batch_jobs", metavar="N")
+    p.set_defaults(func=cmd_retry)
 
     p = sub.add_parser("requeue", help="put the store's queued jobs on the broker again (after lost messages)",
                        description="Send every queued job of a model to the broker again. Use it when the broker "

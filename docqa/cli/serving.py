@@ -6,6 +6,7 @@ import argparse
 import os
 
 from docqa.cli.options import (
+    CliError,
     add_broker_options,
     add_model_options,
     add_setting,
@@ -24,6 +25,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
         value = getattr(args, name, None)
         if value is not None:
             os.environ[env_name(name)] = str(value)
+    from docqa.worker import preflight
+
+    # Store, broker and model are checked before a single message is consumed.
+    problem = preflight.check(settings)
+    if problem is not None:
+        raise CliError(f"cannot start: {problem}", status=1)
     from docqa.worker.app import app
 
     argv = [

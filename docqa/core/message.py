@@ -6,9 +6,11 @@ no torch, so producers stay light.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Versions this code reads: 1 had no store_id.
+READABLE_VERSIONS = (1, 2)
 
 
 class JobMessage(BaseModel):
@@ -17,13 +19,16 @@ class JobMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     schema_version: int = SCHEMA_VERSION
-    job_ids: list[int]
+    job_ids: list[int] = Field(min_length=1)
+    # The store the jobs live in (store_info.store_id): a worker of another store refuses
+    # the message instead of claiming unrelated jobs that happen to have the same ids.
+    store_id: str | None = None
 
     @model_validator(mode="after")
     def _check_version(self) -> "JobMessage":
-        if self.schema_version != SCHEMA_VERSION:
+        if self.schema_version not in READABLE_VERSIONS:
             raise ValueError(
                 f"message schema_version {self.schema_version} is not supported "
-                f"(this worker reads version {SCHEMA_VERSION})"
+                f"(this worker reads versions {', '.join(map(str, READABLE_VERSIONS))})"
             )
         return self

@@ -5,7 +5,8 @@ in; nothing else reads DOCQA_* variables. Units are given per field. The answer
 parameters are not spelled here: they are `AnswerParams`' fields, copied in with their
 descriptions and bounds, so a new answer parameter is declared once.
 
-`python -m docqa.core.settings` prints the README's configuration table.
+`python -m docqa.core.settings` prints the README's configuration table;
+`python -m docqa.core.settings README.md` rewrites it there.
 """
 
 from __future__ import annotations
@@ -64,9 +65,19 @@ class Settings(_WithAnswerParams):  # type: ignore[misc, valid-type]
         "(a few windows a batch are fastest there), 131072 on GPU",
     )
     max_document_chars: int = Field(5_000_000, gt=0, description="larger documents are refused, characters")
+    max_question_chars: int = Field(1_000, gt=0, description="longer questions are refused, characters")
     worker_batch_jobs: int = Field(64, gt=0, description="jobs per broker message and per worker run, at most")
     lease_seconds: int = Field(
-        900, gt=0, description="a running job whose lease is older is requeued by the sweeper, seconds"
+        30,
+        ge=3,
+        description="a worker holds a job under a lease it renews every third of this while it computes; "
+        "a job whose lease ran out (its worker died) is requeued by the sweeper, seconds",
+    )
+    reconcile_seconds: int = Field(
+        60,
+        ge=5,
+        description="a queued job with no broker message for this long (a lost message, a killed "
+        "producer, a failed send) is sent again by the fleet's reconciler, seconds",
     )
     max_attempts: int = Field(3, ge=1, description="runs of a job before it is marked failed")
     torch_threads: int | None = Field(
@@ -106,5 +117,27 @@ def settings_table() -> str:
     return "\n".join(rows)
 
 
+# The README keeps the table between these lines.
+TABLE_START = "<!-- settings table: python -m docqa.core.settings README.md -->"
+TABLE_END = "<!-- end of settings table -->"
+
+
+def update_readme(path: str) -> None:
+    """Rewrite the table between TABLE_START and TABLE_END in `path`."""
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    head, _, rest = text.partition(TABLE_START)
+    _, _, tail = rest.partition(TABLE_END)
+    if not rest:
+        raise SystemExit(f"{path} has no line {TABLE_START!r}")
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(f"{head}{TABLE_START}\n{settings_table()}\n{TABLE_END}{tail}")
+
+
 if __name__ == "__main__":
-    print(settings_table())
+    import sys
+
+    if len(sys.argv) > 1:
+        update_readme(sys.argv[1])
+    else:
+        print(settings_table())

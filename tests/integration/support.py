@@ -112,3 +112,112 @@ def open_repo(url: str):
     repo = Repository(session_factory(engine))
     repo.engine = engine
     return repo
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class OwnRedis:
+    """A redis-server of the test's own (no persistence, like a restarted broker), on a free port.
+
+    `stop()` kills it (its messages are gone); `start()` brings an empty one back on the
+    same port. Never the shared instance.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        import shutil
+
+        self.exe = shutil.which("redis-server")
+        self.port = free_port()
+        self.folder = folder
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.folder)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        import redis
+
+        wait_for(lambda: _pings(redis.Redis(port=self.port, socket_connect_timeout=0.5)), timeout=10,
+                 what="own redis-server up")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _pings(client) -> bool:
+    try:
+        return bool(client.ping())
+    except Exception:
+        return False
+    finally:
+        client.close()
+
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def postgres_bin() -> Path | None:
+    """The folder of initdb/pg_ctl (Debian keeps them off PATH), or None."""
+    for candidate in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (candidate / "pg_ctl").exists() and (candidate / "initdb").exists():
+            return candidate
+    return None
+
+
+class OwnPostgres:
+    """A PostgreSQL cluster of the test's own (initdb + pg_ctl as the postgres user, trust
+    auth, a free port), so a test can stop and start the database under running workers."""
+
+    def __init__(self) -> None:
+        import shutil
+        import tempfile
+
+        self.bin = postgres_bin()
+        self.port = free_port()
+        # Not under pytest's tmp_path: the postgres user cannot enter root's 0700 folders.
+        folder = Path(tempfile.mkdtemp(prefix="docqa-pg-"))
+        self.folder = folder
+        self.data = folder / "pgdata"
+        self.socket_dir = folder / "pgsock"
+        for d in (self.data, self.socket_dir):
+            d.mkdir(parents=True, exist_ok=True)
+            shutil.chown(d, "postgres", "postgres")
+        shutil.chown(folder, "postgres", "postgres")
+        self.log = folder / "postgres.log"
+        self._as_postgres([str(self.bin / "initdb"), "-D", str(self.data), "-E", "UTF8", "--locale=C",
+                           "-A", "trust", "-U", "postgres"])
+
+    def _as_postgres(self, cmd: list[str]) -> subprocess.CompletedProcess:
+        return subprocess.run(["runuser", "-u", "postgres", "--", *cmd], capture_output=True, text=True, check=True)
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        self._as_postgres([str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w",
+                           "-o", f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1", "start"])
+
+    def stop(self) -> None:
+        subprocess.run(["runuser", "-u", "postgres", "--", str(self.bin / "pg_ctl"), "-D", str(self.data),
+                        "-m", "fast", "-w", "stop"], capture_output=True, text=True)
+
+    def remove(self) -> None:
+        import shutil
+
+        self.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)

@@ -93,7 +93,7 @@ def test_worker_killed_mid_batch_loses_no_job_and_duplicates_no_answer(distribut
     def running_worker_pid():
         with repo.engine.connect() as conn:
             row = conn.execute(text("SELECT worker FROM jobs WHERE status = 'running' LIMIT 1")).first()
-        return int(row[0].rsplit(":", 1)[1]) if row and row[0] else None
+        return int(row[0].split(":")[1]) if row and row[0] else None  # HOST:PID:NAMESPACE:RANDOM
 
     pid = wait_for(running_worker_pid, timeout=120, interval=0.05, what="a job to be running", logs=workers.logs)
     os.kill(pid, signal.SIGKILL)  # the pool process in the middle of its batch
@@ -104,7 +104,7 @@ def test_worker_killed_mid_batch_loses_no_job_and_duplicates_no_answer(distribut
         per_job = conn.execute(text("SELECT job_id, count(*) FROM answers GROUP BY job_id")).all()
         retried = conn.execute(text("SELECT count(*) FROM jobs WHERE attempts >= 2")).scalar_one()
         killed = conn.execute(
-            text("SELECT count(*) FROM jobs WHERE worker LIKE :w"), {"w": f"%:{pid}"}
+            text("SELECT count(*) FROM jobs WHERE worker LIKE :w"), {"w": f"%:{pid}:%"}
         ).scalar_one()
     assert len(per_job) == 48 and all(n == 1 for _job, n in per_job)
     assert retried >= 1, "the killed worker's jobs must have been run again"
@@ -135,7 +135,10 @@ def test_single_job_messages_share_forwards_in_a_worker(distributed_env, workers
     # Two pool processes share the cores instead of each taking all of them.
     from docqa.worker.tasks import usable_cores
 
-    threads = re.findall(r"ready: model .* (\d+) torch threads", workers.logs(tail=None))
+    threads = wait_for(
+        lambda: (t := re.findall(r"ready: model .* (\d+) torch threads", workers.logs(tail=None))) and len(t) == 2 and t,
+        timeout=120, what="both pool processes ready", logs=workers.logs,
+    )
     assert len(threads) == 2 and all(int(t) == max(1, usable_cores() // 2) for t in threads)
 
 

@@ -31,7 +31,8 @@ def test_bad_inputs_are_reported_by_name_and_good_documents_all_answered(tmp_pat
 
     env = _env(tmp_path)
     run = docqa(
-        ["run", str(docs), "-q", "Where does the river flow?", "--model", TINY_MODEL, "--max-document-chars", "8000"],
+        ["run", str(docs), "-q", "Where does the river flow?", "--model", TINY_MODEL, "--max-document-chars", "8000",
+         "--max-question-chars", "5000"],
         env,
     )
     assert run.returncode == 1  # something failed, and the exit status says so
@@ -125,10 +126,28 @@ def test_jobs_of_an_interrupted_run_are_resumed_without_waiting_for_the_lease(tm
     [(job_id, _)] = repo.add_jobs(doc.id, ["Who watched?"], model=TINY_MODEL, revision=None,
                                   params=Settings().answer_params())
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    dead = f"{socket.gethostname()}:{gone.stdout.strip()}"
+    from docqa.worker.identity import pid_namespace
+
+    dead = f"{socket.gethostname()}:{gone.stdout.strip()}:{pid_namespace()}:0123456789ab"
     assert repo.claim([job_id], worker=dead, lease_seconds=900)  # as if that process was killed mid-run
 
     run = docqa(["run", str(docs), "-q", "Who watched?", "--model", TINY_MODEL], env)
     assert run.returncode == 0, run.stderr
     assert "1 answered now" in run.stdout
     assert repo.counts()["done"] == 1
+
+
+def test_questions_over_the_character_limit_are_refused_by_name(tmp_path):
+    docs = tmp_path / "in"
+    write_corpus(docs, 1, seed=3)
+    (docs / "batch.jsonl").write_text(
+        json.dumps({"id": "long-q", "text": prose(40, seed=9), "questions": ["why " * 300]}) + "\n", encoding="utf-8"
+    )
+    env = _env(tmp_path)
+    run = docqa(["run", str(docs), "-q", "Where?", "--model", TINY_MODEL], env)
+    assert run.returncode == 1
+    assert "batch.jsonl:1: a question of 1,199 characters is over the limit of 1,000" in run.stderr
+    refused = docqa(["run", str(docs), "-q", "x" * 1001, "--model", TINY_MODEL], env)
+    assert refused.returncode == 2 and "over the limit of 1,000" in refused.stderr
+    status = docqa(["status", "--no-broker"], env)
+    assert status.returncode == 0 and "done: 2" in status.stdout  # the good questions were answered

@@ -19,7 +19,9 @@ from docqa.storage.errors import StoreError
 from docqa.storage.models import Base
 from docqa.storage.repository import Repository
 
-TABLES = {"alembic_version", "documents", "jobs", "answers"}
+TABLES = {
+    "alembic_version", "documents", "jobs", "answers", "store_info", "submissions", "submission_jobs", "workers", "leaders",
+}
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])

@@ -312,7 +312,8 @@ def test_requeue_expired_requeues_then_gives_up_with_the_reason(repo: Repository
     job = repo.job(j1)
     assert job.status is JobStatus.FAILED and job.attempts == 3
     assert job.error.startswith(
-        "gave up after 3 attempts: a worker died or timed out while running this job each time (last worker: host:3)"
+        "gave up after 3 attempts: the worker process died or stopped renewing its lease while running this job "
+        "each time (alone, after the first time: this job itself brings its worker down) (last worker: host:3)"
     )
     assert repo.job(j2).status is JobStatus.RUNNING
     assert repo.counts() == {"queued": 0, "running": 1, "done": 0, "failed": 1}

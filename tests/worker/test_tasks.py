@@ -34,9 +34,12 @@ def test_app_accepts_json_only_and_acknowledges_late():
 
 def test_messages_carry_a_schema_version_and_refuse_unknown_ones():
     msg = JobMessage(job_ids=[1, 2])
-    assert msg.model_dump(mode="json") == {"schema_version": 1, "job_ids": [1, 2]}
-    with pytest.raises(ValidationError, match="schema_version 2 is not supported"):
-        JobMessage.model_validate({"schema_version": 2, "job_ids": [1]})
+    assert msg.model_dump(mode="json") == {"schema_version": 2, "job_ids": [1, 2], "store_id": None}
+    assert JobMessage.model_validate({"schema_version": 1, "job_ids": [1]}).store_id is None  # older producers
+    with pytest.raises(ValidationError, match="schema_version 3 is not supported"):
+        JobMessage.model_validate({"schema_version": 3, "job_ids": [1]})
+    with pytest.raises(ValidationError):
+        JobMessage.model_validate({"schema_version": 2, "job_ids": []})
     with pytest.raises(ValidationError):
         JobMessage.model_validate({"schema_version": 1, "job_ids": [1], "pickle": "x"})
 

@@ -1,0 +1,109 @@
+"""The fleet as the store sees it: the store's own identity, the worker registry, and
+fleet-wide roles held under a renewable lease (one reconciler at a time).
+
+Workers register a row when they start and beat it while they live; `live_workers`
+lists those seen recently. Roles use the same lease idea as jobs: a holder renews its
+hold before it runs out; when it dies, another takes the role once the hold expires.
+Times are UTC from this host's clock; lengths of time in seconds.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import NamedTuple
+
+from sqlalchemy import or_, select, update
+
+from docqa.storage.columns import utcnow
+from docqa.storage.errors import StoreError
+from docqa.storage.models import Leader, StoreInfo, WorkerRow
+from docqa.storage.transactions import Transactions
+
+
+class WorkerInfo(NamedTuple):
+    name: str
+    host: str
+    pid: int
+    model: str
+    queue: str
+    started_at: datetime
+    last_seen_at: datetime
+
+
+class Fleet(Transactions):
+    """Store identity, worker registry, fleet-wide roles."""
+
+    _store_id: str | None = None
+
+    def store_id(self) -> str:
+        """The store's random identity (written once by the schema migration); cached."""
+        if self._store_id is None:
+            with self._read() as session:
+                value = session.execute(select(StoreInfo.value).where(StoreInfo.key == "store_id")).scalar()
+            if value is None:
+                raise StoreError("the store has no store_id (schema older than revision 0002?): run 'docqa db upgrade'")
+            self._store_id = value
+        return self._store_id
+
+    def register_worker(self, name: str, *, host: str, pid: int, model: str, queue: str) -> None:
+        now = utcnow()
+        with self._write() as session:
+            session.merge(
+                WorkerRow(name=name, host=host, pid=pid, model=model, queue=queue, started_at=now,
+                          last_seen_at=now, stopped_at=None)
+            )
+
+    def beat_worker(self, name: str) -> None:
+        """Say `name` is alive now."""
+        with self._write() as session:
+            session.execute(
+                update(WorkerRow).where(WorkerRow.name == name).values(last_seen_at=utcnow(), stopped_at=None)
+            )
+
+    def stop_worker(self, name: str) -> None:
+        with self._write() as session:
+            session.execute(update(WorkerRow).where(WorkerRow.name == name).values(stopped_at=utcnow()))
+
+    def live_workers(self, *, seen_within: float, now: datetime | None = None) -> list[WorkerInfo]:
+        """Workers not stopped and seen within the last `seen_within` seconds, by name."""
+        now = utcnow() if now is None else now
+        stmt = (
+            select(WorkerRow.name, WorkerRow.host, WorkerRow.pid, WorkerRow.model, WorkerRow.queue,
+                   WorkerRow.started_at, WorkerRow.last_seen_at)
+            .where(WorkerRow.stopped_at.is_(None), WorkerRow.last_seen_at >= now - timedelta(seconds=seen_within))
+            .order_by(WorkerRow.name)
+        )
+        with self._read() as session:
+            return [WorkerInfo(*row) for row in session.execute(stmt)]
+
+    def last_worker_seen_at(self) -> datetime | None:
+        from sqlalchemy import func
+
+        with self._read() as session:
+            return session.execute(select(func.max(WorkerRow.last_seen_at))).scalar()
+
+    def hold_role(self, role: str, holder: str, *, seconds: float, now: datetime | None = None) -> bool:
+        """Take or renew `role` for `holder` until now + seconds; False while another holds it."""
+        now = utcnow() if now is None else now
+        until = now + timedelta(seconds=seconds)
+        with self._write() as session:
+            result = session.execute(
+                update(Leader)
+                .where(Leader.role == role, or_(Leader.holder == holder, Leader.until < now))
+                .values(holder=holder, until=until)
+                .execution_options(synchronize_session=False)
+            )
+            if result.rowcount:
+                return True
+            if session.get(Leader, role) is None:  # a role no migration created: add it
+                session.add(Leader(role=role, holder=holder, until=until))
+                return True
+            return False
+
+    def release_role(self, role: str, holder: str) -> None:
+        with self._write() as session:
+            session.execute(
+                update(Leader)
+                .where(Leader.role == role, Leader.holder == holder)
+                .values(until=datetime(2000, 1, 1, tzinfo=utcnow().tzinfo))
+            )

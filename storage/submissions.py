@@ -1,0 +1,74 @@
+"""Submissions: what one `run` / `submit` asked for, so it can be followed to its end."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import NamedTuple
+
+from sqlalchemy import func, select, update
+
+from docqa.storage.columns import utcnow
+from docqa.storage.models import Job, JobStatus, Submission, SubmissionJob
+from docqa.storage.transactions import Transactions, chunks
+
+
+class SubmissionCounts(NamedTuple):
+    documents: int
+    new_documents: int
+    jobs: int
+    new_jobs: int
+    input_errors: int
+
+
+class Submissions(Transactions):
+    """Recording submissions and their jobs; their progress."""
+
+    def start_submission(self, *, command: str, model: str, revision: str | None) -> int:
+        with self._write() as session:
+            row = Submission(command=command, model=model, revision=revision or "", created_at=utcnow())
+            session.add(row)
+            session.flush()
+            return row.id
+
+    def add_submission_jobs(self, submission_id: int, job_ids: Iterable[int]) -> None:
+        """Link jobs (new or already known) to a submission; linking twice is harmless."""
+        ids = sorted(set(job_ids))
+        if not ids:
+            return
+        with self._write() as session:
+            for chunk in chunks(ids):
+                known = set(
+                    session.execute(
+                        select(SubmissionJob.job_id).where(
+                            SubmissionJob.submission_id == submission_id, SubmissionJob.job_id.in_(chunk)
+                        )
+                    ).scalars()
+                )
+                rows = [{"submission_id": submission_id, "job_id": j} for j in chunk if j not in known]
+                if rows:
+                    session.execute(self._insert(SubmissionJob).values(rows).on_conflict_do_nothing())
+
+    def finish_submission(self, submission_id: int, counts: SubmissionCounts) -> None:
+        """Record what the submission amounted to, once all its documents were read."""
+        with self._write() as session:
+            session.execute(
+                update(Submission)
+                .where(Submission.id == submission_id)
+                .values(finished_at=utcnow(), **counts._asdict())
+            )
+
+    def submission_exists(self, submission_id: int) -> bool:
+        with self._read() as session:
+            return session.get(Submission, submission_id) is not None
+
+    def submission_progress(self, submission_id: int) -> dict[str, int]:
+        """Its jobs by status; every status is present."""
+        stmt = (
+            select(Job.status, func.count())
+            .join(SubmissionJob, SubmissionJob.job_id == Job.id)
+            .where(SubmissionJob.submission_id == submission_id)
+            .group_by(Job.status)
+        )
+        with self._read() as session:
+            found = dict(session.execute(stmt).all())
+        return {status.value: found.get(status, 0) for status in JobStatus}

@@ -1,0 +1,326 @@
+"""Distributed mode under faults, with real Redis, PostgreSQL and `docqa worker` processes.
+
+Each test asserts what an operator needs: every job answered exactly once (one answer
+row per job and rank), nothing left queued or running, and recovery within the bound the
+defaults promise. Tests that stop a service start their own instance on another port.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+from sqlalchemy import text
+from support import OwnPostgres, OwnRedis, docqa, open_repo, postgres_bin, wait_for, write_corpus
+
+QUESTION = "Where does the river flow?"
+
+
+def answered_once(repo, n_jobs: int) -> None:
+    """Every one of n_jobs jobs is done with one answer row per rank, none left over."""
+    assert repo.counts() == {"queued": 0, "running": 0, "done": n_jobs, "failed": 0}
+    with repo.engine.connect() as conn:
+        per_job = conn.execute(text("SELECT job_id, count(*) FROM answers GROUP BY job_id")).all()
+        dupes = conn.execute(
+            text("SELECT count(*) FROM (SELECT job_id, rank FROM answers GROUP BY job_id, rank HAVING count(*) > 1) d")
+        ).scalar_one()
+    assert len(per_job) == n_jobs and all(n == 1 for _job, n in per_job)
+    assert dupes == 0
+
+
+def test_poison_messages_are_dead_lettered_and_the_worker_goes_on(distributed_env, workers, tmp_path):
+    import redis
+
+    from docqa.worker.app import make_celery, send_jobs
+    from docqa.core.settings import Settings
+
+    env = distributed_env
+    queue = env["DOCQA_QUEUE"]
+    client = redis.Redis.from_url(env["DOCQA_BROKER_URL"])
+    repo = open_repo(env["DOCQA_DATABASE_URL"])
+    from docqa.storage.db import ensure_schema
+
+    ensure_schema(repo.engine)
+    store_id = repo.store_id()
+    app = make_celery(Settings(broker_url=env["DOCQA_BROKER_URL"], queue=queue))
+    # 1. not JSON at all
+    client.lpush(queue, "not json {{{")
+    # 2. a real Celery envelope whose body is {"x": 1} instead of [args, kwargs, embed]
+    send_jobs(app, [1], "scratch-queue", store_id)
+    envelope = json.loads(client.rpop("scratch-queue"))
+    envelope["body"] = base64.b64encode(json.dumps({"x": 1}).encode()).decode()
+    client.lpush(queue, json.dumps(envelope))
+    # 3. a task whose argument is not a docqa message; 4. an unknown schema version
+    app.send_task("docqa.run_jobs", args=[{"hello": "world"}], queue=queue)
+    app.send_task("docqa.run_jobs", args=[{"schema_version": 99, "job_ids": [1]}], queue=queue)
+    # 5. job ids the store does not have
+    send_jobs(app, [987654], queue, store_id)
+    workers.start(1)
+    docs = tmp_path / "docs"
+    write_corpus(docs, 6, seed=2, sizes=(40,))
+    sub = docqa(["submit", str(docs), "-q", QUESTION], env)
+    assert sub.returncode == 0, sub.stderr
+    wait_for(lambda: repo.counts()["done"] == 6, timeout=120, what="6 jobs done", logs=workers.logs)
+    answered_once(repo, 6)
+    assert workers.procs[0].poll() is None, "the worker died:\n" + workers.logs()
+    entries = [json.loads(e) for e in client.lrange("docqa.dead-letters", 0, -1)]
+    reasons = " | ".join(e["reason"] for e in entries)
+    assert len(entries) == 5, reasons
+    assert "not JSON" in reasons and "malformed task message" in reasons
+    assert "not a docqa job message" in reasons and "schema_version 99" in reasons
+    assert "job ids unknown to store" in reasons and "987654" in reasons
+    # The operator's view.
+    status = docqa(["status"], env)
+    assert status.returncode == 0 and "dead letters: 5" in status.stdout, status.stdout
+    listed = docqa(["dead-letters", "--limit", "2"], env)
+    assert listed.returncode == 0 and len(listed.stdout.splitlines()) == 2 and "5 dead letter(s)" in listed.stderr
+
+
+def test_a_message_of_another_store_is_refused_and_left_for_its_workers(distributed_env, workers, tmp_path):
+    import redis
+
+    from docqa.core.settings import Settings
+    from docqa.worker.app import make_celery, send_jobs
+
+    env = distributed_env
+    repo = open_repo(env["DOCQA_DATABASE_URL"])
+    from docqa.storage.db import ensure_schema
+
+    ensure_schema(repo.engine)
+    docs = tmp_path / "docs"
+    write_corpus(docs, 2, seed=3, sizes=(30,))
+    # Jobs stored by a producer, one of them also named by another store's message.
+    sub = docqa(["submit", str(docs), "-q", QUESTION], env)
+    assert sub.returncode == 0, sub.stderr
+    client = redis.Redis.from_url(env["DOCQA_BROKER_URL"])
+    client.delete(env["DOCQA_QUEUE"])  # only the foreign message is on the queue
+    app = make_celery(Settings(broker_url=env["DOCQA_BROKER_URL"], queue=env["DOCQA_QUEUE"]))
+    send_jobs(app, [1], env["DOCQA_QUEUE"], "another-store")
+    env_no_reconcile = dict(env, DOCQA_RECONCILE_SECONDS="3600")
+    workers.env = env_no_reconcile
+    workers.start(1)
+    wait_for(lambda: "refused a message for store another-store" in workers.logs(), timeout=90,
+             what="the refusal in the log", logs=workers.logs)
+    time.sleep(1)
+    assert repo.counts()["queued"] == 2, "a foreign message must not make this store's jobs run"
+    assert client.llen(env["DOCQA_QUEUE"]) + _unacked(client) >= 1, "the message was dropped"
+
+
+def _unacked(client) -> int:
+    return int(client.hlen("unacked"))
+
+
+def test_jobs_with_no_message_are_sent_again_without_a_command(distributed_env, workers, tmp_path):
+    """A producer killed between storing jobs and sending them, and a broker that lost its
+    messages (queue deleted, as a Redis restart without persistence does): the reconciler
+    sends them again within reconcile_seconds."""
+    import redis
+
+    from docqa.core.params import AnswerParams
+
+    env = dict(distributed_env, DOCQA_RECONCILE_SECONDS="5")
+    repo = open_repo(env["DOCQA_DATABASE_URL"])
+    from docqa.storage.db import ensure_schema
+
+    ensure_schema(repo.engine)
+    # "Killed producer": jobs stored, no message ever sent.
+    for i in range(12):
+        doc = repo.add_document(f"The river number {i} flows north to the sea past the old mill.")
+        repo.add_jobs(doc.id, [QUESTION], model=env["DOCQA_MODEL"], revision=None, params=AnswerParams())
+    # "Lost broker": jobs sent, then the queue vanishes before any worker runs.
+    docs = tmp_path / "docs"
+    write_corpus(docs, 12, seed=4, sizes=(30,))
+    sub = docqa(["submit", str(docs), "-q", QUESTION], env)
+    assert sub.returncode == 0, sub.stderr
+    redis.Redis.from_url(env["DOCQA_BROKER_URL"]).delete(env["DOCQA_QUEUE"])
+    workers.env = env
+    workers.start(1)
+    started = time.monotonic()
+    wait_for(lambda: repo.counts()["done"] == 24, timeout=120, what="24 stranded jobs done", logs=workers.logs)
+    answered_once(repo, 24)
+    assert "reconciler: sent" in workers.logs(tail=None)
+    assert time.monotonic() - started < 60
+
+
+def test_whole_worker_killed_its_jobs_are_answered_by_another_within_a_minute(distributed_env, workers, tmp_path):
+    env = dict(distributed_env, DOCQA_WORKER_BATCH_JOBS="8", DOCQA_LEASE_SECONDS="6")
+    workers.env = env
+    docs = tmp_path / "docs"
+    write_corpus(docs, 24, seed=6, sizes=(2500,))
+    workers.start(2)
+    sub = docqa(["submit", str(docs), "-q", QUESTION], env)
+    assert sub.returncode == 0, sub.stderr
+    repo = open_repo(env["DOCQA_DATABASE_URL"])
+
+    def held_by_first():
+        with repo.engine.connect() as conn:
+            rows = conn.execute(text("SELECT worker FROM jobs WHERE status = 'running'")).scalars().all()
+        pids = {int(w.split(":")[1]) for w in rows if w}
+        first = {p.pid for p in _children(workers.procs[0].pid)} | {workers.procs[0].pid}
+        return pids & first
+
+    wait_for(held_by_first, timeout=120, interval=0.05, what="the first worker to hold jobs", logs=workers.logs)
+    os.killpg(workers.procs[0].pid, signal.SIGKILL)  # the whole worker: main process and pool
+    killed_at = time.monotonic()
+    wait_for(lambda: repo.counts()["done"] == 24, timeout=150, what="24 jobs done", logs=workers.logs)
+    recovered = time.monotonic() - killed_at
+    answered_once(repo, 24)
+    assert recovered < 60 + 30, f"took {recovered:.0f} s"  # the bound, plus this machine's compute
+
+
+def _children(pid: int):
+    import types
+
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [types.SimpleNamespace(pid=int(p)) for p in out]
+
+
+KILLER = '''
+import os
+from docqa.worker import engine as _engine
+
+_run = _engine.Engine.run
+
+
+def _run_or_die(self, items, **kwargs):
+    if any("KILLME" in item.text for item in items):
+        os._exit(137)  # what the OOM killer does to the process
+    return _run(self, items, **kwargs)
+
+
+_engine.Engine.run = _run_or_die
+'''
+
+
+def test_a_job_that_kills_its_process_fails_alone(distributed_env, workers, tmp_path):
+    """Fault injection (a real process death, triggered by one document): the innocent
+    batch-mates are answered, only the killer ends failed, saying why."""
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(KILLER)
+    env = dict(distributed_env, DOCQA_WORKER_BATCH_JOBS="16", DOCQA_LEASE_SECONDS="4",
+               PYTHONPATH=os.pathsep.join([str(inject), distributed_env.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    docs = tmp_path / "docs"
+    write_corpus(docs, 15, seed=7, sizes=(40,))
+    (docs / "killer.txt").write_text("This document says KILLME to the worker that reads it.")
+    sub = docqa(["submit", str(docs), "-q", QUESTION], dict(distributed_env, DOCQA_WORKER_BATCH_JOBS="16"))
+    assert sub.returncode == 0, sub.stderr
+    workers.env = env
+    workers.start(1)
+    repo = open_repo(env["DOCQA_DATABASE_URL"])
+    wait_for(lambda: repo.counts()["done"] + repo.counts()["failed"] == 16, timeout=240,
+             what="16 jobs finished", logs=workers.logs)
+    counts = repo.counts()
+    assert counts == {"queued": 0, "running": 0, "done": 15, "failed": 1}, counts
+    (failure,) = repo.failures()
+    assert "killer.txt" in failure.document
+    assert "alone" in failure.error and "brings its worker down" in failure.error
+
+
+def test_a_worker_that_cannot_start_exits_non_zero_with_the_reason(distributed_env, tmp_path):
+    bad_model = dict(distributed_env, DOCQA_MODEL=str(tmp_path / "no-such-model"))
+    started = time.monotonic()
+    out = subprocess.run([sys.executable, "-m", "docqa", "worker"], env=bad_model, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 1 and "cannot start: model:" in out.stderr, out.stderr[-2000:]
+    assert time.monotonic() - started < 60
+    bad_store = dict(distributed_env, DOCQA_DATABASE_URL="postgresql+psycopg://nobody@127.0.0.1:9/none")
+    out = subprocess.run([sys.executable, "-m", "docqa", "worker"], env=bad_store, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 1 and "cannot start: store:" in out.stderr, out.stderr[-2000:]
+    # The plain Celery entry point checks the same things before consuming.
+    out = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "docqa.worker.app", "worker", "-Q", bad_model["DOCQA_QUEUE"]],
+        env=bad_model, capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode != 0 and "docqa worker cannot start: model:" in out.stdout + out.stderr
+
+
+def test_submit_refuses_a_sqlite_store_with_a_broker(distributed_env, tmp_path):
+    docs = tmp_path / "docs"
+    write_corpus(docs, 1, seed=8, sizes=(20,))
+    env = dict(distributed_env, DOCQA_DATABASE_URL=f"sqlite:///{tmp_path / 'local.db'}")
+    out = docqa(["submit", str(docs), "-q", QUESTION], env)
+    assert out.returncode == 2 and "SQLite file" in out.stderr and "--shared-sqlite" in out.stderr
+    assert not (tmp_path / "local.db").exists(), "nothing is stored when the submit is refused"
+
+
+def test_the_worker_decides_its_batch_and_retry_and_follow_work(distributed_env, workers, tmp_path):
+    env = distributed_env
+    docs = tmp_path / "docs"
+    write_corpus(docs, 40, seed=9, sizes=(20,))
+    # The producer puts all 40 jobs in one message; the worker takes 16 at a time.
+    sub = docqa(["submit", str(docs), "-q", QUESTION], dict(env, DOCQA_WORKER_BATCH_JOBS="1000"))
+    assert sub.returncode == 0 and "enqueued in 1 messages" in sub.stdout, sub.stdout
+    submission = int(sub.stdout.split("submission ")[1].split(":")[0])
+    workers.env = dict(env, DOCQA_WORKER_BATCH_JOBS="16")
+    workers.start(1)
+    follow = docqa(["results", "--submission", str(submission), "--follow", "--interval", "0.2"], env, timeout=180)
+    assert follow.returncode == 0, follow.stderr
+    assert len(follow.stdout.splitlines()) == 40
+    claimed = [int(x) for x in __import__("re").findall(r"claimed (\d+)", workers.logs(tail=None))]
+    assert claimed and max(claimed) <= 16, claimed
+    repo = open_repo(env["DOCQA_DATABASE_URL"])
+    answered_once(repo, 40)
+    # Retry: two jobs marked failed (as a crash would leave them) are queued again and answered.
+    with repo.engine.begin() as conn:
+        conn.execute(text("UPDATE jobs SET status = 'failed', error = 'simulated failure' WHERE id IN (1, 2)"))
+    assert docqa(["results", "--submission", str(submission), "--follow"], env).returncode == 1
+    retry = docqa(["retry", "--submission", str(submission)], env)
+    assert retry.returncode == 0 and "2 failed job(s) queued again" in retry.stdout, retry.stdout
+    wait_for(lambda: repo.counts()["done"] == 40, timeout=60, what="retried jobs done", logs=workers.logs)
+    assert repo.counts()["failed"] == 0
+
+
+@pytest.mark.skipif(postgres_bin() is None, reason="PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+def test_a_database_outage_loses_no_message_and_strands_no_job(redis_url, tmp_path):
+    """PostgreSQL stopped for 15 s under running workers: no message dropped, no job left
+    running or queued, every job answered once, work resumed within 30 s of its return."""
+    from support import TINY_MODEL, Workers
+
+    pg = OwnPostgres()
+    pg.start()
+    try:
+        env = dict(os.environ)
+        env.update(
+            DOCQA_DATABASE_URL=pg.url, DOCQA_BROKER_URL=redis_url, DOCQA_QUEUE=f"docqa-outage-{uuid.uuid4().hex[:8]}",
+            DOCQA_MODEL=TINY_MODEL, DOCQA_DEVICE="cpu", DOCQA_LEASE_SECONDS="6", DOCQA_RECONCILE_SECONDS="10",
+            DOCQA_WORKER_BATCH_JOBS="4", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1",
+        )
+        workers = Workers(env, tmp_path)
+        docs = tmp_path / "docs"
+        write_corpus(docs, 60, seed=10, sizes=(400, 900))
+        sub = docqa(["submit", str(docs), "-q", QUESTION], env)
+        assert sub.returncode == 0, sub.stderr
+        repo = open_repo(pg.url)
+        try:
+            workers.start(2)
+            wait_for(lambda: repo.counts()["done"] >= 4, timeout=120, what="first jobs done", logs=workers.logs)
+            pg.stop()
+            time.sleep(15)
+            pg.start()
+            back = time.monotonic()
+            wait_for(lambda: repo.counts()["done"] > 0 and _safe_done(repo) == 60, timeout=180,
+                     what="60 jobs done after the outage", logs=workers.logs)
+            assert time.monotonic() - back < 150
+            answered_once(repo, 60)
+            assert all(p.poll() is None for p in workers.procs), "a worker died in the outage"
+        finally:
+            workers.stop()
+            repo.engine.dispose()
+    finally:
+        pg.remove()
+
+
+def _safe_done(repo) -> int:
+    try:
+        return repo.counts()["done"]
+    except Exception:
+        return -1

@@ -1,0 +1,86 @@
+"""Fail fast: before a worker consumes a single message it checks its store (reachable,
+schema current, identity), its broker and its model; any failure stops it with the reason
+and a non-zero exit, so a supervisor's restart policy sees it.
+
+The model is loaded once in a separate Python process: the worker's own process forks
+its pool afterwards, and a process that has run torch must not fork.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+# Set once the checks passed in this process (`docqa worker` runs them before Celery starts).
+DONE = False
+# Longest the model check may take, seconds (a first download of a large model included).
+MODEL_CHECK_SECONDS = 900
+
+_LOAD = (
+    "import sys\n"
+    "from docqa.core.settings import Settings\n"
+    "from docqa.worker.engine import Engine\n"
+    "from docqa.worker.loading import ModelLoadError\n"
+    "try:\n"
+    "    Engine.from_settings(Settings()).warm_up()\n"
+    "except ModelLoadError as exc:\n"
+    "    print(exc, file=sys.stderr); sys.exit(3)\n"
+)
+
+
+def check(settings) -> str | None:
+    """None when store, broker and model are usable; else a sentence saying which is not."""
+    global DONE
+    problem = _check_store(settings) or _check_broker(settings) or _check_model(settings)
+    DONE = problem is None
+    return problem
+
+
+def _check_store(settings) -> str | None:
+    from docqa.storage.db import StoreError, ensure_schema, make_engine, session_factory
+    from docqa.storage.repository import Repository
+
+    try:
+        db = make_engine(settings.database_url)
+        ensure_schema(db)
+        Repository(session_factory(db)).store_id()
+        db.dispose()
+    except StoreError as exc:
+        return f"store: {exc}"
+    except Exception as exc:
+        return f"store: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return None
+
+
+def _check_broker(settings) -> str | None:
+    from docqa.worker.app import make_celery
+
+    try:
+        with make_celery(settings).connection_for_write() as conn:
+            conn.ensure_connection(max_retries=2, interval_start=0.5)
+    except Exception as exc:
+        from docqa.storage.db import safe_url
+
+        return f"broker: cannot reach {safe_url(settings.broker_url)} ({exc})"
+    return None
+
+
+def _check_model(settings) -> str | None:
+    from docqa.core.settings import env_name
+
+    env = dict(os.environ)
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if value is not None:
+            env[env_name(name)] = str(value)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _LOAD], env=env, capture_output=True, text=True, timeout=MODEL_CHECK_SECONDS
+        )
+    except subprocess.TimeoutExpired:
+        return f"model: loading {settings.model!r} took over {MODEL_CHECK_SECONDS} s"
+    if done.returncode != 0:
+        lines = [ln for ln in done.stderr.strip().splitlines() if ln.strip()]
+        return f"model: {lines[-1] if lines else f'the model check exited with status {done.returncode}'}"
+    return None
