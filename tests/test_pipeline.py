@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from docqa.pipelines import QuestionAnsweringPipeline, pipeline
+from docqa.pipelines import pipeline
 
 GOLDEN = json.loads((Path(__file__).resolve().parent / "golden" / "pipeline_golden.json").read_text(encoding="utf-8"))
 CASES = GOLDEN["cases"]

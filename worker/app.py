@@ -12,6 +12,7 @@ from urllib.parse import urlparse
 
 from celery import Celery
 
+from docqa.core.labels import queue_for
 from docqa.core.message import JobMessage
 from docqa.core.settings import Settings
 
@@ -39,7 +40,8 @@ def make_celery(settings: Settings) -> Celery:
         # One message (= up to worker_batch_jobs jobs) at a time per process: batching
         # happens inside a message and from SQL, not by hoarding messages.
         worker_prefetch_multiplier=1,
-        task_default_queue=settings.queue,
+        # Workers consume their model's queue (also `celery -A docqa.worker.app worker` without -Q).
+        task_default_queue=settings.model_queue,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         worker_proc_alive_timeout=PROCESS_START_SECONDS,
@@ -63,46 +65,56 @@ def send_jobs(app: Celery, job_ids: list[int], queue: str, store_id: str | None 
 
 
 class Dispatcher:
-    """Sends jobs of one store to one queue and records when each was sent.
+    """Sends jobs of one store to their model's queue and records when each was sent.
 
-    Suspect jobs (attempts > 0: a worker died holding them) go one per message, so they
-    never share a run; fresh jobs go `batch_jobs` to a message.
+    Each model and revision has its own queue (`docqa.core.labels.queue_for`), so a job
+    waits for a worker of its model. Suspect jobs (attempts > 0: a worker died holding
+    them) go one per message, so they never share a run; fresh jobs go `batch_jobs` to a
+    message.
     """
 
     def __init__(self, app: Celery, repo, *, queue: str, batch_jobs: int) -> None:
         self.app = app
         self.repo = repo
-        self.queue = queue
+        self.base_queue = queue
         self.batch_jobs = batch_jobs
         self.store_id = repo.store_id()
 
-    def send(self, job_ids: list[int]) -> None:
-        """One message for `job_ids`; their last_sent_at is now."""
-        send_jobs(self.app, list(job_ids), self.queue, self.store_id)
+    def queue_of(self, model: str, revision: str | None) -> str:
+        return queue_for(self.base_queue, model, revision)
+
+    def send(self, job_ids: list[int], model: str, revision: str | None) -> None:
+        """One message for `job_ids` (all of `model`/`revision`); their last_sent_at is now."""
+        send_jobs(self.app, list(job_ids), self.queue_of(model, revision), self.store_id)
         self.repo.mark_sent(job_ids)
 
     def send_queued(self, jobs) -> int:
-        """Send `QueuedJob`s (id, attempts): suspects alone, fresh ones in batches. Returns messages sent."""
-        fresh = [j.id for j in jobs if j.attempts == 0]
-        suspects = [j.id for j in jobs if j.attempts > 0]
+        """Send `QueuedJob`s (id, model, revision, attempts): suspects alone, fresh ones in
+        batches, each to its model's queue. Returns the messages sent."""
+        groups: dict[tuple[str, str | None], list] = {}
+        for job in jobs:
+            groups.setdefault((job.model, job.revision), []).append(job)
         messages = 0
-        for i in range(0, len(fresh), self.batch_jobs):
-            self.send(fresh[i : i + self.batch_jobs])
-            messages += 1
-        for job_id in suspects:
-            self.send([job_id])
-            messages += 1
+        for (model, revision), group in groups.items():
+            fresh = [j.id for j in group if j.attempts == 0]
+            for i in range(0, len(fresh), self.batch_jobs):
+                self.send(fresh[i : i + self.batch_jobs], model, revision)
+                messages += 1
+            for job in group:
+                if job.attempts > 0:
+                    self.send([job.id], model, revision)
+                    messages += 1
         return messages
 
-    def queue_depth(self) -> int:
-        """Messages waiting in the queue (not counting those workers hold); 0 for a queue
-        the broker does not have (a Redis list disappears when it empties or is lost)."""
+    def queue_depth(self, queue: str) -> int:
+        """Messages waiting in `queue` (not counting those workers hold); 0 for a queue the
+        broker does not have (a Redis list disappears when it empties or is lost)."""
         from amqp.exceptions import NotFound
         from kombu.exceptions import ChannelError
 
         with self.app.connection_for_read() as conn:
             try:
-                return conn.default_channel.queue_declare(queue=self.queue, passive=True).message_count
+                return conn.default_channel.queue_declare(queue=queue, passive=True).message_count
             except (NotFound, ChannelError):  # AMQP brokers say NotFound; kombu's virtual ones ChannelError
                 return 0
 

@@ -91,7 +91,7 @@ class Runtime:
         self.failures = 0  # store/broker failures in a row (backoff)
         self.repo.register_worker(
             self.name, host=socket.gethostname(), pid=os.getpid(),
-            model=model_label(settings.model, settings.revision), queue=settings.queue,
+            model=model_label(settings.model, settings.revision), queue=settings.model_queue,
         )
         log.info(
             "docqa worker process %s ready: model %s on %s, %d torch threads, %d tokens a forward",
@@ -111,8 +111,7 @@ class Runtime:
         self.repo.beat_worker(self.name)
         dead = dead_local_workers(self.repo.running_workers())
         ids = self.repo.requeue_expired(max_attempts=self.settings.max_attempts, dead_workers=dead)
-        for job_id in ids:  # suspects: one message each, so each runs alone
-            self.dispatcher.send([job_id])
+        self.dispatcher.send_queued(self.repo.queued_jobs(ids))  # suspects: one message each, run alone
         if ids:
             why = f"their worker process is gone ({', '.join(dead)})" if dead else "their lease ran out"
             log.warning("requeued %d job(s) because %s: %s", len(ids), why, ids[:20])
@@ -125,7 +124,13 @@ class Runtime:
         the queue has drained (a non-empty queue is still being worked through). Returns
         the messages sent."""
         stale = self.repo.unsent_queued(older_than=self.settings.reconcile_seconds)
-        if not stale or self.dispatcher.queue_depth() > 0:
+        draining: dict[str, bool] = {}
+        for job in stale:
+            queue = self.dispatcher.queue_of(job.model, job.revision)
+            if queue not in draining:
+                draining[queue] = self.dispatcher.queue_depth(queue) > 0
+        stale = [j for j in stale if not draining[self.dispatcher.queue_of(j.model, j.revision)]]
+        if not stale:
             return 0
         sent = self.dispatcher.send_queued(stale)
         log.warning(
@@ -220,7 +225,7 @@ def run_jobs(self, message=None, *args, **kwargs) -> dict:
         log.error(
             "refused a message for store %s: this worker serves store %s (%s); put back for that "
             "store's workers. Point every producer and worker of one fleet at the same "
-            "DOCQA_DATABASE_URL.", msg.store_id, rt.store_id, rt.settings.queue,
+            "DOCQA_DATABASE_URL.", msg.store_id, rt.store_id, rt.settings.model_queue,
         )
         time.sleep(FOREIGN_MESSAGE_PAUSE)
         raise Reject("message of another store", requeue=True)

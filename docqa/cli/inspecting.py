@@ -47,7 +47,7 @@ def broker_facts(settings) -> dict:
 
     client = redis.Redis.from_url(settings.broker_url, socket_connect_timeout=2, socket_timeout=2)
     try:
-        return {"queue": settings.queue, "queue_depth": int(client.llen(settings.queue)),
+        return {"queue": settings.model_queue, "queue_depth": int(client.llen(settings.model_queue)),
                 "dead_letters": int(client.llen(DEAD_LETTER_KEY))}
     except redis.RedisError as exc:
         return {"error": f"broker {safe_url(settings.broker_url)} not reachable ({exc})"}

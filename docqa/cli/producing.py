@@ -152,7 +152,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
     app = connect_broker(settings)
     dispatcher = Dispatcher(app, repo, queue=settings.queue, batch_jobs=settings.worker_batch_jobs)
     started = time.perf_counter()
-    report = submit_inputs(args, settings, repo, enqueue=dispatcher.send)
+    report = submit_inputs(
+        args, settings, repo, enqueue=lambda ids: dispatcher.send(ids, settings.model, settings.revision)
+    )
     retried = []
     if args.retry_failed:
         retried = repo.retry_failed(submission_id=report.submission_id)
@@ -191,7 +193,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
                                 batch_jobs=settings.worker_batch_jobs)
     jobs = repo.retry_failed(job_ids=args.job, document_id=args.document, submission_id=args.submission)
     messages = dispatcher.send_queued(jobs) if dispatcher is not None and jobs else 0
-    where = f"put on queue {settings.queue!r} in {messages} messages" if dispatcher is not None else (
+    where = f"sent to their models' queues in {messages} messages" if dispatcher is not None else (
         "queued: 'docqa run' answers them")
     print(f"docqa retry: {len(jobs)} failed job(s) queued again with their attempts reset, {where}")
     for job in jobs[:50]:
@@ -212,7 +214,7 @@ def cmd_requeue(args: argparse.Namespace) -> int:
     messages = dispatcher.send_queued(repo.queued_jobs(ids))
     print(
         f"docqa requeue: {len(ids)} queued jobs of model {model_label(settings.model, settings.revision)} "
-        f"put on queue {settings.queue!r} again in {messages} messages"
+        f"put on queue {settings.model_queue!r} again in {messages} messages"
     )
     others = repo.queued_job_count(exclude_model=settings.model, exclude_revision=settings.revision or "")
     if others > 0:

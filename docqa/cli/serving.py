@@ -35,7 +35,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     argv = [
         "worker",
-        "--queues", settings.queue,
+        "--queues", settings.model_queue,
         "--concurrency", str(args.concurrency),
         "--pool", args.pool,
         "--loglevel", args.loglevel,

@@ -16,6 +16,7 @@ from typing import Literal
 from pydantic import Field, create_model
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from docqa.core.labels import queue_for
 from docqa.core.params import AnswerParams
 
 DEFAULT_MODEL = "distilbert-base-cased-distilled-squad"
@@ -30,7 +31,9 @@ class _StoreAndModel(BaseSettings):
         description="result store: `sqlite:///FILE` (embedded) or `postgresql+psycopg://USER@HOST/DB` (production)",
     )
     broker_url: str = Field("redis://127.0.0.1:6379/0", description="Celery broker (distributed mode)")
-    queue: str = Field("docqa", description="broker queue the jobs go to")
+    queue: str = Field(
+        "docqa", description="prefix of the broker queues: each model and revision gets its own, `<queue>.<model>-<hash>`"
+    )
     model: str = Field(DEFAULT_MODEL, description="hub id or local folder of an AutoModelForQuestionAnswering")
     revision: str | None = Field(None, description="model revision (branch, tag or commit) on the hub")
     device: str = Field("auto", description="`auto` (CUDA if present, else CPU), `cpu`, `cuda`, `cuda:N`")
@@ -97,6 +100,11 @@ class Settings(_WithAnswerParams):  # type: ignore[misc, valid-type]
         description="on a CPU, give freed activation memory back to the OS at most this often, seconds "
         "(glibc `malloc_trim`: about 20% lower peak memory, no measurable slowdown); 0 switches it off",
     )
+
+    @property
+    def model_queue(self) -> str:
+        """The broker queue of this model and revision (workers consume it; producers send to it)."""
+        return queue_for(self.queue, self.model, self.revision)
 
     def answer_params(self) -> AnswerParams:
         """The answer parameters as one validated value (ValidationError if they conflict)."""

@@ -55,7 +55,8 @@ class Workers:
             log = open(self.log_dir / f"worker{k}.log", "wb")
             name = f"w{k}-{uuid.uuid4().hex[:6]}@%h"
             if via == "celery":
-                cmd = [sys.executable, "-m", "celery", "-A", "docqa.worker.app", "worker", "-Q", self.env["DOCQA_QUEUE"],
+                # No -Q: the app's default queue is its model's queue.
+                cmd = [sys.executable, "-m", "celery", "-A", "docqa.worker.app", "worker",
                        "-c", str(concurrency), "-n", name, "--loglevel", "INFO"]
             else:
                 cmd = [sys.executable, "-m", "docqa.cli", "worker", "--concurrency", str(concurrency),
@@ -112,6 +113,13 @@ def open_repo(url: str):
     repo = Repository(session_factory(engine))
     repo.engine = engine
     return repo
+
+
+def model_queue(env: dict[str, str]) -> str:
+    """The broker queue the workers of env's model consume."""
+    from docqa.core.labels import queue_for
+
+    return queue_for(env["DOCQA_QUEUE"], env["DOCQA_MODEL"], env.get("DOCQA_REVISION") or None)
 
 
 def free_port() -> int:

@@ -18,7 +18,7 @@ import uuid
 
 import pytest
 from sqlalchemy import text
-from support import OwnPostgres, OwnRedis, docqa, open_repo, postgres_bin, wait_for, write_corpus
+from support import OwnPostgres, docqa, model_queue, open_repo, postgres_bin, wait_for, write_corpus
 
 QUESTION = "Where does the river flow?"
 
@@ -42,7 +42,7 @@ def test_poison_messages_are_dead_lettered_and_the_worker_goes_on(distributed_en
     from docqa.core.settings import Settings
 
     env = distributed_env
-    queue = env["DOCQA_QUEUE"]
+    queue = model_queue(env)
     client = redis.Redis.from_url(env["DOCQA_BROKER_URL"])
     repo = open_repo(env["DOCQA_DATABASE_URL"])
     from docqa.storage.db import ensure_schema
@@ -100,9 +100,9 @@ def test_a_message_of_another_store_is_refused_and_left_for_its_workers(distribu
     sub = docqa(["submit", str(docs), "-q", QUESTION], env)
     assert sub.returncode == 0, sub.stderr
     client = redis.Redis.from_url(env["DOCQA_BROKER_URL"])
-    client.delete(env["DOCQA_QUEUE"])  # only the foreign message is on the queue
+    client.delete(model_queue(env))  # only the foreign message is on the queue
     app = make_celery(Settings(broker_url=env["DOCQA_BROKER_URL"], queue=env["DOCQA_QUEUE"]))
-    send_jobs(app, [1], env["DOCQA_QUEUE"], "another-store")
+    send_jobs(app, [1], model_queue(env), "another-store")
     env_no_reconcile = dict(env, DOCQA_RECONCILE_SECONDS="3600")
     workers.env = env_no_reconcile
     workers.start(1)
@@ -110,7 +110,7 @@ def test_a_message_of_another_store_is_refused_and_left_for_its_workers(distribu
              what="the refusal in the log", logs=workers.logs)
     time.sleep(1)
     assert repo.counts()["queued"] == 2, "a foreign message must not make this store's jobs run"
-    assert client.llen(env["DOCQA_QUEUE"]) + _unacked(client) >= 1, "the message was dropped"
+    assert client.llen(model_queue(env)) + _unacked(client) >= 1, "the message was dropped"
 
 
 def _unacked(client) -> int:
@@ -139,7 +139,7 @@ def test_jobs_with_no_message_are_sent_again_without_a_command(distributed_env, 
     write_corpus(docs, 12, seed=4, sizes=(30,))
     sub = docqa(["submit", str(docs), "-q", QUESTION], env)
     assert sub.returncode == 0, sub.stderr
-    redis.Redis.from_url(env["DOCQA_BROKER_URL"]).delete(env["DOCQA_QUEUE"])
+    redis.Redis.from_url(env["DOCQA_BROKER_URL"]).delete(model_queue(env))
     workers.env = env
     workers.start(1)
     started = time.monotonic()
@@ -237,7 +237,7 @@ def test_a_worker_that_cannot_start_exits_non_zero_with_the_reason(distributed_e
     assert out.returncode == 1 and "cannot start: store:" in out.stderr, out.stderr[-2000:]
     # The plain Celery entry point checks the same things before consuming.
     out = subprocess.run(
-        [sys.executable, "-m", "celery", "-A", "docqa.worker.app", "worker", "-Q", bad_model["DOCQA_QUEUE"]],
+        [sys.executable, "-m", "celery", "-A", "docqa.worker.app", "worker"],
         env=bad_model, capture_output=True, text=True, timeout=120,
     )
     assert out.returncode != 0 and "docqa worker cannot start: model:" in out.stdout + out.stderr
