@@ -186,8 +186,10 @@ def safe_url(url: str) -> str:
 
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url.split("@")[-1]
+    except Exception:  # unparsable: hide whatever stands between "user:" and "@"
+        import re
+
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
 # -- output ---------------------------------------------------------------------------------

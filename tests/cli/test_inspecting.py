@@ -1,0 +1,42 @@
+"""`status`, `results` and `health` read a store; they never create one and never print a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def docqa(args, cwd, env=None):
+    return subprocess.run([sys.executable, "-m", "docqa", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=120, env=env)
+
+
+def test_status_and_results_in_a_folder_without_a_store_create_nothing(tmp_path):
+    for command in (["status", "--no-broker"], ["results"], ["health", "--no-broker"]):
+        out = docqa(command, tmp_path)
+        assert out.returncode == 1, out
+        assert "no store at sqlite:///docqa.db" in out.stderr and "Traceback" not in out.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_bad_database_url_is_one_line_without_the_password(tmp_path):
+    out = docqa(["status", "--no-broker", "--database-url", "postgresql://u:secret@127.0.0.1:notaport/db"], tmp_path)
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr and "secret" not in out.stderr
+    assert "cannot open the store postgresql://u:***@127.0.0.1:notaport/db" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_status_clips_long_failure_lines(tmp_path, tiny_model):
+    from docqa.core.params import AnswerParams
+    from docqa.storage.db import make_engine, session_factory, upgrade
+    from docqa.storage.repository import Repository
+
+    url = f"sqlite:///{tmp_path / 'docqa.db'}"
+    upgrade(url)
+    repo = Repository(session_factory(make_engine(url)))
+    doc = repo.add_document("text")
+    (job,) = repo.add_jobs(doc.id, ["q" * 5000], model="m", revision=None, params=AnswerParams())
+    repo.fail(job.id, "e" * 100_000)
+    out = docqa(["status", "--no-broker"], tmp_path)
+    assert out.returncode == 0
+    assert max(len(line) for line in out.stdout.splitlines()) < 1000

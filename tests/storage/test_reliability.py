@@ -1,0 +1,89 @@
+"""The store's side of distributed reliability: hand-backs, suspects, unsent jobs, retries,
+submissions, the worker registry and fleet roles, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from docqa.core.params import AnswerParams
+from docqa.storage.columns import utcnow
+from docqa.storage.repository import Repository
+
+
+def _jobs(repo: Repository, params: AnswerParams, n: int = 3) -> list[int]:
+    doc = repo.add_document("The Rhine flows to the North Sea.")
+    return [j.id for j in repo.add_jobs(doc.id, [f"Question {i}?" for i in range(n)], model="m", revision=None,
+                                        params=params)]
+
+
+def test_release_hands_a_claim_back_without_counting_the_attempt(repo: Repository, params: AnswerParams) -> None:
+    j1, j2, j3 = _jobs(repo, params)
+    repo.claim([j1, j2], worker="a", lease_seconds=60)
+    repo.claim([j3], worker="b", lease_seconds=60)
+    assert repo.release([j1, j2, j3], worker="a") == [j1, j2]  # not b's job
+    assert [(repo.job(j).status, repo.job(j).attempts) for j in (j1, j2, j3)] == [
+        ("queued", 0), ("queued", 0), ("running", 1)
+    ]
+
+
+def test_suspects_are_not_claimed_with_fresh_jobs(repo: Repository, params: AnswerParams) -> None:
+    j1, j2, j3 = _jobs(repo, params)
+    now = utcnow()
+    repo.claim([j1], worker="dead", lease_seconds=5, now=now)
+    assert repo.requeue_expired(max_attempts=3, now=now + timedelta(seconds=6)) == [j1]
+    fresh = repo.claim([j1, j2, j3], worker="w", lease_seconds=60, fresh_only=True)
+    assert sorted(c.job_id for c in fresh) == [j2, j3]
+    assert repo.claim_queued(limit=10, model="m", revision=None, worker="w", lease_seconds=60) == []
+    (alone,) = repo.claim([j1], worker="w", lease_seconds=60)
+    assert alone.attempts == 2
+
+
+def test_unsent_queued_jobs_are_found_after_the_bound(repo: Repository, params: AnswerParams) -> None:
+    j1, j2, j3 = _jobs(repo, params)
+    now = utcnow()
+    assert repo.unsent_queued(older_than=60, now=now) == []  # just created
+    later = now + timedelta(seconds=61)
+    assert [j.id for j in repo.unsent_queued(older_than=60, now=later)] == [j1, j2, j3]  # never sent
+    repo.mark_sent([j1], now=later)
+    repo.claim([j2], worker="w", lease_seconds=60)
+    assert [j.id for j in repo.unsent_queued(older_than=60, now=later)] == [j3]
+    assert [(j.id, j.model, j.revision, j.attempts) for j in repo.queued_jobs([j1, j2, j3])] == [
+        (j1, "m", None, 0), (j3, "m", None, 0)
+    ]
+
+
+def test_retry_failed_by_submission_resets_attempts(repo: Repository, params: AnswerParams) -> None:
+    j1, j2, j3 = _jobs(repo, params)
+    sid = repo.start_submission(command="submit", model="m", revision=None)
+    repo.add_submission_jobs(sid, [j1, j2])
+    repo.add_submission_jobs(sid, [j2])  # linking twice is harmless
+    for j in (j1, j2, j3):
+        repo.claim([j], worker="w", lease_seconds=60)
+        repo.fail(j, "broke")
+    retried = repo.retry_failed(submission_id=sid)
+    assert [j.id for j in retried] == [j1, j2]
+    assert [(repo.job(j).status, repo.job(j).attempts, repo.job(j).error) for j in (j1, j2)] == [
+        ("queued", 0, None), ("queued", 0, None)
+    ]
+    assert repo.job(j3).status == "failed"
+    assert repo.submission_progress(sid) == {"queued": 2, "running": 0, "done": 0, "failed": 0}
+    assert [j.id for j in repo.retry_failed()] == [j3]
+
+
+def test_one_holder_of_a_role_at_a_time_until_its_hold_runs_out(repo: Repository) -> None:
+    now = utcnow()
+    assert repo.hold_role("reconciler", "a", seconds=30, now=now)
+    assert not repo.hold_role("reconciler", "b", seconds=30, now=now + timedelta(seconds=1))
+    assert repo.hold_role("reconciler", "a", seconds=30, now=now + timedelta(seconds=10))  # renewal
+    assert repo.hold_role("reconciler", "b", seconds=30, now=now + timedelta(seconds=41))  # a stopped renewing
+    repo.release_role("reconciler", "b")
+    assert repo.hold_role("reconciler", "c", seconds=30)
+
+
+def test_worker_registry_shows_live_workers(repo: Repository) -> None:
+    repo.register_worker("h:1:ns:aa", host="h", pid=1, model="m", queue="docqa.m-x")
+    repo.register_worker("h:2:ns:bb", host="h", pid=2, model="m", queue="docqa.m-x")
+    repo.stop_worker("h:2:ns:bb")
+    assert [w.name for w in repo.live_workers(seen_within=30)] == ["h:1:ns:aa"]
+    assert repo.live_workers(seen_within=30, now=utcnow() + timedelta(seconds=60)) == []
+    assert len(repo.store_id()) == 32
