@@ -57,3 +57,14 @@ def test_compose_environment_points_workers_at_the_services():
     env = COMPOSE["x-docqa-env"]
     assert env["DOCQA_DATABASE_URL"].startswith("postgresql+psycopg://") and "@postgres:5432/" in env["DOCQA_DATABASE_URL"]
     assert env["DOCQA_BROKER_URL"] == "redis://redis:6379/0"
+
+
+def test_workers_have_a_liveness_probe_that_parses_with_the_real_cli():
+    from docqa.cli import build_parser
+
+    parser = build_parser()
+    for name in ("worker-gpu", "worker-cpu"):
+        test = COMPOSE["services"][name]["healthcheck"]["test"]
+        assert test[:3] == ["CMD", "docqa", "health"], name
+        args = parser.parse_args(test[2:])
+        assert args.worker and args.func.__name__ == "cmd_health"
