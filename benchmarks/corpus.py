@@ -216,7 +216,7 @@ def all_prose(root: Path = DOC_ROOT) -> list[tuple[str, str, str, list[str]]]:
     if not available(root):
         raise SystemExit(
             f"{root} is missing: install the Python documentation sources with "
-            "`apt-get update && apt-get install -y python3.11-doc`"
+            "`apt-get update && apt-get install -y python3.11-doc debian-reference-en`"
         )
     out = []
     for path in sorted(root.rglob("*.rst.txt")):

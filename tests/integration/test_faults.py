@@ -18,9 +18,24 @@ import uuid
 
 import pytest
 from sqlalchemy import text
-from support import OwnPostgres, docqa, model_queue, open_repo, postgres_bin, wait_for, write_corpus
+from support import OwnPostgres, OwnRedis, docqa, model_queue, open_repo, postgres_bin, wait_for, write_corpus
 
 QUESTION = "Where does the river flow?"
+
+
+def report(fault: str, repo, n_jobs: int, seconds: float | None) -> None:
+    """One line per fault for the record (shown with pytest -s): submitted / answered /
+    duplicated / stranded, and the time to recover."""
+    with repo.engine.connect() as conn:
+        answered = conn.execute(text("SELECT count(DISTINCT job_id) FROM answers")).scalar_one()
+        duplicated = conn.execute(
+            text("SELECT count(*) FROM (SELECT job_id FROM answers GROUP BY job_id, rank HAVING count(*) > 1) d")
+        ).scalar_one()
+    counts = repo.counts()
+    stranded = counts["queued"] + counts["running"]
+    took = "-" if seconds is None else f"{seconds:.1f} s"
+    print(f"\nFAULT {fault}: submitted {n_jobs}, answered {answered}, duplicated {duplicated}, "
+          f"stranded {stranded}, failed {counts['failed']}, recovered in {took}")
 
 
 def answered_once(repo, n_jobs: int) -> None:
@@ -68,6 +83,7 @@ def test_poison_messages_are_dead_lettered_and_the_worker_goes_on(distributed_en
     sub = docqa(["submit", str(docs), "-q", QUESTION], env)
     assert sub.returncode == 0, sub.stderr
     wait_for(lambda: repo.counts()["done"] == 6, timeout=120, what="6 jobs done", logs=workers.logs)
+    report("5 poison messages before 6 good jobs", repo, 6, None)
     answered_once(repo, 6)
     assert workers.procs[0].poll() is None, "the worker died:\n" + workers.logs()
     entries = [json.loads(e) for e in client.lrange("docqa.dead-letters", 0, -1)]
@@ -144,6 +160,8 @@ def test_jobs_with_no_message_are_sent_again_without_a_command(distributed_env, 
     workers.start(1)
     started = time.monotonic()
     wait_for(lambda: repo.counts()["done"] == 24, timeout=120, what="24 stranded jobs done", logs=workers.logs)
+    report("killed producer (12 never sent) + broker lost its queue (12), reconcile 5 s", repo, 24,
+           time.monotonic() - started)
     answered_once(repo, 24)
     assert "reconciler: sent" in workers.logs(tail=None)
     assert time.monotonic() - started < 60
@@ -171,6 +189,7 @@ def test_whole_worker_killed_its_jobs_are_answered_by_another_within_a_minute(di
     killed_at = time.monotonic()
     wait_for(lambda: repo.counts()["done"] == 24, timeout=150, what="24 jobs done", logs=workers.logs)
     recovered = time.monotonic() - killed_at
+    report("whole worker (process group) SIGKILLed mid-batch, lease 6 s", repo, 24, recovered)
     answered_once(repo, 24)
     assert recovered < 60 + 30, f"took {recovered:.0f} s"  # the bound, plus this machine's compute
 
@@ -217,6 +236,7 @@ def test_a_job_that_kills_its_process_fails_alone(distributed_env, workers, tmp_
     repo = open_repo(env["DOCQA_DATABASE_URL"])
     wait_for(lambda: repo.counts()["done"] + repo.counts()["failed"] == 16, timeout=240,
              what="16 jobs finished", logs=workers.logs)
+    report("one job kills its process (os._exit), batch of 16, lease 4 s", repo, 16, None)
     counts = repo.counts()
     assert counts == {"queued": 0, "running": 0, "done": 15, "failed": 1}, counts
     (failure,) = repo.failures()
@@ -307,9 +327,14 @@ def test_a_database_outage_loses_no_message_and_strands_no_job(redis_url, tmp_pa
             time.sleep(15)
             pg.start()
             back = time.monotonic()
+            before = _safe_done(repo)
+            wait_for(lambda: _safe_done(repo) > before, timeout=60, what="work to resume", logs=workers.logs)
+            print(f"\nFAULT PostgreSQL outage: work resumed {time.monotonic() - back:.1f} s after the database returned")
+            assert time.monotonic() - back < 30
             wait_for(lambda: repo.counts()["done"] > 0 and _safe_done(repo) == 60, timeout=180,
                      what="60 jobs done after the outage", logs=workers.logs)
             assert time.monotonic() - back < 150
+            report("PostgreSQL stopped 15 s under 2 workers", repo, 60, time.monotonic() - back)
             answered_once(repo, 60)
             assert all(p.poll() is None for p in workers.procs), "a worker died in the outage"
         finally:
@@ -324,3 +349,34 @@ def _safe_done(repo) -> int:
         return repo.counts()["done"]
     except Exception:
         return -1
+
+
+def test_a_broker_restarted_without_persistence_loses_no_job(distributed_env, tmp_path):
+    """Redis killed under running workers and started again empty (no persistence): the
+    workers reconnect, the reconciler re-sends what the broker lost, every job answered once."""
+    from support import Workers
+
+    own = OwnRedis(tmp_path)
+    own.start()
+    env = dict(distributed_env, DOCQA_BROKER_URL=own.url, DOCQA_RECONCILE_SECONDS="5", DOCQA_WORKER_BATCH_JOBS="4")
+    workers = Workers(env, tmp_path)
+    repo = open_repo(env["DOCQA_DATABASE_URL"])
+    try:
+        docs = tmp_path / "docs"
+        write_corpus(docs, 40, seed=12, sizes=(300, 800))
+        workers.start(2)
+        sub = docqa(["submit", str(docs), "-q", QUESTION], env)
+        assert sub.returncode == 0, sub.stderr
+        wait_for(lambda: repo.counts()["done"] >= 4, timeout=120, what="first jobs done", logs=workers.logs)
+        own.stop()  # every queued message is gone with it
+        time.sleep(3)
+        own.start()
+        back = time.monotonic()
+        wait_for(lambda: repo.counts()["done"] == 40, timeout=180, what="40 jobs done after the broker restart",
+                 logs=workers.logs)
+        report("Redis killed and restarted empty under 2 workers, reconcile 5 s", repo, 40, time.monotonic() - back)
+        answered_once(repo, 40)
+        assert all(p.poll() is None for p in workers.procs), "a worker died with the broker"
+    finally:
+        workers.stop()
+        own.stop()
