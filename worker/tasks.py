@@ -42,6 +42,7 @@ MAX_BACKOFF = 15.0
 _runtime = None
 _runtime_pid = None
 _concurrency = 1
+_start_failures = 0  # failed attempts to set this process up, in a row
 
 
 def usable_cores() -> int:
@@ -220,7 +221,16 @@ def run_jobs(self, message=None, *args, **kwargs) -> dict:
         reason = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'message'}: {e['msg']}" for e in exc.errors())
         deadletter.push_via(app, f"not a docqa job message: {reason}", message, queue=queue)
         return {"dead_letter": True}
-    rt = runtime()
+    try:
+        rt = runtime()
+    except Exception as exc:  # the store (or the model) cannot be had right now: put back, try later
+        global _start_failures
+        _start_failures += 1
+        wait = min(MAX_BACKOFF, 2.0 ** (_start_failures - 1))
+        log.error("this worker process cannot run jobs (%s: %s); message put back in %.0f s",
+                  type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "", wait)
+        time.sleep(wait)
+        raise Reject("worker not ready", requeue=True) from None
     if msg.store_id is not None and msg.store_id != rt.store_id:
         log.error(
             "refused a message for store %s: this worker serves store %s (%s); put back for that "
@@ -231,6 +241,8 @@ def run_jobs(self, message=None, *args, **kwargs) -> dict:
         raise Reject("message of another store", requeue=True)
     from docqa.worker.runner import StoreUnavailable
 
+    # Celery drops (rejects without requeue) the message of a task that raises: every
+    # failure below puts the message back instead, after a backoff.
     try:
         stats = rt.runner.run(msg.job_ids)
         if stats.leftover:  # more than this worker's batch, or suspects that must run alone
@@ -240,6 +252,13 @@ def run_jobs(self, message=None, *args, **kwargs) -> dict:
         log.warning("the store failed during a run (%s); message put back in %.0f s", exc, wait)
         time.sleep(wait)
         raise Reject("store unavailable", requeue=True) from None
+    except Exception as exc:
+        # Not the store: the broker, or a fault of docqa's own. The claims stand (their
+        # attempts count), so a job that keeps failing is failed by its attempts.
+        wait = rt.backoff()
+        log.exception("a run failed (%s: %s); message put back in %.0f s", type(exc).__name__, exc, wait)
+        time.sleep(wait)
+        raise Reject("run failed", requeue=True) from None
     rt.failures = 0
     if stats.unknown:
         deadletter.push_via(app, f"job ids unknown to store {rt.store_id}: {stats.unknown[:20]}", message,
