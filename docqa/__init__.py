@@ -7,6 +7,8 @@ The Python API:
   returns one `QuestionAnswers` per question (typed `Answer`s with character offsets).
 - `docqa.pipeline("question-answering", model=...)` is a drop-in for transformers 5.2.0's
   pipeline: same call forms, same `{"score", "start", "end", "answer"}` results.
+- `docqa.Client(database_url=..., broker_url=...)` submits documents to the store (answered
+  in process, or by workers), follows a `Submission` and reads answers with provenance.
 - `Answer`, `AnswerParams`, `QuestionAnswers`, `Settings` are the types.
 
 Names are loaded on first use, so `import docqa` stays cheap (no torch).
@@ -19,10 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.2.0"
 
-__all__ = ["Answer", "AnswerParams", "QuestionAnswers", "Settings", "__version__", "ask", "pipeline"]
+__all__ = ["Answer", "AnswerParams", "Client", "QuestionAnswers", "Settings", "Submission", "__version__", "ask",
+           "pipeline"]
 
 _EXPORTS = {
     "ask": "docqa.api",
+    "Client": "docqa.client",
+    "Submission": "docqa.client",
     "pipeline": "docqa.pipelines",
     "Answer": "docqa.core.answer",
     "QuestionAnswers": "docqa.core.answer",
@@ -32,6 +37,7 @@ _EXPORTS = {
 
 if TYPE_CHECKING:
     from docqa.api import ask
+    from docqa.client import Client, Submission
     from docqa.core.answer import Answer, QuestionAnswers
     from docqa.core.params import AnswerParams
     from docqa.core.settings import Settings

@@ -1,0 +1,310 @@
+"""`docqa.Client`: submit documents and questions from Python, follow the submission, read
+the answers with their provenance.
+
+Two modes, one interface:
+
+- embedded (the default with a SQLite store and no broker given): `submit` stores the
+  documents and answers the new jobs in this process before it returns, as `docqa run`;
+- distributed (a broker URL given, or a PostgreSQL store): `submit` stores documents and
+  jobs and sends the jobs to their model's queue, as `docqa submit`; `docqa worker`
+  processes answer them; `Submission.wait()` follows them to the end.
+
+Settings come from the same DOCQA_* variables as the command line; arguments override.
+Documents are read lazily: an iterable of a million documents is never held in memory.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from docqa.core.settings import Settings
+
+# Seconds between progress reads while waiting.
+POLL_SECONDS = 0.5
+
+
+class SubmitError(ValueError):
+    """The submission could not be made at all (bad parameters, no questions, refused store)."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Jobs of a submission by status."""
+
+    queued: int
+    running: int
+    done: int
+    failed: int
+
+    @property
+    def total(self) -> int:
+        return self.queued + self.running + self.done + self.failed
+
+    @property
+    def finished(self) -> bool:
+        """No job left queued or running."""
+        return self.queued == 0 and self.running == 0
+
+
+@dataclass(frozen=True)
+class SubmitSummary:
+    """What `submit` stored: documents and jobs, new or already known; inputs it could not use."""
+
+    documents: int
+    new_documents: int
+    jobs: int
+    new_jobs: int
+    existing_jobs: int
+    errors: tuple[str, ...]
+
+
+class Submission:
+    """One submission: its id, what it stored, its progress and its answers."""
+
+    def __init__(self, client: Client, submission_id: int, summary: SubmitSummary | None = None) -> None:
+        self.client = client
+        self.id = submission_id
+        self.summary = summary
+
+    def __repr__(self) -> str:
+        return f"<docqa Submission {self.id}>"
+
+    def progress(self) -> Progress:
+        return Progress(**self.client._repo.submission_progress(self.id))
+
+    def wait(self, timeout: float | None = None) -> Progress:
+        """Block until no job of the submission is queued or running; TimeoutError after `timeout` s."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            progress = self.progress()
+            if progress.finished:
+                return progress
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"submission {self.id} not finished after {timeout} s: {progress.done} done, "
+                    f"{progress.failed} failed, {progress.queued} queued, {progress.running} running"
+                )
+            time.sleep(POLL_SECONDS)
+
+    def answers(self) -> Iterator:
+        """This submission's answers (`ResultRecord`s with provenance), by answer id."""
+        return self.client.answers(submission=self.id)
+
+
+class Client:
+    """docqa from Python; see the module docstring. Cheap to create; the store is opened
+    (and its schema created) on first use, the model loaded only when answering here."""
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        broker_url: str | None = None,
+        *,
+        embedded: bool | None = None,
+        shared_sqlite: bool = False,
+        **settings: Any,
+    ) -> None:
+        overrides = dict(settings)
+        if database_url is not None:
+            overrides["database_url"] = database_url
+        if broker_url is not None:
+            overrides["broker_url"] = broker_url
+        self.settings = Settings(**overrides)
+        if embedded is None:
+            embedded = broker_url is None and self.settings.database_url.startswith("sqlite")
+        self.embedded = embedded
+        self.shared_sqlite = shared_sqlite
+        self._repo_value = None
+        self._engine = None
+        self._dispatcher = None
+
+    # -- submitting -----------------------------------------------------------------
+    def submit(
+        self,
+        documents: Iterable[str | os.PathLike | Mapping[str, Any]] | str | os.PathLike | Mapping[str, Any],
+        questions: Iterable[str] | str = (),
+        *,
+        model: str | None = None,
+        revision: str | None = None,
+        retry_failed: bool = False,
+        **answer_params: Any,
+    ) -> Submission:
+        """Store documents and one job per (document, question); answer them here (embedded)
+        or send them to the workers (distributed). Returns the Submission.
+
+        A document is a `str` (its text), a path (`pathlib.Path` or other PathLike: a file,
+        a folder read recursively, or a .jsonl file) or a mapping `{"id", "text",
+        "metadata"?, "questions"?}`. Questions asked of every document come from
+        `questions`; a mapping may add its own. Inputs that cannot be used are listed in
+        `submission.summary.errors`; the others are stored. Jobs that exist already (same
+        text, question, model and parameters) are not created or run again.
+        """
+        from docqa.core.params import AnswerParams
+        from docqa.producer.submit import submit
+
+        settings = self.settings
+        if model is not None or revision is not None:
+            settings = settings.model_copy(update={"model": model or settings.model, "revision": revision})
+        try:
+            params = AnswerParams(**{**settings.answer_params().model_dump(), **answer_params})
+        except ValueError as exc:
+            raise SubmitError(f"invalid answer parameters: {exc}") from None
+        asked = [questions] if isinstance(questions, str) else list(questions)
+        for q in asked:
+            if not isinstance(q, str):
+                raise SubmitError(f"questions must be str, not {type(q).__name__}")
+            if len(q) > settings.max_question_chars:
+                raise SubmitError(f"a question of {len(q):,} characters is over the limit of "
+                                  f"{settings.max_question_chars:,} (max_question_chars)")
+        if isinstance(documents, (str, os.PathLike, Mapping)):
+            documents = [documents]
+        repo = self._repo
+        enqueue = None
+        if not self.embedded:
+            if settings.database_url.startswith("sqlite") and not self.shared_sqlite:
+                raise SubmitError(
+                    "a SQLite store with a broker: workers elsewhere cannot read that file; use the PostgreSQL "
+                    "store the workers use, Client(embedded=True) to answer in this process, or "
+                    "shared_sqlite=True if every worker runs on this host with this same file"
+                )
+            dispatcher = self._dispatch()
+            enqueue = lambda ids: dispatcher.send(ids, settings.model, settings.revision)  # noqa: E731
+        report = submit(
+            _source_documents(documents, settings.max_document_chars),
+            asked,
+            repo=repo,
+            model=settings.model,
+            revision=settings.revision,
+            params=params,
+            enqueue=enqueue,
+            chunk=settings.worker_batch_jobs,
+            command="client",
+            max_question_chars=settings.max_question_chars,
+        )
+        if retry_failed:
+            retried = repo.retry_failed(submission_id=report.submission_id)
+            if retried and not self.embedded:
+                self._dispatch().send_queued(retried)
+        if report.send_error is not None:
+            raise ConnectionError(
+                f"the broker refused the jobs' messages ({report.send_error}); submission {report.submission_id} "
+                "is stored and its jobs are queued: a worker's reconciler sends them once the broker is back"
+            )
+        if self.embedded:
+            self._answer_here(settings, report.submission_id)
+        summary = SubmitSummary(report.documents, report.new_documents, report.jobs, report.new_jobs,
+                                report.existing_jobs, tuple(report.errors))
+        return Submission(self, report.submission_id, summary)
+
+    def submission(self, submission_id: int) -> Submission:
+        """A submission made earlier (by any client or command)."""
+        if not self._repo.submission_exists(submission_id):
+            raise LookupError(f"there is no submission {submission_id}")
+        return Submission(self, submission_id)
+
+    def _answer_here(self, settings: Settings, submission_id: int) -> None:
+        from docqa.worker.engine import Engine
+        from docqa.worker.runner import JobRunner
+
+        repo = self._repo
+        while True:
+            pending = repo.queued_job_ids(model=settings.model, revision=settings.revision or "")
+            if not pending:
+                return
+            if self._engine is None or (self._engine.model_id, self._engine.revision) != (settings.model, settings.revision):
+                self._engine = Engine.from_settings(settings).warm_up()
+            runner = JobRunner.from_settings(repo, self._engine, settings)
+            claimed = 0
+            for i in range(0, len(pending), settings.worker_batch_jobs):
+                claimed += runner.run(pending[i : i + settings.worker_batch_jobs], fill=False).claimed
+            if claimed == 0:
+                return
+
+    # -- reading ---------------------------------------------------------------------
+    def answers(
+        self, *, submission: int | None = None, document: int | None = None, job: int | None = None
+    ) -> Iterator:
+        """Stored answers with provenance (`ResultRecord`s), by answer id, filtered as given."""
+        return self._repo.iter_results(submission_id=submission, document_id=document, job_id=job)
+
+    def retry(
+        self, *, job_ids: Iterable[int] | None = None, document: int | None = None, submission: int | None = None,
+        all: bool = False,  # noqa: A002 (the CLI's word)
+    ) -> list[int]:
+        """Queue failed jobs again (attempts reset) and send or answer them; their ids."""
+        if job_ids is None and document is None and submission is None and not all:
+            raise ValueError("say which failed jobs to retry: job_ids, document, submission or all=True")
+        jobs = self._repo.retry_failed(job_ids=job_ids, document_id=document, submission_id=submission)
+        if jobs and not self.embedded:
+            self._dispatch().send_queued(jobs)
+        elif jobs:
+            self._answer_here(self.settings, submission or 0)
+        return [j.id for j in jobs]
+
+    # -- plumbing --------------------------------------------------------------------
+    @property
+    def _repo(self):
+        if self._repo_value is None:
+            from docqa.storage.db import ensure_schema, make_engine, session_factory
+            from docqa.storage.repository import Repository
+
+            db = make_engine(self.settings.database_url)
+            ensure_schema(db)
+            self._repo_value = Repository(session_factory(db))
+        return self._repo_value
+
+    def _dispatch(self):
+        if self._dispatcher is None:
+            from docqa.worker.app import Dispatcher, make_celery
+
+            self._dispatcher = Dispatcher(make_celery(self.settings), self._repo, queue=self.settings.queue,
+                                          batch_jobs=self.settings.worker_batch_jobs)
+        return self._dispatcher
+
+
+def _source_documents(documents: Iterable, max_chars: int) -> Iterator:
+    """SourceDocuments from str / path / mapping items, one at a time."""
+    from docqa.producer.documents import InputError, SourceDocument, check_text, iter_inputs
+
+    for n, item in enumerate(documents):
+        if isinstance(item, os.PathLike):
+            yield from iter_inputs([os.fspath(item)], max_chars)
+        elif isinstance(item, str):
+            source = f"document {n}"
+            try:
+                check_text(item, source, max_chars)
+                yield SourceDocument(source=source, text=item)
+            except InputError as exc:
+                yield SourceDocument(source=source, error=str(exc))
+        elif isinstance(item, Mapping):
+            source = f"document {n}" if item.get("id") is None else f"document {item['id']!s}"
+            text, questions, metadata = item.get("text"), item.get("questions") or [], item.get("metadata")
+            problem = None
+            if not isinstance(text, str):
+                problem = f'{source}: has no "text" string'
+            elif not isinstance(questions, list) or not all(isinstance(q, str) for q in questions):
+                problem = f'{source}: "questions" must be a list of strings'
+            elif metadata is not None and not isinstance(metadata, Mapping):
+                problem = f'{source}: "metadata" must be a mapping'
+            if problem is None:
+                try:
+                    check_text(text, source, max_chars)
+                except InputError as exc:
+                    problem = str(exc)
+            if problem is not None:
+                yield SourceDocument(source=source, error=problem)
+                continue
+            yield SourceDocument(
+                source=source, text=text, external_id=None if item.get("id") is None else str(item["id"]),
+                questions=list(questions), metadata=dict(metadata) if metadata is not None else None,
+            )
+        else:
+            yield SourceDocument(source=f"document {n}",
+                                 error=f"document {n}: a {type(item).__name__}, not a str, path or mapping")
+
+
+__all__ = ["Client", "Progress", "Submission", "SubmitError", "SubmitSummary"]
