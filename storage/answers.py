@@ -105,6 +105,8 @@ class Answers(Transactions):
                     "token_end": a.token_end,
                     "start_logit": a.start_logit,
                     "end_logit": a.end_logit,
+                    "null_start_logit": a.null_start_logit,
+                    "null_end_logit": a.null_end_logit,
                     "model": model_label,
                     "created_at": now,
                 }
@@ -194,7 +196,7 @@ def _check_answers(job_id: int, answers: Sequence[Answer]) -> None:
     for a in answers:
         if a.rank < 0:
             raise ValueError(f"job {job_id}: answer rank {a.rank} is negative; ranks are 0-based")
-        for name in ("score", "start_logit", "end_logit"):
+        for name in ("score", "start_logit", "end_logit", "null_start_logit", "null_end_logit"):
             value = getattr(a, name)
             if value is not None and not math.isfinite(value):
                 raise ValueError(

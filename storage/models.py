@@ -159,6 +159,10 @@ class AnswerRow(Base):
     token_end: Mapped[int | None] = mapped_column(Integer)
     start_logit: Mapped[float | None] = mapped_column(Double)
     end_logit: Mapped[float | None] = mapped_column(Double)
+    # The window's raw logits at CLS ("no answer"); NULL for the null answer and for
+    # answers stored before schema 0003.
+    null_start_logit: Mapped[float | None] = mapped_column(Double)
+    null_end_logit: Mapped[float | None] = mapped_column(Double)
     # "model@revision", or the model alone when there is no revision.
     model: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

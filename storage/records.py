@@ -147,6 +147,10 @@ class ResultRecord:
     token_end: int | None
     start_logit: float | None
     end_logit: float | None
+    null_start_logit: float | None
+    null_end_logit: float | None
+    # start + end - null start - null end logits: comparable across windows and documents.
+    margin: float | None
     model: str
 
     @classmethod
@@ -174,6 +178,9 @@ class ResultRecord:
             token_end=a.token_end,
             start_logit=a.start_logit,
             end_logit=a.end_logit,
+            null_start_logit=a.null_start_logit,
+            null_end_logit=a.null_end_logit,
+            margin=answer_from_row(a).margin,
             model=a.model,
         )
 
@@ -193,6 +200,8 @@ def answer_from_row(r: AnswerRow) -> Answer:
         token_end=r.token_end,
         start_logit=r.start_logit,
         end_logit=r.end_logit,
+        null_start_logit=r.null_start_logit,
+        null_end_logit=r.null_end_logit,
     )
 
 

@@ -493,6 +493,8 @@ class Engine:
                 result.start_logits[idx], result.end_logits[idx], allowed_t[idx],
                 n_candidates=n, max_answer_len=max_len,
             )
+            cls_start = result.start_logits[idx, 0].float().cpu().numpy()
+            cls_end = result.end_logits[idx, 0].float().cpu().numpy()
             for r, row in enumerate(rows):
                 j = batch[row]
                 seq_len = windows[j][1].seq_len
@@ -502,6 +504,7 @@ class Engine:
                 for c, k in zip(cands, range(len(cands))):
                     s_log[c.start] = got.start_logits[r, k]
                     e_log[c.end] = got.end_logits[r, k]
+                s_log[0], e_log[0] = cls_start[r], cls_end[r]  # the window's null logits
                 out[j] = (cands, float(got.null_scores[r]), s_log, e_log)
 
     def _type_row(self, layout: WindowLayout) -> np.ndarray:

@@ -256,6 +256,8 @@ class _Merged:
     token_end: int | None
     start_logit: float | None
     end_logit: float | None
+    null_start_logit: float | None
+    null_end_logit: float | None
 
 
 def merge_answers(
@@ -269,7 +271,9 @@ def merge_answers(
 
     windows: per window, in document order: (layout, candidates best first, null score,
     raw start logits, raw end logits). Raw logits are reported with each answer: unlike
-    the score (a probability within one window) they compare across windows.
+    the score (a probability within one window) they compare across windows. So are the
+    window's null logits (at CLS, position 0): `Answer.margin` is the answer's logits
+    minus them, how much the model prefers this span to "no answer" in its window.
     """
     merged: list[_Merged] = []
     index: dict[object, _Merged] = {}
@@ -296,11 +300,13 @@ def merge_answers(
                 token_end=tok_e if layout.doc_start <= tok_e < layout.doc_end else None,
                 start_logit=float(start_logits[cand.start]),
                 end_logit=float(end_logits[cand.end]),
+                null_start_logit=float(start_logits[0]),
+                null_end_logit=float(end_logits[0]),
             )
             index[key] = item
             merged.append(item)
     if params.handle_impossible_answer:
-        merged.append(_Merged("", null_score, 0, 0, None, None, None, None, None))
+        merged.append(_Merged("", null_score, 0, 0, None, None, None, None, None, None, None))
     merged.sort(key=lambda m: m.score, reverse=True)
     out = []
     for rank, m in enumerate(merged[: params.top_k]):
@@ -319,6 +325,8 @@ def merge_answers(
                 token_end=m.token_end,
                 start_logit=m.start_logit,
                 end_logit=m.end_logit,
+                null_start_logit=m.null_start_logit,
+                null_end_logit=m.null_end_logit,
             )
         )
     return out

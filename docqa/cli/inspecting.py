@@ -21,7 +21,7 @@ RESULT_FIELDS = (
     "answer_id", "document_id", "document_external_id", "document_source", "sha256", "job_id",
     "question", "rank", "text", "score", "char_start", "char_end", "window_index",
     "window_char_start", "window_char_end", "token_start", "token_end", "start_logit",
-    "end_logit", "model",
+    "end_logit", "null_start_logit", "null_end_logit", "margin", "model",
 )
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, computed_field, model_validator
 
 
 class Answer(BaseModel):
@@ -29,6 +31,29 @@ class Answer(BaseModel):
     token_end: int | None = None
     start_logit: float | None = None
     end_logit: float | None = None
+    # The window's raw logits at CLS (the "no answer" position).
+    null_start_logit: float | None = None
+    null_end_logit: float | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derived_fields_are_not_input(cls, data: Any) -> Any:
+        # `margin` is in every dump; reading a dump back recomputes it instead.
+        if isinstance(data, dict) and "margin" in data:
+            data = {k: v for k, v in data.items() if k != "margin"}
+        return data
+
+    @computed_field  # in model_dump and JSON output, never read back in
+    @property
+    def margin(self) -> float | None:
+        """start_logit + end_logit - null_start_logit - null_end_logit: the log-odds, in the
+        model's own units, of this span against "no answer" in its window. Unlike `score`
+        (a softmax within one window, so its size depends on the window's other tokens)
+        it compares across windows and documents. None for the null answer."""
+        parts = (self.start_logit, self.end_logit, self.null_start_logit, self.null_end_logit)
+        if any(p is None for p in parts):
+            return None
+        return self.start_logit + self.end_logit - self.null_start_logit - self.null_end_logit
 
 
 class QuestionAnswers(BaseModel):

@@ -87,3 +87,17 @@ def test_worker_registry_shows_live_workers(repo: Repository) -> None:
     assert [w.name for w in repo.live_workers(seen_within=30)] == ["h:1:ns:aa"]
     assert repo.live_workers(seen_within=30, now=utcnow() + timedelta(seconds=60)) == []
     assert len(repo.store_id()) == 32
+
+
+def test_null_logits_and_margin_survive_the_store(repo: Repository, params: AnswerParams) -> None:
+    from docqa.core.answer import Answer
+
+    (j1, _j2, _j3) = _jobs(repo, params)
+    repo.claim([j1], worker="w", lease_seconds=60)
+    answer = Answer(rank=0, text="Rhine", score=0.5, char_start=4, char_end=9, window_index=0, window_char_start=0,
+                    window_char_end=33, token_start=1, token_end=1, start_logit=4.0, end_logit=3.5,
+                    null_start_logit=1.25, null_end_logit=0.25)
+    repo.complete(j1, [answer], model_label="m")
+    (record,) = list(repo.iter_results(job_id=j1))
+    assert (record.null_start_logit, record.null_end_logit, record.margin) == (1.25, 0.25, 6.0)
+    assert repo.answers_for_job(j1) == [answer]

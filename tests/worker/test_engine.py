@@ -213,3 +213,27 @@ def test_freed_memory_is_given_back_on_the_cpu_every_few_seconds(tiny_model, eng
     monkeypatch.setenv("DOCQA_TRIM_SECONDS", "soon")
     with pytest.raises(ValueError, match="trim_seconds"):
         Settings()
+
+
+def test_answers_carry_their_windows_null_logits_and_a_comparable_margin(tiny_model, engine):
+    from docqa.core.answer import Answer
+
+    text = " ".join(["The tower was designed by Gustave Eiffel and built in Paris in 1889."] * 40)
+    params = AnswerParams(top_k=5, max_seq_len=64, doc_stride=16)
+    (result,) = engine.run([QAItem(text, "Who designed the tower?", params)])
+    assert result.n_windows > 3 and result.answers
+    by_window: dict[int, set] = {}
+    for a in result.answers:
+        assert a.margin == pytest.approx(a.start_logit + a.end_logit - a.null_start_logit - a.null_end_logit)
+        by_window.setdefault(a.window_index, set()).add((a.null_start_logit, a.null_end_logit))
+    assert all(len(nulls) == 1 for nulls in by_window.values())  # one null per window
+    assert "margin" in result.answers[0].model_dump()
+    assert Answer.model_validate(result.answers[0].model_dump()) == result.answers[0]
+    # The GPU's span path reports the same null logits.
+    device = Engine(tiny_model, device="cpu", span_path="device")
+    (dev,) = device.run([QAItem(text, "Who designed the tower?", params)])
+    for a, b in zip(result.answers, dev.answers):
+        if a.score > 0:
+            assert (a.text, a.window_index) == (b.text, b.window_index)
+            assert b.null_start_logit == pytest.approx(a.null_start_logit, abs=1e-4)
+            assert b.margin == pytest.approx(a.margin, abs=1e-3)
