@@ -226,10 +226,26 @@ class Client:
 
     # -- reading ---------------------------------------------------------------------
     def answers(
-        self, *, submission: int | None = None, document: int | None = None, job: int | None = None
+        self,
+        *,
+        submission: int | None = None,
+        document: int | str | None = None,
+        job: int | None = None,
+        question: str | None = None,
+        model: str | None = None,
+        rank: int | None = None,
     ) -> Iterator:
-        """Stored answers with provenance (`ResultRecord`s), by answer id, filtered as given."""
-        return self._repo.iter_results(submission_id=submission, document_id=document, job_id=job)
+        """Stored answers with provenance (`ResultRecord`s), by answer id, filtered as given.
+
+        `document` is an id, a JSONL id or a source path."""
+        document_ids = None if document is None else self._repo.resolve_documents(document)
+        return self._repo.iter_results(submission_id=submission, job_id=job, document_ids=document_ids,
+                                       question=question, model=model, rank=rank)
+
+    def best_documents(self, question: str, top: int = 10, *, model: str | None = None) -> list:
+        """The `top` best answers (rank 0 of each job) to `question` across all documents, by
+        margin: which documents answer this question best."""
+        return self._repo.top_results(question=question, top=top, model=model, rank=0)
 
     def retry(
         self, *, job_ids: Iterable[int] | None = None, document: int | None = None, submission: int | None = None,

@@ -7,7 +7,7 @@ Invariant for every stored answer: `document.text[char_start:char_end] == answer
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session
@@ -137,6 +137,10 @@ class Answers(Transactions):
         document_id: int | None = None,
         job_id: int | None = None,
         submission_id: int | None = None,
+        document_ids: Collection[int] | None = None,
+        question: str | None = None,
+        model: str | None = None,
+        rank: int | None = None,
         after_answer_id: int = 0,
         batch: int = 500,
     ) -> Iterator[ResultRecord]:
@@ -147,26 +151,19 @@ class Answers(Transactions):
         last answer_id seen: answer ids become visible in increasing order (SQLite writes
         one transaction at a time; on PostgreSQL `complete` serialises answer writes), so
         no answer is skipped. A job answered again gets new answer ids and shows up again.
+        Filters combine: document ids, question text, the job's model, answer rank.
         """
         if batch < 1:
             raise ValueError(f"batch must be at least 1, got {batch}")
         last = after_answer_id
         while True:
             stmt = (
-                select(
-                    AnswerRow,
-                    Job.document_id,
-                    Job.question,
-                    Document.external_id,
-                    Document.source,
-                    Document.sha256,
-                )
-                .join(Job, AnswerRow.job_id == Job.id)
-                .join(Document, Job.document_id == Document.id)
+                self._result_columns()
                 .where(AnswerRow.id > last)
                 .order_by(AnswerRow.id)
                 .limit(batch)
             )
+            stmt = _filtered(stmt, document_ids=document_ids, question=question, model=model, rank=rank)
             if document_id is not None:
                 stmt = stmt.where(Job.document_id == document_id)
             if job_id is not None:
@@ -176,17 +173,64 @@ class Answers(Transactions):
                     AnswerRow.job_id.in_(select(SubmissionJob.job_id).where(SubmissionJob.submission_id == submission_id))
                 )
             with self._read() as session:
-                rows = session.execute(stmt).all()
-                records = [
-                    ResultRecord.from_row(
-                        a, document_id=doc_id, question=question, external_id=external_id, source=source, sha256=digest
-                    )
-                    for a, doc_id, question, external_id, source, digest in rows
-                ]
+                records = [_record(row) for row in session.execute(stmt).all()]
             yield from records
             if len(records) < batch:
                 return
             last = records[-1].answer_id
+
+    def top_results(
+        self,
+        *,
+        question: str,
+        top: int,
+        model: str | None = None,
+        rank: int | None = 0,
+        document_ids: Collection[int] | None = None,
+    ) -> list[ResultRecord]:
+        """The `top` answers to `question` across all documents, by margin (highest first):
+        which documents answer this question best. Answers without a margin (stored before
+        schema 0003, or the null answer) come last."""
+        if top < 1:
+            raise ValueError(f"top must be at least 1, got {top}")
+        margin = AnswerRow.start_logit + AnswerRow.end_logit - AnswerRow.null_start_logit - AnswerRow.null_end_logit
+        stmt = self._result_columns().order_by(margin.desc().nulls_last(), AnswerRow.id).limit(top)
+        stmt = _filtered(stmt, document_ids=document_ids, question=question, model=model, rank=rank)
+        with self._read() as session:
+            return [_record(row) for row in session.execute(stmt).all()]
+
+    @staticmethod
+    def _result_columns():
+        return (
+            select(
+                AnswerRow, Job.document_id, Job.question, Job.params, Document.external_id, Document.source,
+                Document.sha256, Document.meta,
+            )
+            .join(Job, AnswerRow.job_id == Job.id)
+            .join(Document, Job.document_id == Document.id)
+        )
+
+
+def _filtered(stmt, *, document_ids, question, model, rank):
+    if document_ids is not None:
+        stmt = stmt.where(Job.document_id.in_(sorted(set(document_ids))))
+    if question is not None:
+        from docqa.storage.identity import text_sha256
+
+        stmt = stmt.where(Job.question_sha256 == text_sha256(question))
+    if model is not None:
+        stmt = stmt.where(Job.model == model)
+    if rank is not None:
+        stmt = stmt.where(AnswerRow.rank == rank)
+    return stmt
+
+
+def _record(row) -> ResultRecord:
+    a, doc_id, question, params, external_id, source, digest, meta = row
+    return ResultRecord.from_row(
+        a, document_id=doc_id, question=question, external_id=external_id, source=source, sha256=digest,
+        metadata=meta, params=params,
+    )
 
 
 def _check_answers(job_id: int, answers: Sequence[Answer]) -> None:

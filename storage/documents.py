@@ -63,3 +63,17 @@ class Documents(Transactions):
             if row is None:
                 return None
             return DocumentRecord.from_row(row)
+
+    def resolve_documents(self, ref: str | int) -> list[int]:
+        """Ids of the documents `ref` names: an internal id, an external (JSONL) id, or a
+        source path, in that order of preference; [] when none matches."""
+        with self._read() as session:
+            if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+                if session.get(Document, int(ref)) is not None:
+                    return [int(ref)]
+            text_ref = str(ref)
+            for column in (Document.external_id, Document.source):
+                ids = sorted(session.execute(select(Document.id).where(column == text_ref)).scalars())
+                if ids:
+                    return ids
+        return []

@@ -6,6 +6,7 @@ token indices are end inclusive. Timestamps are timezone-aware UTC.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -152,10 +153,15 @@ class ResultRecord:
     # start + end - null start - null end logits: comparable across windows and documents.
     margin: float | None
     model: str
+    # The document's metadata (JSONL "metadata") and the job's answer parameters, so two
+    # jobs that differ only in, say, top_k are told apart.
+    document_metadata: Any = None
+    params: Any = None
 
     @classmethod
     def from_row(
-        cls, a: AnswerRow, *, document_id: int, question: str, external_id: str | None, source: str | None, sha256: str
+        cls, a: AnswerRow, *, document_id: int, question: str, external_id: str | None, source: str | None, sha256: str,
+        metadata: Any = None, params: str | None = None,
     ) -> ResultRecord:
         """An answer row joined with what its job and document say."""
         return cls(
@@ -182,6 +188,8 @@ class ResultRecord:
             null_end_logit=a.null_end_logit,
             margin=answer_from_row(a).margin,
             model=a.model,
+            document_metadata=metadata,
+            params=None if params is None else json.loads(params),
         )
 
 

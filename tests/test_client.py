@@ -60,3 +60,20 @@ def test_a_sqlite_store_with_a_broker_is_refused(tmp_path, tiny_model):
     assert not c.embedded
     with pytest.raises(SubmitError, match="SQLite store with a broker"):
         c.submit([TEXT], "Where?")
+
+
+def test_answers_filter_by_document_reference_question_and_rank_and_rank_documents(client, tmp_path):
+    docs = [{"id": "paris", "text": TEXT, "metadata": {"city": "Paris"}},
+            {"id": "rhine", "text": "The Rhine flows to the North Sea past Cologne."},
+            {"id": "coal", "text": "Barges carried coal and grain north along the canals."}]
+    client.submit(docs, ["Where does it flow?", "Who designed it?"], top_k=2)
+    paris = list(client.answers(document="paris"))
+    assert paris and {r.document_external_id for r in paris} == {"paris"}
+    assert paris[0].document_metadata == {"city": "Paris"} and paris[0].params["top_k"] == 2
+    flow = list(client.answers(question="Where does it flow?", rank=0))
+    assert len(flow) == 3 and {r.question for r in flow} == {"Where does it flow?"} and {r.rank for r in flow} == {0}
+    best = client.best_documents("Where does it flow?", top=2)
+    assert len(best) == 2 and best[0].margin >= best[1].margin
+    margins = sorted((r.margin for r in flow), reverse=True)
+    assert [r.margin for r in best] == margins[:2]
+    assert list(client.answers(document="no-such-doc")) == []

@@ -21,7 +21,7 @@ RESULT_FIELDS = (
     "answer_id", "document_id", "document_external_id", "document_source", "sha256", "job_id",
     "question", "rank", "text", "score", "char_start", "char_end", "window_index",
     "window_char_start", "window_char_end", "token_start", "token_end", "start_logit",
-    "end_logit", "null_start_logit", "null_end_logit", "margin", "model",
+    "end_logit", "null_start_logit", "null_end_logit", "margin", "model", "document_metadata", "params",
 )
 
 
@@ -167,10 +167,33 @@ def cmd_results(args: argparse.Namespace) -> int:
     repo = open_repo(settings, create=False)
     if args.submission is not None and not repo.submission_exists(args.submission):
         raise CliError(f"there is no submission {args.submission} in {safe_url(settings.database_url)}", status=1)
+    document_ids = None
+    if args.document is not None:
+        document_ids = repo.resolve_documents(args.document)
+        if not document_ids:
+            raise CliError(f"no document is named {args.document!r} (an id, a JSONL id or a source path)", status=1)
+    filters = dict(document_ids=document_ids, question=args.question, model=args.model_filter, rank=args.rank)
+
+    def write(rec) -> None:
+        row = dataclasses.asdict(rec)
+        if writer is not None:
+            for key in ("document_metadata", "params"):
+                row[key] = None if row[key] is None else json.dumps(row[key], ensure_ascii=False, sort_keys=True)
+            writer.writerow(row)
+        else:
+            sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+
     writer = None
     if args.format == "csv":
         writer = csv.DictWriter(sys.stdout, fieldnames=RESULT_FIELDS, extrasaction="ignore")
         writer.writeheader()
+    if args.top is not None:
+        if args.question is None or args.follow:
+            raise CliError("--top ranks the answers to one --question across documents (and does not --follow)")
+        filters["rank"] = 0 if args.rank is None else args.rank
+        for rec in repo.top_results(top=args.top, **filters):
+            write(rec)
+        return 0
     # A followed submission ends when its last job does; the whole store only with --until-done.
     until_done = args.until_done or args.submission is not None
     last = 0
@@ -180,14 +203,10 @@ def cmd_results(args: argparse.Namespace) -> int:
         # printed, by this pass or the final one.
         progress = repo.submission_progress(args.submission) if args.submission is not None else repo.counts()
         finished = progress.get("queued", 0) == 0 and progress.get("running", 0) == 0
-        for rec in repo.iter_results(document_id=args.document, job_id=args.job, submission_id=args.submission,
-                                     after_answer_id=last):
-            row = dataclasses.asdict(rec)
-            last = row["answer_id"]
-            if writer is not None:
-                writer.writerow(row)
-            else:
-                sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
+        for rec in repo.iter_results(job_id=args.job, submission_id=args.submission, after_answer_id=last,
+                                     **filters):
+            last = rec.answer_id
+            write(rec)
         sys.stdout.flush()
         if not args.follow:
             return 0
@@ -263,14 +282,21 @@ def register(sub) -> None:
 
     p = sub.add_parser("results", help="stream answers with provenance as JSON lines or CSV",
                        description="Print stored answers with provenance: document id and source, question, "
-                       "rank, answer text, score, character offsets (text[char_start:char_end] == answer), "
-                       "window, model.")
+                       "rank, answer text, score, margin, character offsets (text[char_start:char_end] == answer), "
+                       "window, model, the document's metadata and the job's answer parameters.")
     add_store_option(p)
     p.add_argument("--submission", type=int, metavar="ID",
                    help="only this submission's answers; with --follow, stop when its last job ends "
                    "(exit 1 if any failed)")
-    p.add_argument("--document", type=int, help="only this document id")
+    p.add_argument("--document", metavar="REF",
+                   help="only this document: its id, its JSONL id, or its source path")
     p.add_argument("--job", type=int, help="only this job id")
+    p.add_argument("--question", metavar="Q", help="only answers to this question (exact text)")
+    p.add_argument("--model", dest="model_filter", metavar="MODEL", help="only answers of jobs for this model")
+    p.add_argument("--rank", type=int, metavar="N", help="only answers of this rank (0 = each job's best)")
+    p.add_argument("--top", type=int, metavar="N",
+                   help="with --question: the N best answers across all documents, by margin "
+                   "(which documents answer it best); rank 0 only unless --rank says otherwise")
     p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
     p.add_argument("--follow", action="store_true", help="keep printing new answers as they land (Ctrl-C stops)")
     p.add_argument("--until-done", action="store_true", help="with --follow: stop once no job is queued or running")

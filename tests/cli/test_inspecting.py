@@ -40,3 +40,25 @@ def test_status_clips_long_failure_lines(tmp_path, tiny_model):
     out = docqa(["status", "--no-broker"], tmp_path)
     assert out.returncode == 0
     assert max(len(line) for line in out.stdout.splitlines()) < 1000
+
+
+def test_results_by_external_id_question_and_top_across_documents(tmp_path, tiny_model):
+    import json
+
+    lines = [json.dumps({"id": f"doc-{i}", "text": f"River {i} flows north past the mill to the sea at port {i}.",
+                         "metadata": {"n": i}}) for i in range(4)]
+    (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    run = docqa(["run", "in.jsonl", "-q", "Where does it flow?", "-q", "What passes?", "--model", tiny_model],
+                tmp_path)
+    assert run.returncode == 0, run.stderr
+    one = docqa(["results", "--document", "doc-2"], tmp_path)
+    rows = [json.loads(line) for line in one.stdout.splitlines()]
+    assert len(rows) == 2 and {r["document_external_id"] for r in rows} == {"doc-2"}
+    assert rows[0]["document_metadata"] == {"n": 2} and rows[0]["params"]["top_k"] == 1
+    top = docqa(["results", "--question", "Where does it flow?", "--top", "3", "--format", "csv"], tmp_path)
+    lines_out = top.stdout.strip().splitlines()
+    assert top.returncode == 0 and len(lines_out) == 4 and "margin" in lines_out[0]
+    missing = docqa(["results", "--document", "nope"], tmp_path)
+    assert missing.returncode == 1 and "no document is named 'nope'" in missing.stderr
+    bad = docqa(["results", "--top", "3"], tmp_path)
+    assert bad.returncode == 2 and "--top ranks the answers to one --question" in bad.stderr
