@@ -106,14 +106,17 @@ class Client:
         *,
         embedded: bool | None = None,
         shared_sqlite: bool = False,
-        **settings: Any,
+        settings: Settings | None = None,
+        **overrides: Any,
     ) -> None:
-        overrides = dict(settings)
         if database_url is not None:
             overrides["database_url"] = database_url
         if broker_url is not None:
             overrides["broker_url"] = broker_url
-        self.settings = Settings(**overrides)
+        if settings is None:
+            self.settings = Settings(**overrides)
+        else:  # built by the caller (e.g. `docqa serve`), overrides on top
+            self.settings = settings.model_copy(update=overrides) if overrides else settings
         if embedded is None:
             embedded = broker_url is None and self.settings.database_url.startswith("sqlite")
         self.embedded = embedded

@@ -72,7 +72,7 @@ def _check_model(settings) -> str | None:
     env = dict(os.environ)
     for name in type(settings).model_fields:
         value = getattr(settings, name)
-        if value is not None:
+        if value is not None and not hasattr(value, "get_secret_value"):  # secrets stay where they were
             env[env_name(name)] = str(value)
     try:
         done = subprocess.run(

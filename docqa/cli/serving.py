@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from docqa.cli.options import (
     CliError,
@@ -67,3 +68,41 @@ def register(sub) -> None:
         add_setting(g, name, metavar="N")
     add_model_options(p)
     p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("serve", help="serve the HTTP API (submit, follow, read answers)",
+                       description="Serve docqa's HTTP API: POST /v1/submissions (?wait=SECONDS), "
+                       "GET /v1/submissions/ID, GET /v1/answers (JSON pages or NDJSON), /healthz, /readyz; "
+                       "OpenAPI at /openapi.json, docs at /docs. With a SQLite store submissions are answered in "
+                       "this process; with PostgreSQL and a broker, by 'docqa worker' processes. Every /v1 request "
+                       "needs the bearer token DOCQA_API_TOKEN when one is set; without one only loopback is served.")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
+    add_store_option(p)
+    add_broker_options(p)
+    for name in ("api_max_body_bytes", "api_max_documents", "max_question_chars", "max_document_chars"):
+        add_setting(p, name, metavar="N")
+    add_model_options(p)
+    p.set_defaults(func=cmd_serve)
+
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = build_settings(args)
+    answer_params(settings)
+    if settings.api_token is None and args.host not in LOOPBACK:
+        raise CliError(
+            f"refusing to serve on {args.host} without a token: set DOCQA_API_TOKEN (every request then needs "
+            "'Authorization: Bearer <token>'), or serve on 127.0.0.1"
+        )
+    import uvicorn
+
+    from docqa.service import create_app
+
+    if settings.api_token is None:
+        print(f"docqa serve: no DOCQA_API_TOKEN set: serving on {args.host} only, without authentication",
+              file=sys.stderr)
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
+    return 0

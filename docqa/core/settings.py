@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, create_model
+from pydantic import Field, SecretStr, create_model
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from docqa.core.labels import queue_for
@@ -105,6 +105,14 @@ class Settings(_WithAnswerParams):  # type: ignore[misc, valid-type]
     def model_queue(self) -> str:
         """The broker queue of this model and revision (workers consume it; producers send to it)."""
         return queue_for(self.queue, self.model, self.revision)
+
+    api_token: SecretStr | None = Field(
+        None,
+        description="bearer token every HTTP API request must carry (`docqa serve`); unset: the server "
+        "binds to loopback only",
+    )
+    api_max_body_bytes: int = Field(10_000_000, gt=0, description="HTTP API: larger request bodies are refused (413), bytes")
+    api_max_documents: int = Field(1_000, gt=0, description="HTTP API: more documents in one request are refused (413)")
 
     def answer_params(self) -> AnswerParams:
         """The answer parameters as one validated value (ValidationError if they conflict)."""

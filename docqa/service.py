@@ -1,0 +1,195 @@
+"""The HTTP API (`docqa serve`): submit documents, follow submissions, read answers.
+
+Built on FastAPI; the OpenAPI schema is served at /openapi.json and a docs page at /docs.
+Every /v1 route needs `Authorization: Bearer <DOCQA_API_TOKEN>` when a token is set;
+without one the server binds to loopback only (`docqa serve` refuses other hosts).
+Submissions go through `docqa.Client`: answered in process with a SQLite store, sent to
+the workers with a broker and PostgreSQL. Limits (request body, documents per request,
+question length) are refused with 413/422 and a message that names the limit; a
+malformed document is reported by its index and the others are accepted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import json
+import threading
+from typing import Any
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from docqa import __version__
+from docqa.client import Client, SubmitError
+from docqa.core.settings import Settings
+
+# Longest ?wait= a caller may ask for, seconds.
+MAX_WAIT_SECONDS = 600.0
+# Answers per page at most.
+MAX_PAGE = 1000
+
+
+class SubmissionIn(BaseModel):
+    """A submission: documents (objects, or plain texts), questions asked of every document,
+    answer parameters (AnswerParams fields; the pipeline's defaults)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    documents: list[Any]
+    questions: list[str] = Field(default_factory=list)
+    params: dict[str, Any] = Field(default_factory=dict)
+    model: str | None = None
+
+
+def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
+    """The ASGI app for `settings` (store, broker, model, limits, token)."""
+    client = client or Client(settings=settings, embedded=settings.database_url.startswith("sqlite"))
+    token = settings.api_token.get_secret_value() if settings.api_token is not None else None
+    submit_lock = threading.Lock()  # an embedded client answers one submission at a time
+    app = FastAPI(title="docqa", version=__version__,
+                  description="Extractive question answering over long documents, with provenance.")
+
+    def authorized(request: Request) -> None:
+        if token is None:
+            return
+        given = request.headers.get("authorization", "")
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.encode(), token.encode()):
+            raise HTTPException(status_code=401, detail="missing or wrong bearer token",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > settings.api_max_body_bytes:
+            return JSONResponse(status_code=413, content={
+                "detail": f"request body of {int(length):,} bytes is over the limit of {settings.api_max_body_bytes:,} "
+                          "(DOCQA_API_MAX_BODY_BYTES): send fewer or smaller documents per request"})
+        return await call_next(request)
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from docqa.storage.errors import StoreError
+
+    @app.exception_handler(StoreError)
+    @app.exception_handler(SQLAlchemyError)
+    async def store_unavailable(request: Request, exc: Exception):
+        return JSONResponse(status_code=503, content={
+            "detail": f"the store is unavailable: {type(exc).__name__}: {_first(exc)}; try again later"})
+
+    @app.get("/healthz")
+    def healthz() -> dict:
+        """The process is up."""
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/readyz")
+    def readyz():
+        """The store (and the broker, in distributed mode) answer."""
+        try:
+            counts = client._repo.counts()
+        except Exception as exc:
+            return JSONResponse(status_code=503, content={"status": "unavailable",
+                                                          "detail": f"store: {type(exc).__name__}: {_first(exc)}"})
+        if not client.embedded:
+            from docqa.cli.inspecting import broker_facts
+
+            broker = broker_facts(settings)
+            if "error" in broker:
+                return JSONResponse(status_code=503, content={"status": "unavailable", "detail": broker["error"]})
+        return {"status": "ready", "counts": counts}
+
+    @app.post("/v1/submissions", dependencies=[Depends(authorized)])
+    def submit(body: SubmissionIn, wait: float | None = Query(None, ge=0, le=MAX_WAIT_SECONDS,
+                                                              description="seconds to wait for the answers")):
+        """Store documents and jobs; answer them (embedded) or send them to the workers.
+        With ?wait=SECONDS, return once the submission is finished or the time is up."""
+        if len(body.documents) > settings.api_max_documents:
+            raise HTTPException(status_code=413, detail=(
+                f"{len(body.documents):,} documents in one request is over the limit of "
+                f"{settings.api_max_documents:,} (DOCQA_API_MAX_DOCUMENTS): split the submission"))
+        for q in body.questions:
+            if len(q) > settings.max_question_chars:
+                raise HTTPException(status_code=422, detail=(
+                    f"a question of {len(q):,} characters is over the limit of {settings.max_question_chars:,} "
+                    "(DOCQA_MAX_QUESTION_CHARS)"))
+        with submit_lock:
+            try:
+                # Documents as given: texts or objects {"id", "text", "metadata", "questions"}; one
+                # that cannot be used is reported by its index and the others are accepted.
+                sub = client.submit(body.documents, body.questions, model=body.model, **body.params)
+            except SubmitError as exc:
+                raise HTTPException(status_code=422, detail=str(exc)) from None
+            except TypeError as exc:  # an answer parameter that does not exist
+                raise HTTPException(status_code=422, detail=str(exc)) from None
+            except ConnectionError as exc:
+                raise HTTPException(status_code=503, detail=str(exc)) from None
+        summary = sub.summary
+        out: dict[str, Any] = {
+            "submission_id": sub.id,
+            "documents": summary.documents, "new_documents": summary.new_documents,
+            "jobs": summary.jobs, "new_jobs": summary.new_jobs, "existing_jobs": summary.existing_jobs,
+            "errors": list(summary.errors),
+        }
+        try:
+            progress = sub.wait(timeout=wait) if wait else sub.progress()
+        except TimeoutError:
+            progress = sub.progress()
+        out["progress"] = dataclasses.asdict(progress)
+        out["finished"] = progress.finished
+        return out
+
+    @app.get("/v1/submissions/{submission_id}", dependencies=[Depends(authorized)])
+    def submission(submission_id: int) -> dict:
+        try:
+            sub = client.submission(submission_id)
+        except LookupError as exc:
+            raise HTTPException(status_code=404, detail=str(exc)) from None
+        progress = sub.progress()
+        return {"submission_id": submission_id, "progress": dataclasses.asdict(progress),
+                "finished": progress.finished}
+
+    @app.get("/v1/answers", dependencies=[Depends(authorized)])
+    def answers(
+        request: Request,
+        submission: int | None = None,
+        document: str | None = Query(None, description="an id, a JSONL id or a source path"),
+        question: str | None = None,
+        model: str | None = None,
+        rank: int | None = None,
+        top: int | None = Query(None, ge=1, le=MAX_PAGE, description="with question: best N across documents"),
+        cursor: int = Query(0, ge=0, description="the next_cursor of the previous page"),
+        limit: int = Query(100, ge=1, le=MAX_PAGE),
+    ):
+        """Answers with provenance, paged by answer id (JSON), or streamed as NDJSON with
+        `Accept: application/x-ndjson`."""
+        repo = client._repo
+        document_ids = None if document is None else repo.resolve_documents(document)
+        filters = dict(document_ids=document_ids, question=question, model=model)
+        if top is not None:
+            if question is None:
+                raise HTTPException(status_code=422, detail="top ranks the answers to one question: give question=")
+            records = repo.top_results(top=top, rank=0 if rank is None else rank, **filters)
+            return {"answers": [dataclasses.asdict(r) for r in records], "next_cursor": None}
+        stream = "application/x-ndjson" in request.headers.get("accept", "")
+        iterator = repo.iter_results(submission_id=submission, rank=rank, after_answer_id=cursor, **filters)
+        if stream:
+            def lines():
+                for rec in iterator:
+                    yield json.dumps(dataclasses.asdict(rec), ensure_ascii=False) + "\n"
+
+            return StreamingResponse(lines(), media_type="application/x-ndjson")
+        page = []
+        for rec in iterator:
+            page.append(dataclasses.asdict(rec))
+            if len(page) == limit:
+                break
+        return {"answers": page, "next_cursor": page[-1]["answer_id"] if len(page) == limit else None}
+
+    return app
+
+
+def _first(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else ""

@@ -1,0 +1,134 @@
+"""The HTTP API through a real socket: a `docqa serve` process and httpx."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+from support import TINY_MODEL, free_port, wait_for
+
+TOKEN = "s3cret-token"
+
+
+class Server:
+    def __init__(self, env: dict[str, str], log_path) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = open(log_path, "wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "docqa", "serve", "--port", str(self.port)], env=env,
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        wait_for(self._up, timeout=60, what="docqa serve to answer /healthz")
+
+    def _up(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"docqa serve exited: {open(self.log.name).read()[-2000:]}")
+        try:
+            return httpx.get(self.base + "/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        self.log.close()
+
+
+@pytest.fixture
+def embedded_server(tmp_path):
+    env = dict(os.environ, DOCQA_DATABASE_URL=f"sqlite:///{tmp_path / 'api.db'}", DOCQA_MODEL=TINY_MODEL,
+               DOCQA_DEVICE="cpu", DOCQA_API_TOKEN=TOKEN, DOCQA_API_MAX_BODY_BYTES="100000", HF_HUB_OFFLINE="1")
+    server = Server(env, tmp_path / "serve.log")
+    yield server
+    server.stop()
+
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def test_submit_wait_read_answers_with_token_and_limits(embedded_server):
+    base = embedded_server.base
+    assert httpx.get(base + "/v1/answers").status_code == 401
+    assert httpx.get(base + "/v1/answers", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    body = {"documents": [{"id": "eiffel", "text": "The tower was designed by Gustave Eiffel.",
+                           "metadata": {"city": "Paris"}},
+                          "The Rhine flows to the North Sea.",
+                          {"id": "broken", "text": 5}],
+            "questions": ["Who designed it?"], "params": {"top_k": 2}}
+    started = time.monotonic()
+    r = httpx.post(base + "/v1/submissions?wait=60", json=body, headers=AUTH, timeout=120)
+    latency = time.monotonic() - started
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["finished"] and out["progress"]["done"] == 2 and out["new_jobs"] == 2
+    assert len(out["errors"]) == 1 and "document broken" in out["errors"][0] and "text" in out["errors"][0]
+    sid = out["submission_id"]
+    assert httpx.get(f"{base}/v1/submissions/{sid}", headers=AUTH).json()["finished"]
+    page = httpx.get(f"{base}/v1/answers", params={"submission": sid, "limit": 3}, headers=AUTH).json()
+    assert len(page["answers"]) == 3 and page["next_cursor"] == page["answers"][-1]["answer_id"]
+    rest = httpx.get(f"{base}/v1/answers", params={"submission": sid, "cursor": page["next_cursor"]},
+                     headers=AUTH).json()
+    assert len(rest["answers"]) == 1 and rest["next_cursor"] is None
+    eiffel = httpx.get(f"{base}/v1/answers", params={"document": "eiffel", "rank": 0}, headers=AUTH).json()["answers"]
+    assert len(eiffel) == 1 and eiffel[0]["document_metadata"] == {"city": "Paris"} and "margin" in eiffel[0]
+    with httpx.stream("GET", f"{base}/v1/answers", params={"submission": sid},
+                      headers={**AUTH, "Accept": "application/x-ndjson"}) as stream:
+        lines = [json.loads(line) for line in stream.iter_lines() if line]
+    assert len(lines) == 4
+    # Limits, each refused with a message that names it.
+    big = httpx.post(base + "/v1/submissions", json={"documents": ["word " * 40000], "questions": ["Q?"]},
+                     headers=AUTH)
+    assert big.status_code == 413 and "DOCQA_API_MAX_BODY_BYTES" in big.json()["detail"]
+    long_q = httpx.post(base + "/v1/submissions", json={"documents": ["x"], "questions": ["why " * 400]},
+                        headers=AUTH)
+    assert long_q.status_code == 422 and "DOCQA_MAX_QUESTION_CHARS" in long_q.json()["detail"]
+    bad_param = httpx.post(base + "/v1/submissions", json={"documents": ["x"], "questions": ["Q?"],
+                                                           "params": {"top_k": 0}}, headers=AUTH)
+    assert bad_param.status_code == 422 and "top_k" in bad_param.json()["detail"]
+    assert httpx.get(base + "/openapi.json").status_code == 200
+    assert httpx.get(base + "/readyz").json()["status"] == "ready"
+    print(f"\nHTTP ?wait= submission of 2 short documents, embedded (tiny model): {latency:.2f} s")
+
+
+def test_serve_refuses_a_public_address_without_a_token(tmp_path):
+    env = dict(os.environ, DOCQA_DATABASE_URL=f"sqlite:///{tmp_path / 'x.db'}")
+    env.pop("DOCQA_API_TOKEN", None)
+    out = subprocess.run([sys.executable, "-m", "docqa", "serve", "--host", "0.0.0.0"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "without a token" in out.stderr
+
+
+def test_a_store_that_is_down_gives_503_not_a_crash(tmp_path):
+    env = dict(os.environ, DOCQA_DATABASE_URL="postgresql+psycopg://nobody@127.0.0.1:9/none",
+               DOCQA_BROKER_URL="redis://127.0.0.1:9/0", DOCQA_API_TOKEN=TOKEN)
+    server = Server(env, tmp_path / "down.log")
+    try:
+        assert httpx.get(server.base + "/readyz", timeout=30).status_code == 503
+        r = httpx.post(server.base + "/v1/submissions", json={"documents": ["x"], "questions": ["Q?"]},
+                       headers=AUTH, timeout=60)
+        assert r.status_code == 503 and "store is unavailable" in r.json()["detail"]
+        assert httpx.get(server.base + "/healthz").status_code == 200  # the process itself is up
+    finally:
+        server.stop()
+
+
+def test_distributed_submission_answered_by_a_worker(distributed_env, workers, tmp_path):
+    env = dict(distributed_env, DOCQA_API_TOKEN=TOKEN)
+    workers.start(1)
+    wait_for(lambda: "ready: model" in workers.logs(), timeout=120, what="a warm worker", logs=workers.logs)
+    server = Server(env, tmp_path / "serve.log")
+    try:
+        assert httpx.get(server.base + "/readyz").json()["status"] == "ready"
+        started = time.monotonic()
+        r = httpx.post(server.base + "/v1/submissions?wait=60",
+                       json={"documents": ["The Rhine flows to the North Sea."], "questions": ["Where?"]},
+                       headers=AUTH, timeout=120)
+        latency = time.monotonic() - started
+        assert r.status_code == 200 and r.json()["finished"] and r.json()["progress"]["done"] == 1, r.text
+        print(f"\nHTTP ?wait= submission of one short document, warm worker: {latency:.2f} s")
+    finally:
+        server.stop()
