@@ -18,7 +18,7 @@ import threading
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from docqa import __version__
@@ -171,23 +171,30 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
             if question is None:
                 raise HTTPException(status_code=422, detail="top ranks the answers to one question: give question=")
             records = repo.top_results(top=top, rank=0 if rank is None else rank, **filters)
-            return {"answers": [dataclasses.asdict(r) for r in records], "next_cursor": None}
+            return _json({"answers": [r.as_dict() for r in records], "next_cursor": None})
         stream = "application/x-ndjson" in request.headers.get("accept", "")
-        iterator = repo.iter_results(submission_id=submission, rank=rank, after_answer_id=cursor, **filters)
+        iterator = repo.iter_results(submission_id=submission, rank=rank, after_answer_id=cursor,
+                                     batch=500 if stream else limit, **filters)
         if stream:
             def lines():
                 for rec in iterator:
-                    yield json.dumps(dataclasses.asdict(rec), ensure_ascii=False) + "\n"
+                    yield json.dumps(rec.as_dict(), ensure_ascii=False) + "\n"
 
             return StreamingResponse(lines(), media_type="application/x-ndjson")
         page = []
         for rec in iterator:
-            page.append(dataclasses.asdict(rec))
+            page.append(rec.as_dict())
             if len(page) == limit:
                 break
-        return {"answers": page, "next_cursor": page[-1]["answer_id"] if len(page) == limit else None}
+        return _json({"answers": page, "next_cursor": page[-1]["answer_id"] if len(page) == limit else None})
 
     return app
+
+
+def _json(content: Any) -> Response:
+    # Records are plain JSON values already: dumping them directly is several times faster
+    # than FastAPI's generic encoder on pages of hundreds of answers.
+    return Response(json.dumps(content, ensure_ascii=False), media_type="application/json")
 
 
 def _first(exc: BaseException) -> str:

@@ -7,7 +7,7 @@ token indices are end inclusive. Timestamps are timezone-aware UTC.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -158,6 +158,11 @@ class ResultRecord:
     document_metadata: Any = None
     params: Any = None
 
+    def as_dict(self) -> dict[str, Any]:
+        """The record as a plain dict (shallow: several times faster than dataclasses.asdict,
+        whose deep copy dominated the time to serve a page of answers)."""
+        return {name: getattr(self, name) for name in _RESULT_FIELD_NAMES}
+
     @classmethod
     def from_row(
         cls, a: AnswerRow, *, document_id: int, question: str, external_id: str | None, source: str | None, sha256: str,
@@ -191,6 +196,9 @@ class ResultRecord:
             document_metadata=metadata,
             params=None if params is None else json.loads(params),
         )
+
+
+_RESULT_FIELD_NAMES = tuple(f.name for f in fields(ResultRecord))
 
 
 def answer_from_row(r: AnswerRow) -> Answer:

@@ -161,7 +161,6 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
 
 def cmd_results(args: argparse.Namespace) -> int:
     import csv
-    import dataclasses
 
     settings = build_settings(args)
     repo = open_repo(settings, create=False)
@@ -175,7 +174,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     filters = dict(document_ids=document_ids, question=args.question, model=args.model_filter, rank=args.rank)
 
     def write(rec) -> None:
-        row = dataclasses.asdict(rec)
+        row = rec.as_dict()
         if writer is not None:
             for key in ("document_metadata", "params"):
                 row[key] = None if row[key] is None else json.dumps(row[key], ensure_ascii=False, sort_keys=True)
