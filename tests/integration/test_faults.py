@@ -351,6 +351,7 @@ def _safe_done(repo) -> int:
         return -1
 
 
+@pytest.mark.skipif(__import__("shutil").which("redis-server") is None, reason="redis-server is not installed")
 def test_a_broker_restarted_without_persistence_loses_no_job(distributed_env, tmp_path):
     """Redis killed under running workers and started again empty (no persistence): the
     workers reconnect, the reconciler re-sends what the broker lost, every job answered once."""
