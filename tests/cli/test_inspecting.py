@@ -62,3 +62,17 @@ def test_results_by_external_id_question_and_top_across_documents(tmp_path, tiny
     assert missing.returncode == 1 and "no document is named 'nope'" in missing.stderr
     bad = docqa(["results", "--top", "3"], tmp_path)
     assert bad.returncode == 2 and "--top ranks the answers to one --question" in bad.stderr
+
+
+def test_results_into_a_closed_pipe_ends_quietly(tmp_path, tiny_model):
+    import os
+
+    (tmp_path / "a.txt").write_text("The river flows north to the sea. " * 50, encoding="utf-8")
+    # More output than a pipe holds (64 KiB), so writing goes on after `head` has gone.
+    (tmp_path / "q.txt").write_text("\n".join(f"Question number {i}?" for i in range(60)), encoding="utf-8")
+    run = docqa(["run", "a.txt", "--questions", "q.txt", "--top-k", "5", "--model", tiny_model], tmp_path)
+    assert run.returncode == 0, run.stderr
+    env = dict(os.environ)
+    out = subprocess.run(f"{sys.executable} -m docqa results --format csv | head -1", shell=True, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60, env=env)
+    assert out.stdout.startswith("answer_id,") and "Traceback" not in out.stderr and "BrokenPipe" not in out.stderr
