@@ -250,6 +250,15 @@ class Client:
         margin: which documents answer this question best."""
         return self._repo.top_results(question=question, top=top, model=model, rank=0)
 
+    def delete(self, *, document: int | str | None = None, submission: int | None = None, dry_run: bool = False):
+        """Remove documents (one reference: id, JSONL id or source path; or all of a
+        submission's) with their jobs and answers; returns the counts removed."""
+        if (document is None) == (submission is None):
+            raise ValueError("say what to delete: document=... or submission=...")
+        ids = (self._repo.resolve_documents(document) if document is not None
+               else self._repo.documents_of_submission(submission))
+        return self._repo.delete_documents(ids, dry_run=dry_run)
+
     def retry(
         self, *, job_ids: Iterable[int] | None = None, document: int | None = None, submission: int | None = None,
         all: bool = False,  # noqa: A002 (the CLI's word)

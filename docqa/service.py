@@ -188,6 +188,16 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
                 break
         return _json({"answers": page, "next_cursor": page[-1]["answer_id"] if len(page) == limit else None})
 
+    @app.delete("/v1/documents/{ref}", dependencies=[Depends(authorized)])
+    def delete_document(ref: str, dry_run: bool = False) -> dict:
+        """Remove the documents `ref` names (an id, a JSONL id or a source path) with their
+        jobs and answers."""
+        ids = client._repo.resolve_documents(ref)
+        if not ids:
+            raise HTTPException(status_code=404, detail=f"no document is named {ref!r}")
+        counts = client._repo.delete_documents(ids, dry_run=dry_run)
+        return {"document_ids": ids, "dry_run": dry_run, **counts._asdict()}
+
     return app
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import select
@@ -9,7 +10,7 @@ from sqlalchemy import select
 from docqa.storage.columns import utcnow
 from docqa.storage.identity import check_storable, text_sha256
 from docqa.storage.models import Document
-from docqa.storage.records import DocumentRecord, StoredDocument
+from docqa.storage.records import DeletedCounts, DocumentRecord, StoredDocument
 from docqa.storage.transactions import Transactions
 
 
@@ -77,3 +78,47 @@ class Documents(Transactions):
                 if ids:
                     return ids
         return []
+
+    def documents_of_submission(self, submission_id: int) -> list[int]:
+        """Ids of the documents a submission asked about."""
+        from docqa.storage.models import Job, SubmissionJob
+
+        stmt = (
+            select(Job.document_id)
+            .join(SubmissionJob, SubmissionJob.job_id == Job.id)
+            .where(SubmissionJob.submission_id == submission_id)
+            .distinct()
+        )
+        with self._read() as session:
+            return sorted(session.execute(stmt).scalars())
+
+    def delete_documents(self, document_ids: Iterable[int], *, dry_run: bool = False) -> DeletedCounts:
+        """Remove documents with their jobs and answers (and their links to submissions).
+
+        A job of a deleted document that a worker is running ends without writing answers
+        (its completion finds no job). With dry_run, only counts what would go.
+        """
+        from sqlalchemy import delete, func
+
+        from docqa.storage.models import AnswerRow, Job, SubmissionJob
+
+        ids = sorted(set(document_ids))
+        if not ids:
+            return DeletedCounts(0, 0, 0)
+        with self._write() as session:
+            jobs = select(Job.id).where(Job.document_id.in_(ids))
+            counts = DeletedCounts(
+                documents=session.execute(select(func.count()).select_from(Document).where(Document.id.in_(ids))).scalar_one(),
+                jobs=session.execute(select(func.count()).select_from(Job).where(Job.document_id.in_(ids))).scalar_one(),
+                answers=session.execute(
+                    select(func.count()).select_from(AnswerRow).where(AnswerRow.job_id.in_(jobs))
+                ).scalar_one(),
+            )
+            if not dry_run:
+                # Foreign keys cascade (answers, submission links, jobs); said explicitly so a
+                # database without enforced foreign keys loses nothing less.
+                session.execute(delete(AnswerRow).where(AnswerRow.job_id.in_(jobs)))
+                session.execute(delete(SubmissionJob).where(SubmissionJob.job_id.in_(jobs)))
+                session.execute(delete(Job).where(Job.document_id.in_(ids)))
+                session.execute(delete(Document).where(Document.id.in_(ids)))
+        return counts

@@ -31,6 +31,14 @@ class StoredJob(NamedTuple):
     created: bool
 
 
+class DeletedCounts(NamedTuple):
+    """What `Repository.delete_documents` removed (or, dry run, would remove)."""
+
+    documents: int
+    jobs: int
+    answers: int
+
+
 class Failure(NamedTuple):
     """A failed job for a report: `document` is its external id and/or source, else "document <id>"."""
 

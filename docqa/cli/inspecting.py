@@ -234,6 +234,26 @@ def cmd_results(args: argparse.Namespace) -> int:
             return 130
 
 
+def cmd_delete(args: argparse.Namespace) -> int:
+    settings = build_settings(args)
+    if (args.document is None) == (args.submission is None):
+        raise CliError("say what to delete: --document REF (an id, a JSONL id or a source path) or --submission ID")
+    repo = open_repo(settings, create=False)
+    if args.document is not None:
+        ids = repo.resolve_documents(args.document)
+        if not ids:
+            raise CliError(f"no document is named {args.document!r} (an id, a JSONL id or a source path)", status=1)
+    else:
+        if not repo.submission_exists(args.submission):
+            raise CliError(f"there is no submission {args.submission}", status=1)
+        ids = repo.documents_of_submission(args.submission)
+    counts = repo.delete_documents(ids, dry_run=args.dry_run)
+    verb = "would delete" if args.dry_run else "deleted"
+    print(f"docqa delete: {verb} {counts.documents} document(s) with {counts.jobs} job(s) and "
+          f"{counts.answers} answer(s): ids {ids[:20]}{' ...' if len(ids) > 20 else ''}")
+    return 0
+
+
 def cmd_db(args: argparse.Namespace) -> int:
     from docqa.storage.db import StoreError, upgrade
 
@@ -304,6 +324,16 @@ def register(sub) -> None:
                    help="with --follow: say so when no live worker has been seen for this long (default 30)")
     add_setting(p, "lease_seconds", metavar="S")
     p.set_defaults(func=cmd_results)
+
+    p = sub.add_parser("delete", help="remove documents with their jobs and answers",
+                       description="Remove documents from the store with their jobs and answers: one document "
+                       "(by id, JSONL id or source path) or every document of a submission. A job of a deleted "
+                       "document that a worker is running ends without writing answers.")
+    p.add_argument("--document", metavar="REF", help="an id, a JSONL id or a source path (all documents it names)")
+    p.add_argument("--submission", type=int, metavar="ID", help="every document of this submission")
+    p.add_argument("--dry-run", action="store_true", help="only print what would be deleted")
+    add_store_option(p)
+    p.set_defaults(func=cmd_delete)
 
     p = sub.add_parser("db", help="database maintenance")
     dbsub = p.add_subparsers(dest="db_command", metavar="ACTION", required=True)

@@ -76,3 +76,19 @@ def test_results_into_a_closed_pipe_ends_quietly(tmp_path, tiny_model):
     out = subprocess.run(f"{sys.executable} -m docqa results --format csv | head -1", shell=True, cwd=tmp_path,
                          capture_output=True, text=True, timeout=60, env=env)
     assert out.stdout.startswith("answer_id,") and "Traceback" not in out.stderr and "BrokenPipe" not in out.stderr
+
+
+def test_delete_by_external_id_with_a_dry_run_first(tmp_path, tiny_model):
+    import json
+
+    lines = [json.dumps({"id": f"doc-{i}", "text": f"River {i} flows north to the sea."}) for i in range(3)]
+    (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert docqa(["run", "in.jsonl", "-q", "Where?", "--model", tiny_model], tmp_path).returncode == 0
+    dry = docqa(["delete", "--document", "doc-1", "--dry-run"], tmp_path)
+    assert dry.returncode == 0 and "would delete 1 document(s) with 1 job(s) and 1 answer(s)" in dry.stdout
+    gone = docqa(["delete", "--document", "doc-1"], tmp_path)
+    assert gone.returncode == 0 and "deleted 1 document(s)" in gone.stdout
+    left = docqa(["results"], tmp_path).stdout.splitlines()
+    assert len(left) == 2 and all('"doc-1"' not in line for line in left)
+    missing = docqa(["delete", "--document", "doc-1"], tmp_path)
+    assert missing.returncode == 1 and "no document is named 'doc-1'" in missing.stderr

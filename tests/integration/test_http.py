@@ -89,6 +89,13 @@ def test_submit_wait_read_answers_with_token_and_limits(embedded_server):
     bad_param = httpx.post(base + "/v1/submissions", json={"documents": ["x"], "questions": ["Q?"],
                                                            "params": {"top_k": 0}}, headers=AUTH)
     assert bad_param.status_code == 422 and "top_k" in bad_param.json()["detail"]
+    # Deletion: a dry run, then the document goes with its jobs and answers.
+    dry = httpx.delete(f"{base}/v1/documents/eiffel", params={"dry_run": True}, headers=AUTH).json()
+    assert dry["documents"] == 1 and dry["jobs"] == 1 and dry["answers"] == 2
+    assert httpx.delete(f"{base}/v1/documents/eiffel", headers=AUTH).json()["answers"] == 2
+    assert httpx.get(f"{base}/v1/answers", params={"document": "eiffel"}, headers=AUTH).json()["answers"] == []
+    assert httpx.delete(f"{base}/v1/documents/eiffel", headers=AUTH).status_code == 404
+    assert httpx.delete(f"{base}/v1/documents/eiffel").status_code == 401
     assert httpx.get(base + "/openapi.json").status_code == 200
     assert httpx.get(base + "/readyz").json()["status"] == "ready"
     print(f"\nHTTP ?wait= submission of 2 short documents, embedded (tiny model): {latency:.2f} s")

@@ -101,3 +101,29 @@ def test_null_logits_and_margin_survive_the_store(repo: Repository, params: Answ
     (record,) = list(repo.iter_results(job_id=j1))
     assert (record.null_start_logit, record.null_end_logit, record.margin) == (1.25, 0.25, 6.0)
     assert repo.answers_for_job(j1) == [answer]
+
+
+def test_deleting_documents_takes_their_jobs_and_answers_and_an_in_flight_job_writes_nothing(
+    repo: Repository, params: AnswerParams
+) -> None:
+    from docqa.core.answer import Answer
+    from docqa.storage.errors import NotFound
+
+    keep = repo.add_document("Kept text.", external_id="keep")
+    (kept_job,) = repo.add_jobs(keep.id, ["Q?"], model="m", revision=None, params=params)
+    j1, j2, _j3 = _jobs(repo, params)  # "The Rhine flows to the North Sea."
+    doc_id = repo.job(j1).document_id
+    sid = repo.start_submission(command="submit", model="m", revision=None)
+    repo.add_submission_jobs(sid, [j1, j2, kept_job.id])
+    repo.claim([j1], worker="w", lease_seconds=60)
+    answer = Answer(rank=0, text="Rhine", score=0.5, char_start=4, char_end=9)
+    repo.claim([j2], worker="w", lease_seconds=60)
+    repo.complete(j2, [answer], model_label="m")
+    assert repo.delete_documents([doc_id], dry_run=True) == (1, 3, 1)
+    assert repo.job(j1) is not None  # a dry run removes nothing
+    assert repo.delete_documents([doc_id]) == (1, 3, 1)
+    assert repo.document(doc_id) is None and repo.job(j1) is None and list(repo.iter_results(job_id=j2)) == []
+    refused = repo.complete_many([(j1, [answer])], model_label="m")  # the worker finishing j1 afterwards
+    assert isinstance(refused[j1], NotFound)
+    assert repo.job(kept_job.id) is not None and repo.documents_of_submission(sid) == [keep.id]
+    assert repo.resolve_documents("keep") == [keep.id] and repo.resolve_documents(str(keep.id)) == [keep.id]
