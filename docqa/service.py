@@ -161,29 +161,42 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
         top: int | None = Query(None, ge=1, le=MAX_PAGE, description="with question: best N across documents"),
         cursor: int = Query(0, ge=0, description="the next_cursor of the previous page"),
         limit: int = Query(100, ge=1, le=MAX_PAGE),
+        offsets: str = Query("codepoints", pattern="^(codepoints|utf16|utf8)$",
+                             description="offset units: code points (Python), utf16 (Java/JS), utf8 (bytes)"),
     ):
         """Answers with provenance, paged by answer id (JSON), or streamed as NDJSON with
         `Accept: application/x-ndjson`."""
         repo = client._repo
+        texts: dict[int, str] = {}
+
+        def as_dict(rec) -> dict:
+            if offsets == "codepoints":
+                return rec.as_dict()
+            from docqa.core.offsets import record_in_unit
+
+            if rec.document_id not in texts:
+                texts[rec.document_id] = repo.document(rec.document_id).text
+            return record_in_unit(rec.as_dict(), texts[rec.document_id], offsets)
+
         document_ids = None if document is None else repo.resolve_documents(document)
         filters = dict(document_ids=document_ids, question=question, model=model)
         if top is not None:
             if question is None:
                 raise HTTPException(status_code=422, detail="top ranks the answers to one question: give question=")
             records = repo.top_results(top=top, rank=0 if rank is None else rank, **filters)
-            return _json({"answers": [r.as_dict() for r in records], "next_cursor": None})
+            return _json({"answers": [as_dict(r) for r in records], "next_cursor": None})
         stream = "application/x-ndjson" in request.headers.get("accept", "")
         iterator = repo.iter_results(submission_id=submission, rank=rank, after_answer_id=cursor,
                                      batch=500 if stream else limit, **filters)
         if stream:
             def lines():
                 for rec in iterator:
-                    yield json.dumps(rec.as_dict(), ensure_ascii=False) + "\n"
+                    yield json.dumps(as_dict(rec), ensure_ascii=False) + "\n"
 
             return StreamingResponse(lines(), media_type="application/x-ndjson")
         page = []
         for rec in iterator:
-            page.append(rec.as_dict())
+            page.append(as_dict(rec))
             if len(page) == limit:
                 break
         return _json({"answers": page, "next_cursor": page[-1]["answer_id"] if len(page) == limit else None})

@@ -173,8 +173,18 @@ def cmd_results(args: argparse.Namespace) -> int:
             raise CliError(f"no document is named {args.document!r} (an id, a JSONL id or a source path)", status=1)
     filters = dict(document_ids=document_ids, question=args.question, model=args.model_filter, rank=args.rank)
 
+    texts: dict[int, str] = {}  # document texts, for offsets in another unit
+
     def write(rec) -> None:
         row = rec.as_dict()
+        if args.offsets != "codepoints":
+            from docqa.core.offsets import record_in_unit
+
+            if rec.document_id not in texts:
+                if len(texts) > 256:
+                    texts.clear()
+                texts[rec.document_id] = repo.document(rec.document_id).text
+            row = record_in_unit(row, texts[rec.document_id], args.offsets)
         if writer is not None:
             for key in ("document_metadata", "params"):
                 row[key] = None if row[key] is None else json.dumps(row[key], ensure_ascii=False, sort_keys=True)
@@ -184,7 +194,8 @@ def cmd_results(args: argparse.Namespace) -> int:
 
     writer = None
     if args.format == "csv":
-        writer = csv.DictWriter(sys.stdout, fieldnames=RESULT_FIELDS, extrasaction="ignore")
+        fields = RESULT_FIELDS + (("offset_unit",) if args.offsets != "codepoints" else ())
+        writer = csv.DictWriter(sys.stdout, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
     if args.top is not None:
         if args.question is None or args.follow:
@@ -317,6 +328,9 @@ def register(sub) -> None:
                    help="with --question: the N best answers across all documents, by margin "
                    "(which documents answer it best); rank 0 only unless --rank says otherwise")
     p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    p.add_argument("--offsets", choices=["codepoints", "utf16", "utf8"], default="codepoints",
+                   help="units of char_start/char_end and the window's offsets: Python str indices (default), "
+                   "UTF-16 code units (Java, JavaScript, Elasticsearch) or UTF-8 bytes")
     p.add_argument("--follow", action="store_true", help="keep printing new answers as they land (Ctrl-C stops)")
     p.add_argument("--until-done", action="store_true", help="with --follow: stop once no job is queued or running")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between polls with --follow (default 1)")

@@ -92,3 +92,19 @@ def test_delete_by_external_id_with_a_dry_run_first(tmp_path, tiny_model):
     assert len(left) == 2 and all('"doc-1"' not in line for line in left)
     missing = docqa(["delete", "--document", "doc-1"], tmp_path)
     assert missing.returncode == 1 and "no document is named 'doc-1'" in missing.stderr
+
+
+def test_results_offsets_in_utf16_and_utf8_select_the_answer(tmp_path, tiny_model):
+    import json
+
+    text = "🚀🚀 Zoë met 👩‍👩‍👧 near 東京 (e\u0301). The river flows north to the sea at dawn."
+    (tmp_path / "a.txt").write_text(text, encoding="utf-8")
+    assert docqa(["run", "a.txt", "-q", "Where does the river flow?", "--top-k", "3", "--model", tiny_model],
+                 tmp_path).returncode == 0
+    for unit, encoding, width in (("utf16", "utf-16-le", 2), ("utf8", "utf-8", 1)):
+        out = docqa(["results", "--offsets", unit], tmp_path)
+        rows = [json.loads(line) for line in out.stdout.splitlines()]
+        assert rows and all(r["offset_unit"] == unit for r in rows)
+        data = text.encode(encoding)
+        for r in rows:
+            assert data[width * r["char_start"] : width * r["char_end"]].decode(encoding) == r["text"]

@@ -89,6 +89,14 @@ def test_submit_wait_read_answers_with_token_and_limits(embedded_server):
     bad_param = httpx.post(base + "/v1/submissions", json={"documents": ["x"], "questions": ["Q?"],
                                                            "params": {"top_k": 0}}, headers=AUTH)
     assert bad_param.status_code == 422 and "top_k" in bad_param.json()["detail"]
+    emoji = httpx.post(base + "/v1/submissions?wait=60", headers=AUTH, json={
+        "documents": [{"id": "astral", "text": "🚀🚀 The river flows north to the sea."}], "questions": ["Where?"]})
+    assert emoji.status_code == 200 and emoji.json()["finished"]
+    (row,) = httpx.get(f"{base}/v1/answers", params={"document": "astral", "offsets": "utf16"},
+                       headers=AUTH).json()["answers"]
+    data = "🚀🚀 The river flows north to the sea.".encode("utf-16-le")
+    assert row["offset_unit"] == "utf16" and data[2 * row["char_start"] : 2 * row["char_end"]].decode("utf-16-le") == row["text"]
+    assert httpx.get(f"{base}/v1/answers", params={"offsets": "utf32"}, headers=AUTH).status_code == 422
     # Deletion: a dry run, then the document goes with its jobs and answers.
     dry = httpx.delete(f"{base}/v1/documents/eiffel", params={"dry_run": True}, headers=AUTH).json()
     assert dry["documents"] == 1 and dry["jobs"] == 1 and dry["answers"] == 2
