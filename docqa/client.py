@@ -198,7 +198,7 @@ class Client:
                 "is stored and its jobs are queued: a worker's reconciler sends them once the broker is back"
             )
         if self.embedded:
-            self._answer_here(settings, report.submission_id)
+            self._answer_here(settings)
         summary = SubmitSummary(report.documents, report.new_documents, report.jobs, report.new_jobs,
                                 report.existing_jobs, tuple(report.errors))
         return Submission(self, report.submission_id, summary)
@@ -209,23 +209,16 @@ class Client:
             raise LookupError(f"there is no submission {submission_id}")
         return Submission(self, submission_id)
 
-    def _answer_here(self, settings: Settings, submission_id: int) -> None:
+    def _answer_here(self, settings: Settings) -> None:
         from docqa.worker.engine import Engine
-        from docqa.worker.runner import JobRunner
+        from docqa.worker.runner import JobRunner, answer_queued
 
-        repo = self._repo
-        while True:
-            pending = repo.queued_job_ids(model=settings.model, revision=settings.revision or "")
-            if not pending:
-                return
-            if self._engine is None or (self._engine.model_id, self._engine.revision) != (settings.model, settings.revision):
-                self._engine = Engine.from_settings(settings).warm_up()
-            runner = JobRunner.from_settings(repo, self._engine, settings)
-            claimed = 0
-            for i in range(0, len(pending), settings.worker_batch_jobs):
-                claimed += runner.run(pending[i : i + settings.worker_batch_jobs], fill=False).claimed
-            if claimed == 0:
-                return
+        if not self._repo.queued_job_ids(model=settings.model, revision=settings.revision or "", limit=1):
+            return  # nothing to answer: the model is not even loaded
+        if self._engine is None or (self._engine.model_id, self._engine.revision) != (settings.model, settings.revision):
+            self._engine = Engine.from_settings(settings).warm_up()
+        answer_queued(JobRunner.from_settings(self._repo, self._engine, settings), model=settings.model,
+                      revision=settings.revision)
 
     # -- reading ---------------------------------------------------------------------
     def answers(
@@ -270,7 +263,7 @@ class Client:
         if jobs and not self.embedded:
             self._dispatch().send_queued(jobs)
         elif jobs:
-            self._answer_here(self.settings, submission or 0)
+            self._answer_here(self.settings)
         return [j.id for j in jobs]
 
     # -- plumbing --------------------------------------------------------------------

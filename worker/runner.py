@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from docqa.storage.errors import NotFound
 from docqa.worker.heartbeat import Heartbeat
@@ -191,3 +191,27 @@ class JobRunner:
             except Exception as exc:  # one job's failure must not take the others down
                 results.append(QAResult(error=f"the model failed on this job: {type(exc).__name__}: {exc}"))
         return results
+
+
+def answer_queued(runner: JobRunner, *, model: str, revision: str | None,
+                  on_run: Callable[[RunStats], None] | None = None) -> RunStats:
+    """Embedded mode: run every queued job of `model` here, in batches of the runner's size,
+    until none is left or a pass takes none (suspects run one per pass). Returns the totals;
+    `on_run` sees each run's stats (a progress bar)."""
+    total = RunStats()
+    pending = runner.repo.queued_job_ids(model=model, revision=revision or "")
+    while pending:
+        progressed = False
+        for i in range(0, len(pending), runner.max_jobs):
+            stats = runner.run(pending[i : i + runner.max_jobs], fill=False)
+            total.claimed += stats.claimed
+            total.done += stats.done
+            total.failed += stats.failed
+            total.answers += stats.answers
+            progressed = progressed or stats.claimed > 0
+            if on_run is not None:
+                on_run(stats)
+        if not progressed:
+            break
+        pending = runner.repo.queued_job_ids(model=model, revision=revision or "")
+    return total

@@ -74,7 +74,7 @@ def print_input_errors(report) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from docqa.worker.loading import ModelLoadError, check_model_available
-    from docqa.worker.runner import JobRunner, dead_local_workers
+    from docqa.worker.runner import JobRunner, answer_queued, dead_local_workers
 
     settings = build_settings(args)
     answer_params(settings)
@@ -93,22 +93,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     engine = None
     if pending:  # unchanged input: nothing to run, and the model is not even loaded
         engine = load_engine(settings)
-        runner = JobRunner.from_settings(repo, engine, settings)
         bar = progress_bar(len(pending), "job", "answering")
         try:
-            while pending:
-                progressed = False
-                for i in range(0, len(pending), settings.worker_batch_jobs):
-                    stats = runner.run(pending[i : i + settings.worker_batch_jobs], fill=False)
-                    done, failed, answers = done + stats.done, failed + stats.failed, answers + stats.answers
-                    bar.update(stats.claimed)
-                    progressed = progressed or stats.claimed > 0
-                # Jobs left queued (suspects run one per pass) are taken on the next pass.
-                pending = repo.queued_job_ids(model=settings.model, revision=settings.revision or "")
-                if not progressed:
-                    break
+            total = answer_queued(JobRunner.from_settings(repo, engine, settings), model=settings.model,
+                                  revision=settings.revision, on_run=lambda stats: bar.update(stats.claimed))
         finally:
             bar.close()
+        done, failed, answers = total.done, total.failed, total.answers
     elapsed = time.perf_counter() - started
     print(
         f"docqa run: submission {report.submission_id}: {report.documents} documents ({report.new_documents} new), "
