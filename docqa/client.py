@@ -156,13 +156,16 @@ class Client:
             params = AnswerParams(**{**settings.answer_params().model_dump(), **answer_params})
         except ValueError as exc:
             raise SubmitError(f"invalid answer parameters: {exc}") from None
+        from docqa.producer.documents import InputError, check_question
+
         asked = [questions] if isinstance(questions, str) else list(questions)
         for q in asked:
             if not isinstance(q, str):
                 raise SubmitError(f"questions must be str, not {type(q).__name__}")
-            if len(q) > settings.max_question_chars:
-                raise SubmitError(f"a question of {len(q):,} characters is over the limit of "
-                                  f"{settings.max_question_chars:,} (max_question_chars)")
+            try:
+                check_question(q, settings.max_question_chars)
+            except InputError as exc:
+                raise SubmitError(str(exc)) from None
         if isinstance(documents, (str, os.PathLike, Mapping)):
             documents = [documents]
         repo = self._repo

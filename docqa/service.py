@@ -109,11 +109,13 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
             raise HTTPException(status_code=413, detail=(
                 f"{len(body.documents):,} documents in one request is over the limit of "
                 f"{settings.api_max_documents:,} (DOCQA_API_MAX_DOCUMENTS): split the submission"))
-        for q in body.questions:
-            if len(q) > settings.max_question_chars:
-                raise HTTPException(status_code=422, detail=(
-                    f"a question of {len(q):,} characters is over the limit of {settings.max_question_chars:,} "
-                    "(DOCQA_MAX_QUESTION_CHARS)"))
+        from docqa.producer.documents import InputError, check_question
+
+        try:
+            for q in body.questions:
+                check_question(q, settings.max_question_chars)
+        except InputError as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from None
         with submit_lock:
             try:
                 # Documents as given: texts or objects {"id", "text", "metadata", "questions"}; one

@@ -60,6 +60,16 @@ def check_text(text: str, source: str, max_chars: int | None) -> None:
         )
 
 
+def check_question(question: str, max_chars: int | None, source: str | None = None) -> None:
+    """InputError naming the limit when `question` is longer than `max_chars` characters."""
+    if max_chars is not None and len(question) > max_chars:
+        where = f"{source}: " if source else ""
+        raise InputError(
+            f"{where}a question of {len(question):,} characters is over the limit of {max_chars:,} "
+            f"(--max-question-chars / DOCQA_MAX_QUESTION_CHARS): {question[:60]!r}..."
+        )
+
+
 def read_file(path: Path, max_chars: int | None = None) -> SourceDocument:
     source = str(path)
     try:

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from docqa.producer.documents import SourceDocument
+from docqa.producer.documents import InputError, SourceDocument, check_question
 from docqa.storage.submissions import SubmissionCounts
 from docqa.core.params import AnswerParams
 
@@ -81,14 +81,15 @@ def submit(
             report.errors.append(doc.error)
             continue
         asked = list(dict.fromkeys(clean_questions + [q.strip() for q in doc.questions if q.strip()]))
-        if max_question_chars is not None:
-            too_long = [q for q in asked if len(q) > max_question_chars]
-            for q in too_long:
-                report.errors.append(
-                    f"{doc.source}: a question of {len(q):,} characters is over the limit of "
-                    f"{max_question_chars:,} (--max-question-chars / DOCQA_MAX_QUESTION_CHARS): {q[:60]!r}..."
-                )
-            asked = [q for q in asked if len(q) <= max_question_chars]
+        kept = []
+        for q in asked:
+            try:
+                check_question(q, max_question_chars, doc.source)
+            except InputError as exc:
+                report.errors.append(str(exc))
+            else:
+                kept.append(q)
+        asked = kept
         if not asked:
             report.errors.append(f"{doc.source}: no questions (give -q/--questions, or \"questions\" in the JSONL line)")
             continue

@@ -25,7 +25,7 @@ from docqa.cli.options import (
 
 
 def read_questions(args: argparse.Namespace, max_chars: int) -> list[str]:
-    from docqa.producer.documents import InputError, read_questions as read_file
+    from docqa.producer.documents import InputError, check_question, read_questions as read_file
 
     questions = list(args.question or [])
     if getattr(args, "questions", None):
@@ -33,12 +33,11 @@ def read_questions(args: argparse.Namespace, max_chars: int) -> list[str]:
             questions += read_file(args.questions)
         except InputError as exc:
             raise CliError(str(exc)) from None
-    for q in questions:
-        if len(q) > max_chars:
-            raise CliError(
-                f"a question of {len(q):,} characters is over the limit of {max_chars:,} "
-                f"(--max-question-chars / DOCQA_MAX_QUESTION_CHARS): {q[:60]!r}..."
-            )
+    try:
+        for q in questions:
+            check_question(q, max_chars)
+    except InputError as exc:
+        raise CliError(str(exc)) from None
     return questions
 
 
