@@ -77,8 +77,10 @@ def safe_url(url: str | URL | Engine) -> str:
     if isinstance(url, str):
         try:
             url = make_url(url)
-        except ArgumentError:
-            return "<unparsable database URL>"
+        except (ArgumentError, ValueError):  # unparsable (a bad port, say): hide what stands between "user:" and "@"
+            import re
+
+            return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
     return url.render_as_string(hide_password=True)
 
 

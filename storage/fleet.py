@@ -76,12 +76,6 @@ class Fleet(Transactions):
         with self._read() as session:
             return [WorkerInfo(*row) for row in session.execute(stmt)]
 
-    def last_worker_seen_at(self) -> datetime | None:
-        from sqlalchemy import func
-
-        with self._read() as session:
-            return session.execute(select(func.max(WorkerRow.last_seen_at))).scalar()
-
     def hold_role(self, role: str, holder: str, *, seconds: float, now: datetime | None = None) -> bool:
         """Take or renew `role` for `holder` until now + seconds; False while another holds it."""
         now = utcnow() if now is None else now

@@ -224,17 +224,19 @@ class Jobs(Transactions):
         The reconciler's input: a message lost by the broker, a producer killed between
         storing and sending, a failed send. Oldest first.
         """
-        now = utcnow() if now is None else now
-        cutoff = now - timedelta(seconds=older_than)
-        stale = or_(Job.last_sent_at < cutoff, and_(Job.last_sent_at.is_(None), Job.created_at < cutoff))
         stmt = (
             select(Job.id, Job.model, Job.revision, Job.attempts)
-            .where(Job.status == JobStatus.QUEUED, stale)
+            .where(_unsent(older_than, now))
             .order_by(Job.id)
             .limit(limit)
         )
         with self._read() as session:
             return [QueuedJob(i, m, r if r != "" else None, a) for i, m, r, a in session.execute(stmt)]
+
+    def count_unsent_queued(self, *, older_than: float, now: datetime | None = None) -> int:
+        """How many jobs `unsent_queued` would find, counted in the database."""
+        with self._read() as session:
+            return int(session.execute(select(func.count()).select_from(Job).where(_unsent(older_than, now))).scalar_one())
 
     def queued_jobs(self, job_ids: Iterable[int]) -> list[QueuedJob]:
         """The given jobs that are queued, by id."""
@@ -307,3 +309,10 @@ class Jobs(Transactions):
                     .execution_options(synchronize_session=False)
                 )
         return [QueuedJob(i, m, r if r != "" else None, 0) for i, m, r in rows]
+
+
+def _unsent(older_than: float, now: datetime | None):
+    """Queued, with no message sent for `older_than` seconds (never sent: since created)."""
+    cutoff = (utcnow() if now is None else now) - timedelta(seconds=older_than)
+    stale = or_(Job.last_sent_at < cutoff, and_(Job.last_sent_at.is_(None), Job.created_at < cutoff))
+    return and_(Job.status == JobStatus.QUEUED, stale)

@@ -45,6 +45,11 @@ _concurrency = 1
 _start_failures = 0  # failed attempts to set this process up, in a row
 
 
+def backoff_seconds(failures: int) -> float:
+    """Wait before putting a message back after the `failures`-th failure in a row: 1, 2, 4 ... MAX_BACKOFF s."""
+    return min(MAX_BACKOFF, 2.0 ** (failures - 1))
+
+
 def usable_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -98,7 +103,7 @@ class Runtime:
             "docqa worker process %s ready: model %s on %s, %d torch threads, %d tokens a forward",
             self.name, self.engine.model_label, self.engine.device, threads, self.engine.batch_tokens,
         )
-        self.sweep_seconds = max(1.0, settings.lease_seconds / 3)
+        self.sweep_seconds = settings.sweep_seconds
         self._stop = threading.Event()
         self._sweeper = threading.Thread(target=self._sweep_forever, name="docqa-sweeper", daemon=True)
         self._sweeper.start()
@@ -116,7 +121,7 @@ class Runtime:
         if ids:
             why = f"their worker process is gone ({', '.join(dead)})" if dead else "their lease ran out"
             log.warning("requeued %d job(s) because %s: %s", len(ids), why, ids[:20])
-        if self.repo.hold_role("reconciler", self.name, seconds=3 * self.sweep_seconds):
+        if self.repo.hold_role("reconciler", self.name, seconds=self.settings.live_worker_seconds):
             self.reconcile()
         return ids
 
@@ -158,7 +163,7 @@ class Runtime:
 
     def backoff(self) -> float:
         self.failures += 1
-        return min(MAX_BACKOFF, 2.0 ** (self.failures - 1))
+        return backoff_seconds(self.failures)
 
 
 def runtime() -> Runtime:
@@ -226,7 +231,7 @@ def run_jobs(self, message=None, *args, **kwargs) -> dict:
     except Exception as exc:  # the store (or the model) cannot be had right now: put back, try later
         global _start_failures
         _start_failures += 1
-        wait = min(MAX_BACKOFF, 2.0 ** (_start_failures - 1))
+        wait = backoff_seconds(_start_failures)
         log.error("this worker process cannot run jobs (%s: %s); message put back in %.0f s",
                   type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "", wait)
         time.sleep(wait)

@@ -25,10 +25,6 @@ RESULT_FIELDS = (
 )
 
 
-# A worker is live when its row was beaten within this many sweeps (a sweep is lease/3).
-LIVE_SWEEPS = 3
-
-
 def _seconds_since(when) -> float | None:
     from docqa.storage.columns import utcnow
 
@@ -56,7 +52,7 @@ def broker_facts(settings) -> dict:
 
 
 def store_facts(repo, settings) -> dict:
-    live = repo.live_workers(seen_within=LIVE_SWEEPS * max(1.0, settings.lease_seconds / 3))
+    live = repo.live_workers(seen_within=settings.live_worker_seconds)
     served = {w.model for w in live}
     queued_by_model = repo.queued_by_model()
     return {
@@ -69,7 +65,7 @@ def store_facts(repo, settings) -> dict:
         "queued_by_model": queued_by_model,
         "models_without_worker": sorted(m for m in queued_by_model if m not in served),
         "oldest_queued_seconds": _seconds_since(repo.oldest_queued_at()),
-        "queued_without_message": len(repo.unsent_queued(older_than=settings.reconcile_seconds)),
+        "queued_without_message": repo.count_unsent_queued(older_than=settings.reconcile_seconds),
     }
 
 
@@ -129,7 +125,7 @@ def cmd_health(args: argparse.Namespace) -> int:
             return 1
     if args.worker:
         host = socket.gethostname()
-        live = [w for w in repo.live_workers(seen_within=LIVE_SWEEPS * max(1.0, settings.lease_seconds / 3))
+        live = [w for w in repo.live_workers(seen_within=settings.live_worker_seconds)
                 if w.name.split(":")[0] == host]
         if not live:
             print(f"unhealthy: no live docqa worker process on host {host}", file=sys.stderr)
@@ -231,7 +227,7 @@ def cmd_results(args: argparse.Namespace) -> int:
             sys.stderr.write(f"\r{done}/{total} jobs finished ({progress.get('failed', 0)} failed)")
             sys.stderr.flush()
         if not settings.database_url.startswith("sqlite") and not finished:
-            if repo.live_workers(seen_within=LIVE_SWEEPS * max(1.0, settings.lease_seconds / 3)):
+            if repo.live_workers(seen_within=settings.live_worker_seconds):
                 quiet_since = None
             else:
                 quiet_since = quiet_since or time.monotonic()

@@ -181,15 +181,10 @@ def load_engine(settings):
 
 
 def safe_url(url: str) -> str:
-    """A URL fit to print: any password replaced."""
-    from sqlalchemy.engine import make_url
+    """A URL fit to print: any password replaced (`docqa.storage.db.safe_url`, imported on use)."""
+    from docqa.storage.db import safe_url as store_safe_url
 
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # unparsable: hide whatever stands between "user:" and "@"
-        import re
-
-        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    return store_safe_url(url)
 
 
 # -- output ---------------------------------------------------------------------------------

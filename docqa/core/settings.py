@@ -102,6 +102,17 @@ class Settings(_WithAnswerParams):  # type: ignore[misc, valid-type]
     )
 
     @property
+    def sweep_seconds(self) -> float:
+        """How often a worker beats its row, renews leases and sweeps: a third of a lease
+        (so two beats may fail before a lease runs out), at least 1 s."""
+        return max(1.0, self.lease_seconds / 3)
+
+    @property
+    def live_worker_seconds(self) -> float:
+        """A worker seen within this many seconds (three sweeps) counts as live."""
+        return 3 * self.sweep_seconds
+
+    @property
     def model_queue(self) -> str:
         """The broker queue of this model and revision (workers consume it; producers send to it)."""
         return queue_for(self.queue, self.model, self.revision)

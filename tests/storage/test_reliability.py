@@ -44,9 +44,11 @@ def test_unsent_queued_jobs_are_found_after_the_bound(repo: Repository, params: 
     assert repo.unsent_queued(older_than=60, now=now) == []  # just created
     later = now + timedelta(seconds=61)
     assert [j.id for j in repo.unsent_queued(older_than=60, now=later)] == [j1, j2, j3]  # never sent
+    assert repo.count_unsent_queued(older_than=60, now=later) == 3
     repo.mark_sent([j1], now=later)
     repo.claim([j2], worker="w", lease_seconds=60)
     assert [j.id for j in repo.unsent_queued(older_than=60, now=later)] == [j3]
+    assert repo.count_unsent_queued(older_than=60, now=later) == 1
     assert [(j.id, j.model, j.revision, j.attempts) for j in repo.queued_jobs([j1, j2, j3])] == [
         (j1, "m", None, 0), (j3, "m", None, 0)
     ]
