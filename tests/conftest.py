@@ -30,8 +30,9 @@ POSTGRES_PORT = 5432
 POSTGRES_ADMIN_DB = "test"
 REDIS_HOST = "127.0.0.1"
 REDIS_PORT = 6379
-# A db number nothing else uses: every test flushes it.
-REDIS_TEST_DB = 15
+# A db number nothing else uses: every test flushes it. Two test runs on one machine at
+# once (e.g. two checkouts) must each set their own DOCQA_TEST_REDIS_DB.
+REDIS_TEST_DB = int(os.environ.get("DOCQA_TEST_REDIS_DB", "15"))
 # Seconds a reachability check may wait before it calls a service unreachable.
 SERVICE_TIMEOUT_S = 3
 
