@@ -14,8 +14,9 @@ merge across windows.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -171,6 +172,9 @@ class Engine:
         self._trimmer = HeapTrimmer(trim_seconds)
         self.forward_calls = 0  # forwards run so far (a batch is one call)
         self.windows_run = 0
+        # Called after each forward with (windows, real tokens, padded tokens, seconds of the
+        # forward and the copy of its results to the host): the worker's metrics. None: nothing.
+        self.on_forward: Callable[[int, int, int, float], None] | None = None
 
     @classmethod
     def from_settings(cls, settings) -> "Engine":
@@ -455,6 +459,7 @@ class Engine:
                 inputs = {"input_ids": self._buffers.to_device(ids, 0), "attention_mask": self._buffers.to_device(mask, 1)}
                 if use_types:
                     inputs["token_type_ids"] = self._buffers.to_device(types, 2)
+                started = time.perf_counter()
                 result = self._model(**inputs)
                 self.forward_calls += 1
                 if self._device == "cpu":
@@ -462,15 +467,22 @@ class Engine:
                 self.windows_run += len(batch)
                 if on_device:
                     self._collect_on_device(result, batch, windows, items, out)
+                    self._forward_done(batch, lengths, width, started)
                     continue
                 start = result.start_logits.float().cpu().numpy()
                 end = result.end_logits.float().cpu().numpy()
+                self._forward_done(batch, lengths, width, started)
                 for row, j in enumerate(batch):
                     i, layout, _ = windows[j]
                     s_log, e_log = start[row, : lengths[j]], end[row, : lengths[j]]
                     cands, null = window_candidates(s_log, e_log, layout, items[i].params)
                     out[j] = (cands, null, s_log, e_log)
         return out
+
+    def _forward_done(self, batch: list[int], lengths: list[int], width: int, started: float) -> None:
+        if self.on_forward is not None:
+            real = sum(lengths[j] for j in batch)
+            self.on_forward(len(batch), real, len(batch) * width, time.perf_counter() - started)
 
     def _collect_on_device(self, result, batch, windows, items, out) -> None:
         """Rank spans on the device; copy back only candidates (grouped by span parameters)."""

@@ -39,7 +39,12 @@ class RunStats:
 
 
 class StoreUnavailable(RuntimeError):
-    """The store failed mid-run; the run's claims were handed back where the store allowed."""
+    """The store failed mid-run; the run's claims were handed back where the store allowed
+    (`released`: how many)."""
+
+    def __init__(self, message: str, released: int = 0) -> None:
+        super().__init__(message)
+        self.released = released
 
 
 class JobRunner:
@@ -100,12 +105,14 @@ class JobRunner:
         try:
             return self._run(list(dict.fromkeys(job_ids)), fill, claimed)
         except (SQLAlchemyError, StoreError) as exc:
+            released = 0
             if claimed:
                 try:
-                    self.repo.release([c.job_id for c in claimed], worker=self.name)
+                    released = len(self.repo.release([c.job_id for c in claimed], worker=self.name))
                 except (SQLAlchemyError, StoreError):  # still away: their leases run out instead
                     log.warning("could not hand back %d job(s); the sweeper will requeue them", len(claimed))
-            raise StoreUnavailable(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+            raise StoreUnavailable(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                                   released) from exc
 
     def _run(self, ids: list[int], fill: bool, claimed: list) -> RunStats:
         stats = RunStats()

@@ -79,6 +79,7 @@ class Runtime:
         from docqa.core.labels import model_label
         from docqa.storage.db import ensure_schema, make_engine, session_factory
         from docqa.storage.repository import Repository
+        from docqa.worker import metrics
         from docqa.worker.engine import Engine
         from docqa.worker.identity import worker_name
         from docqa.worker.runner import JobRunner
@@ -91,7 +92,13 @@ class Runtime:
         ensure_schema(db)
         self.repo = Repository(session_factory(db))
         self.store_id = self.repo.store_id()
+        self.metrics = metrics.recorder(settings)  # does nothing unless the worker serves metrics
+        loading = time.perf_counter()
         self.engine = Engine.from_settings(settings).warm_up()
+        self.metrics.model_loaded(model=model_label(settings.model, settings.revision), dtype=self.engine.precision,
+                                  device=str(self.engine.device), seconds=time.perf_counter() - loading)
+        if self.metrics.active:
+            self.engine.on_forward = self.metrics.forward
         self.runner = JobRunner.from_settings(self.repo, self.engine, settings, name=self.name)
         self.dispatcher = Dispatcher(app, self.repo, queue=settings.queue, batch_jobs=settings.worker_batch_jobs)
         self.failures = 0  # store/broker failures in a row (backoff)
@@ -117,6 +124,7 @@ class Runtime:
         self.repo.beat_worker(self.name)
         dead = dead_local_workers(self.repo.running_workers())
         ids = self.repo.requeue_expired(max_attempts=self.settings.max_attempts, dead_workers=dead)
+        self.metrics.jobs("requeued", len(ids))
         self.dispatcher.send_queued(self.repo.queued_jobs(ids))  # suspects: one message each, run alone
         if ids:
             why = f"their worker process is gone ({', '.join(dead)})" if dead else "their lease ran out"
@@ -186,6 +194,13 @@ def _remember_concurrency_and_check(sender=None, **_kwargs) -> None:
         if problem is not None:
             log.critical("docqa worker cannot start: %s", problem)
             raise SystemExit(1)
+    from docqa.worker import metrics
+
+    try:  # before the pool forks: its processes inherit the metrics folder
+        metrics.serve(app.docqa_settings)
+    except metrics.MetricsError as exc:
+        log.critical("docqa worker cannot start: %s", exc)
+        raise SystemExit(1) from None
 
 
 @signals.worker_process_init.connect
@@ -249,10 +264,13 @@ def run_jobs(self, message=None, *args, **kwargs) -> dict:
     # Celery drops (rejects without requeue) the message of a task that raises: every
     # failure below puts the message back instead, after a backoff.
     try:
+        started = time.perf_counter()
         stats = rt.runner.run(msg.job_ids)
+        rt.metrics.run(stats, time.perf_counter() - started)
         if stats.leftover:  # more than this worker's batch, or suspects that must run alone
             rt.dispatcher.send_queued(rt.repo.queued_jobs(stats.leftover))
     except StoreUnavailable as exc:
+        rt.metrics.jobs("retried", exc.released)
         wait = rt.backoff()
         log.warning("the store failed during a run (%s); message put back in %.0f s", exc, wait)
         time.sleep(wait)

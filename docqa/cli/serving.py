@@ -66,6 +66,7 @@ def register(sub) -> None:
     g = p.add_argument_group("jobs")
     for name in ("lease_seconds", "max_attempts", "worker_batch_jobs", "torch_threads"):
         add_setting(g, name, metavar="N")
+    add_setting(p, "metrics_port", metavar="PORT")
     add_model_options(p)
     p.set_defaults(func=cmd_worker)
 

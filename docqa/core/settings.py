@@ -100,6 +100,13 @@ class Settings(_WithAnswerParams):  # type: ignore[misc, valid-type]
         description="on a CPU, give freed activation memory back to the OS at most this often, seconds "
         "(glibc `malloc_trim`: about 20% lower peak memory, no measurable slowdown); 0 switches it off",
     )
+    metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="`docqa worker` serves Prometheus metrics of all its pool processes on this port "
+        "(`http://HOST:PORT/metrics`, all interfaces); unset: no metrics",
+    )
 
     @property
     def sweep_seconds(self) -> float:
