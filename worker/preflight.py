@@ -67,13 +67,14 @@ def _check_broker(settings) -> str | None:
 
 
 def _check_model(settings) -> str | None:
-    from docqa.core.settings import env_name
+    from docqa.core.settings import env_name, file_env_name
 
     env = dict(os.environ)
     for name in type(settings).model_fields:
         value = getattr(settings, name)
         if value is not None and not hasattr(value, "get_secret_value"):  # secrets stay where they were
             env[env_name(name)] = str(value)
+            env.pop(file_env_name(name), None)  # DOCQA_<NAME>_FILE beside DOCQA_<NAME> would be refused
     try:
         done = subprocess.run(
             [sys.executable, "-c", _LOAD], env=env, capture_output=True, text=True, timeout=MODEL_CHECK_SECONDS

@@ -15,7 +15,7 @@ from docqa.cli.options import (
     answer_params,
     build_settings,
 )
-from docqa.core.settings import Settings, env_name
+from docqa.core.settings import Settings, env_name, file_env_name
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -26,6 +26,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         value = getattr(args, name, None)
         if value is not None:
             os.environ[env_name(name)] = str(value)
+            os.environ.pop(file_env_name(name), None)  # the flag won over DOCQA_<NAME>_FILE
     from docqa.worker import preflight
 
     # Store, broker and model are checked before a single message is consumed.
@@ -47,6 +48,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     ]
     if args.hostname:
         argv += ["--hostname", args.hostname]
+    if args.events:
+        argv.append("--task-events")
     app.worker_main(argv=argv)
     return 0
 
@@ -63,6 +66,9 @@ def register(sub) -> None:
                    help="Celery pool (default prefork; use solo for one process per GPU)")
     p.add_argument("--loglevel", default="INFO", help="log level (default INFO)")
     p.add_argument("--hostname", help="Celery node name (default docqa-PID@HOST)")
+    p.add_argument("-E", "--events", action="store_true",
+                   help="send Celery task events (received, started, succeeded, failed), for Flower or "
+                   "'celery events'; off by default (they cost broker traffic for every message)")
     g = p.add_argument_group("jobs")
     for name in ("lease_seconds", "max_attempts", "worker_batch_jobs", "torch_threads"):
         add_setting(g, name, metavar="N")

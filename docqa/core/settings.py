@@ -11,10 +11,15 @@ descriptions and bounds, so a new answer parameter is declared once.
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 from pydantic import Field, SecretStr, create_model
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from docqa.core.labels import queue_for
 from docqa.core.params import AnswerParams
@@ -23,14 +28,77 @@ DEFAULT_MODEL = "distilbert-base-cased-distilled-squad"
 ENV_PREFIX = "DOCQA_"
 
 
+# Settings whose value may carry a password can be read from a file instead (a Docker
+# secret): DOCQA_<FIELD>_FILE names it, so the password is in neither argv (`ps`) nor the
+# environment. Setting both DOCQA_<FIELD> and DOCQA_<FIELD>_FILE is an error; a flag or a
+# keyword argument wins over both, and then the file is not read.
+FILE_FIELDS = ("database_url", "broker_url")
+
+
+def file_env_name(field: str) -> str:
+    """The variable naming a file that holds Settings field `field`: DOCQA_<FIELD>_FILE."""
+    return env_name(field) + "_FILE"
+
+
+def read_setting_file(field: str, path: str) -> str:
+    """The value of `field` from the file `path` (surrounding whitespace dropped); ValueError
+    naming the file and its variable when it is missing, unreadable or empty."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            value = fh.read().strip()
+    except OSError as exc:
+        raise ValueError(f"{file_env_name(field)}={path}: cannot read it ({exc.strerror or exc})") from None
+    if not value:
+        raise ValueError(f"{file_env_name(field)}={path}: the file is empty")
+    return value
+
+
+class _FromFiles(PydanticBaseSettingsSource):
+    """FILE_FIELDS read from the files their DOCQA_<FIELD>_FILE variables name."""
+
+    def __init__(self, settings_cls: type[BaseSettings], given: dict) -> None:
+        super().__init__(settings_cls)
+        self.given = given  # fields given as keyword arguments (CLI flags): they win, no file is read
+
+    def get_field_value(self, field, field_name):  # required by the base class; __call__ does the work
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, str]:
+        environ = {k.upper(): v for k, v in os.environ.items()}
+        values = {}
+        for name in FILE_FIELDS:
+            path = environ.get(file_env_name(name))
+            if not path or name in self.given:
+                continue
+            if environ.get(env_name(name)):
+                raise ValueError(
+                    f"both {env_name(name)} and {file_env_name(name)} are set: set only one of them"
+                )
+            values[name] = read_setting_file(name, path)
+        return values
+
+
 class _StoreAndModel(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ):
+        given = getattr(init_settings, "init_kwargs", {})
+        return init_settings, env_settings, _FromFiles(settings_cls, given), dotenv_settings, file_secret_settings
+
     database_url: str = Field(
         "sqlite:///docqa.db",
-        description="result store: `sqlite:///FILE` (embedded) or `postgresql+psycopg://USER@HOST/DB` (production)",
+        description="result store: `sqlite:///FILE` (embedded) or `postgresql+psycopg://USER@HOST/DB` (production); "
+        "`DOCQA_DATABASE_URL_FILE` may name a file holding the URL instead (a password then shows in neither "
+        "`ps` nor the environment)",
     )
-    broker_url: str = Field("redis://127.0.0.1:6379/0", description="Celery broker (distributed mode)")
+    broker_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="Celery broker (distributed mode): `redis://`, or `rediss://...?ssl_cert_reqs=required` "
+        "for TLS; `DOCQA_BROKER_URL_FILE` may name a file holding the URL instead",
+    )
     queue: str = Field(
         "docqa", description="prefix of the broker queues: each model and revision gets its own, `<queue>.<model>-<hash>`"
     )

@@ -9,7 +9,13 @@ import pytest
 
 from docqa.cli import build_parser
 from docqa.core.params import IDENTITY_FIELDS_V1, AnswerParams
-from docqa.core.settings import Settings, env_name, settings_table
+from docqa.core.settings import (
+    FILE_FIELDS,
+    Settings,
+    env_name,
+    file_env_name,
+    settings_table,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -57,7 +63,8 @@ def test_flags_override_the_environment(monkeypatch):
 def test_the_readme_table_is_the_settings_table():
     assert settings_table() in README, "regenerate the table: python -m docqa.core.settings"
     documented = set(re.findall(r"`(DOCQA_[A-Z_]+)`", README.split("## Configuration", 1)[1].split("\n## ", 1)[0]))
-    assert documented == {env_name(n) for n in Settings.model_fields}
+    # Every setting, and the DOCQA_<NAME>_FILE variables of those that may carry a password.
+    assert documented == {env_name(n) for n in Settings.model_fields} | {file_env_name(n) for n in FILE_FIELDS}
 
 
 def test_no_module_reads_a_docqa_variable_outside_settings():

@@ -48,8 +48,9 @@ class Workers:
         self.log_dir = log_dir
         self.procs: list[subprocess.Popen] = []
 
-    def start(self, n: int = 1, *, concurrency: int = 1, via: str = "docqa") -> None:
-        """Start n workers with `docqa worker`, or (via="celery") with plain `celery -A docqa.worker.app worker`."""
+    def start(self, n: int = 1, *, concurrency: int = 1, via: str = "docqa", extra: list[str] = ()) -> None:
+        """Start n workers with `docqa worker`, or (via="celery") with plain `celery -A docqa.worker.app worker`;
+        `extra`: more arguments for each."""
         for _ in range(n):
             k = len(self.procs)
             log = open(self.log_dir / f"worker{k}.log", "wb")
@@ -61,6 +62,7 @@ class Workers:
             else:
                 cmd = [sys.executable, "-m", "docqa.cli", "worker", "--concurrency", str(concurrency),
                        "--hostname", name, "--loglevel", "INFO"]
+            cmd += list(extra)
             self.procs.append(
                 subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
             )
@@ -134,31 +136,39 @@ class OwnRedis:
     """A redis-server of the test's own (no persistence, like a restarted broker), on a free port.
 
     `stop()` kills it (its messages are gone); `start()` brings an empty one back on the
-    same port. Never the shared instance.
+    same port. Never the shared instance. With `password`, clients must authenticate
+    (`requirepass`, read from a config file in `folder`, so it is not in the server's argv).
     """
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *, password: str | None = None) -> None:
         import shutil
 
         self.exe = shutil.which("redis-server")
         self.port = free_port()
         self.folder = folder
+        self.password = password
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
+        config = []
+        if self.password:
+            conf = self.folder / "redis-auth.conf"
+            conf.write_text(f"requirepass {self.password}\n")
+            config = [str(conf)]
         self.proc = subprocess.Popen(
-            [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            [self.exe, *config, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", str(self.folder)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         import redis
 
-        wait_for(lambda: _pings(redis.Redis(port=self.port, socket_connect_timeout=0.5)), timeout=10,
-                 what="own redis-server up")
+        wait_for(lambda: _pings(redis.Redis(port=self.port, password=self.password, socket_connect_timeout=0.5)),
+                 timeout=10, what="own redis-server up")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
