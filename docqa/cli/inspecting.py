@@ -72,6 +72,13 @@ def store_facts(repo, settings) -> dict:
 def cmd_status(args: argparse.Namespace) -> int:
     settings = build_settings(args)
     repo = open_repo(settings, create=False)
+    if args.watch:
+        from docqa.cli.watch import watch
+
+        if args.interval <= 0:
+            raise CliError(f"--interval must be positive (got {args.interval:g})")
+        return watch(repo, settings, interval=args.interval, metrics_urls=args.metrics_url,
+                     json_lines=args.format == "json")
     facts = store_facts(repo, settings)
     failures = repo.failures(limit=args.limit)
     broker = broker_facts(settings) if not args.no_broker else None
@@ -285,6 +292,14 @@ def register(sub) -> None:
     p.add_argument("--no-broker", action="store_true", help="do not ask the broker (queue depth, dead letters)")
     p.add_argument("--limit", type=int, default=50, help="failures listed at most (default 50)")
     p.add_argument("--format", choices=["text", "json"], default="text")
+    p.add_argument("--watch", action="store_true",
+                   help="keep showing counts, jobs/s (windows/s with --metrics-url) and an ETA every --interval "
+                   "seconds until Ctrl-C: redrawn in place on a terminal, one line (or JSON object) each otherwise")
+    p.add_argument("--interval", type=float, default=2.0, metavar="S", help="seconds between --watch redraws "
+                   "(default 2)")
+    p.add_argument("--metrics-url", action="append", default=[], metavar="URL",
+                   help="with --watch: a worker's metrics (http://HOST:PORT/metrics, 'docqa worker --metrics-port'); "
+                   "repeat for each worker: windows/s is their sum")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("health", help="exit 0 when the store and broker answer (probes for supervisors)",

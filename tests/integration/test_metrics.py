@@ -11,9 +11,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from support import TINY_MODEL, docqa, free_port, open_repo, wait_for, write_corpus
-
 from docqa.worker import metrics
+from support import TINY_MODEL, docqa, free_port, open_repo, wait_for, write_corpus
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -47,12 +46,12 @@ def test_a_prefork_worker_exports_what_its_processes_answered(distributed_env, t
     tmp.mkdir()
     env["TMPDIR"] = str(tmp)
     port = free_port()
-    log = open(tmp_path / "worker.log", "wb")
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "docqa.cli", "worker", "--concurrency", "2", "--pool", "prefork",
-         "--metrics-port", str(port), "--hostname", f"metrics-{port}@%h", "--loglevel", "INFO"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
+    with open(tmp_path / "worker.log", "wb") as log:  # the worker writes to its own copy
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "docqa.cli", "worker", "--concurrency", "2", "--pool", "prefork",
+             "--metrics-port", str(port), "--hostname", f"metrics-{port}@%h", "--loglevel", "INFO"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
 
     def logs() -> str:
         return (tmp_path / "worker.log").read_text(errors="replace")[-6000:]
@@ -120,6 +119,5 @@ def test_a_prefork_worker_exports_what_its_processes_answered(distributed_env, t
         except subprocess.TimeoutExpired:
             os.killpg(worker.pid, signal.SIGKILL)
             worker.wait()
-        log.close()
     # The private folder goes with the worker.
     assert list(Path(tmp).glob("docqa-metrics-*")) == [], logs()
