@@ -15,6 +15,7 @@ Documents are read lazily: an iterable of a million documents is never held in m
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -60,6 +61,8 @@ class SubmitSummary:
     new_jobs: int
     existing_jobs: int
     errors: tuple[str, ...]
+    # Documents whose id or path came with new content: a new version, answered anew.
+    changed_documents: int = 0
 
 
 class Submission:
@@ -90,9 +93,12 @@ class Submission:
                 )
             time.sleep(POLL_SECONDS)
 
-    def answers(self) -> Iterator:
-        """This submission's answers (`ResultRecord`s with provenance), by answer id."""
-        return self.client.answers(submission=self.id)
+    def answers(self, *, rank: int | None = 0, all_versions: bool = True) -> Iterator:
+        """This submission's answers (`ResultRecord`s with provenance), by answer id: each
+        job's best (rank 0) unless `rank` says another, or None for every rank. Documents
+        a later submission replaced with a newer version are included (marked superseded)
+        unless all_versions=False."""
+        return self.client.answers(submission=self.id, rank=rank, all_versions=all_versions)
 
 
 class Client:
@@ -203,7 +209,7 @@ class Client:
         if self.embedded:
             self._answer_here(settings)
         summary = SubmitSummary(report.documents, report.new_documents, report.jobs, report.new_jobs,
-                                report.existing_jobs, tuple(report.errors))
+                                report.existing_jobs, tuple(report.errors), report.changed_documents)
         return Submission(self, report.submission_id, summary)
 
     def submission(self, submission_id: int) -> Submission:
@@ -232,19 +238,36 @@ class Client:
         job: int | None = None,
         question: str | None = None,
         model: str | None = None,
-        rank: int | None = None,
+        rank: int | None = 0,
+        where: Mapping[str, Any] | None = None,
+        all_versions: bool = False,
+        order: str = "answer",
     ) -> Iterator:
-        """Stored answers with provenance (`ResultRecord`s), by answer id, filtered as given.
+        """Stored answers with provenance (`ResultRecord`s), filtered as given.
 
-        `document` is an id, a JSONL id or a source path."""
+        - `document`: an id, a JSONL id or a source path (every version of it);
+        - `rank`: 0 (default) is each job's best answer; another number that rank only;
+          None every rank;
+        - `where`: document metadata equal to these values, e.g. {"lang": "en", "year": 2024};
+        - `all_versions`: include documents replaced by a newer version (same id or path,
+          new content), marked `superseded`;
+        - `order`: "answer" (as stored), "reference" (the pipeline's score, highest first)
+          or "margin" (comparable across windows and documents, highest first).
+        """
         document_ids = None if document is None else self._repo.resolve_documents(document)
+        where_text = None if where is None else {k: _json_text(v) for k, v in where.items()}
         return self._repo.iter_results(submission_id=submission, job_id=job, document_ids=document_ids,
-                                       question=question, model=model, rank=rank)
+                                       question=question, model=model, rank=rank, where=where_text,
+                                       all_versions=all_versions, order=order)
 
-    def best_documents(self, question: str, top: int = 10, *, model: str | None = None) -> list:
-        """The `top` best answers (rank 0 of each job) to `question` across all documents, by
-        margin: which documents answer this question best."""
-        return self._repo.top_results(question=question, top=top, model=model, rank=0)
+    def best_documents(
+        self, question: str, top: int = 10, *, model: str | None = None, where: Mapping[str, Any] | None = None,
+        order: str = "margin",
+    ) -> list:
+        """The `top` best answers (rank 0 of each job) to `question` across the latest versions
+        of all documents, by margin (or "reference" score): which documents answer it best."""
+        where_text = None if where is None else {k: _json_text(v) for k, v in where.items()}
+        return self._repo.top_results(question=question, top=top, model=model, rank=0, where=where_text, order=order)
 
     def delete(self, *, document: int | str | None = None, submission: int | None = None, dry_run: bool = False):
         """Remove documents (one reference: id, JSONL id or source path; or all of a
@@ -288,6 +311,11 @@ class Client:
             self._dispatcher = Dispatcher(make_celery(self.settings), self._repo, queue=self.settings.queue,
                                           batch_jobs=self.settings.worker_batch_jobs)
         return self._dispatcher
+
+
+def _json_text(value: Any) -> str:
+    """A metadata value as the store compares it: strings as they are, others as JSON."""
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _source_documents(documents: Iterable, max_chars: int) -> Iterator:

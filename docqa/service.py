@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import hmac
+import itertools
 import json
 import threading
 from typing import Any
@@ -24,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from docqa import __version__
 from docqa.client import Client, SubmitError
 from docqa.core.settings import Settings
+from docqa.storage.answers import result_cursor
 
 # Longest ?wait= a caller may ask for, seconds.
 MAX_WAIT_SECONDS = 600.0
@@ -131,6 +133,7 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
         out: dict[str, Any] = {
             "submission_id": sub.id,
             "documents": summary.documents, "new_documents": summary.new_documents,
+            "changed_documents": summary.changed_documents,
             "jobs": summary.jobs, "new_jobs": summary.new_jobs, "existing_jobs": summary.existing_jobs,
             "errors": list(summary.errors),
         }
@@ -159,9 +162,14 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
         document: str | None = Query(None, description="an id, a JSONL id or a source path"),
         question: str | None = None,
         model: str | None = None,
-        rank: int | None = None,
+        rank: int = Query(0, ge=0, description="answers of this rank only (0: each job's best)"),
+        all_ranks: bool = Query(False, description="every rank of every job (overrides rank)"),
+        where: list[str] = Query([], description="KEY=VALUE: document metadata equal to VALUE (repeatable)"),
+        all_versions: bool = Query(False, description="include documents replaced by a newer version"),
+        order: str = Query("answer", pattern="^(answer|reference|margin)$",
+                           description="answer (as stored), reference (pipeline score) or margin, highest first"),
         top: int | None = Query(None, ge=1, le=MAX_PAGE, description="with question: best N across documents"),
-        cursor: int = Query(0, ge=0, description="the next_cursor of the previous page"),
+        cursor: str | None = Query(None, description="the next_cursor of the previous page (same order)"),
         limit: int = Query(100, ge=1, le=MAX_PAGE),
         offsets: str = Query("codepoints", pattern="^(codepoints|utf16|utf8)$",
                              description="offset units: code points (Python), utf16 (Java/JS), utf8 (bytes)"),
@@ -181,15 +189,29 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
             return record_in_unit(rec.as_dict(), texts[rec.document_id], offsets)
 
         document_ids = None if document is None else repo.resolve_documents(document)
-        filters = dict(document_ids=document_ids, question=question, model=model)
+        metadata: dict[str, str] = {}
+        for item in where:
+            name, sep, value = item.partition("=")
+            if not sep or not name:
+                raise HTTPException(status_code=422, detail=f"where={item!r}: write KEY=VALUE")
+            metadata[name] = value
+        filters = dict(document_ids=document_ids, question=question, model=model, where=metadata,
+                       all_versions=all_versions, rank=None if all_ranks else rank, submission_id=submission)
         if top is not None:
             if question is None:
                 raise HTTPException(status_code=422, detail="top ranks the answers to one question: give question=")
-            records = repo.top_results(top=top, rank=0 if rank is None else rank, **filters)
+            try:
+                records = repo.top_results(top=top, order="margin" if order == "answer" else order, **filters)
+            except ValueError as exc:
+                raise HTTPException(status_code=422, detail=str(exc)) from None
             return _json({"answers": [as_dict(r) for r in records], "next_cursor": None})
         stream = "application/x-ndjson" in request.headers.get("accept", "")
-        iterator = repo.iter_results(submission_id=submission, rank=rank, after_answer_id=cursor,
-                                     batch=500 if stream else limit, **filters)
+        iterator = repo.iter_results(order=order, after=cursor, batch=500 if stream else limit, **filters)
+        try:  # a malformed cursor or metadata key fails on the first read: say so as a 422
+            first = next(iterator, None)
+        except ValueError as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from None
+        iterator = itertools.chain([] if first is None else [first], iterator)
         if stream:
             def lines():
                 for rec in iterator:
@@ -197,11 +219,14 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
 
             return StreamingResponse(lines(), media_type="application/x-ndjson")
         page = []
+        last = None
         for rec in iterator:
             page.append(as_dict(rec))
+            last = rec
             if len(page) == limit:
                 break
-        return _json({"answers": page, "next_cursor": page[-1]["answer_id"] if len(page) == limit else None})
+        next_cursor = result_cursor(last, order) if len(page) == limit else None
+        return _json({"answers": page, "next_cursor": next_cursor})
 
     @app.delete("/v1/documents/{ref}", dependencies=[Depends(authorized)])
     def delete_document(ref: str, dry_run: bool = False) -> dict:

@@ -7,9 +7,10 @@ Invariant for every stored answer: `document.text[char_start:char_end] == answer
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Iterator, Sequence
+import itertools
+from collections.abc import Collection, Iterator, Mapping, Sequence
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import Text, and_, case, cast, delete, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from docqa.core.answer import Answer
@@ -141,43 +142,59 @@ class Answers(Transactions):
         question: str | None = None,
         model: str | None = None,
         rank: int | None = None,
+        where: Mapping[str, str] | None = None,
+        all_versions: bool = False,
+        order: str = "answer",
+        after: str | int | None = None,
         after_answer_id: int = 0,
         batch: int = 500,
     ) -> Iterator[ResultRecord]:
-        """Answers joined with their jobs and documents, by increasing answer id.
+        """Answers joined with their jobs and documents, in `order`:
 
-        Reads `batch` rows per short transaction, holding nothing open while the caller
-        consumes them. To follow new results, poll again with after_answer_id set to the
-        last answer_id seen: answer ids become visible in increasing order (SQLite writes
-        one transaction at a time; on PostgreSQL `complete` serialises answer writes), so
-        no answer is skipped. A job answered again gets new answer ids and shows up again.
-        Filters combine: document ids, question text, the job's model, answer rank.
+        - "answer" (default): by increasing answer id. To follow new results, poll again
+          with after_answer_id (or after) set to the last answer_id seen: answer ids become
+          visible in increasing order (SQLite writes one transaction at a time; on
+          PostgreSQL `complete` serialises answer writes), so no answer is skipped. A job
+          answered again gets new answer ids and shows up again.
+        - "reference": by the reference pipeline's score, highest first.
+        - "margin": by margin (comparable across windows and documents), highest first;
+          answers without one (the null answer, answers stored before schema 0003) last.
+
+        Reads `batch` rows per short transaction (keyset paging), holding nothing open
+        while the caller consumes them; `after` is a record's `cursor(order)` to resume
+        after it. Filters combine: submission, job, document ids, question text, the job's
+        model, answer rank (None: every rank), document metadata equal to the given
+        strings (`where`, top-level keys; numbers and booleans compare as their JSON text,
+        e.g. "2024", "true"). Documents replaced by a newer version are left out unless
+        all_versions.
         """
         if batch < 1:
             raise ValueError(f"batch must be at least 1, got {batch}")
-        last = after_answer_id
+        key = _order_key(order)
+        position = _parse_cursor(order, after if after is not None else (after_answer_id or None))
         while True:
-            stmt = (
-                self._result_columns()
-                .where(AnswerRow.id > last)
-                .order_by(AnswerRow.id)
-                .limit(batch)
+            stmt = self._result_columns(key).limit(batch)
+            stmt = self._filtered(
+                stmt, document_ids=document_ids, question=question, model=model, rank=rank, where=where,
+                all_versions=all_versions, submission_id=submission_id, job_id=job_id, document_id=document_id,
             )
-            stmt = _filtered(stmt, document_ids=document_ids, question=question, model=model, rank=rank)
-            if document_id is not None:
-                stmt = stmt.where(Job.document_id == document_id)
-            if job_id is not None:
-                stmt = stmt.where(AnswerRow.job_id == job_id)
-            if submission_id is not None:
-                stmt = stmt.where(
-                    AnswerRow.job_id.in_(select(SubmissionJob.job_id).where(SubmissionJob.submission_id == submission_id))
-                )
+            if key is None:
+                if position is not None:
+                    stmt = stmt.where(AnswerRow.id > position[1])
+                stmt = stmt.order_by(AnswerRow.id)
+            else:
+                if position is not None:
+                    value, last_id = position
+                    stmt = stmt.where(or_(key < value, and_(key == value, AnswerRow.id > last_id)))
+                stmt = stmt.order_by(key.desc(), AnswerRow.id)
             with self._read() as session:
-                records = [_record(row) for row in session.execute(stmt).all()]
+                rows = session.execute(stmt).all()
+            records = [_record(row) for row in rows]
             yield from records
             if len(records) < batch:
                 return
-            last = records[-1].answer_id
+            last = rows[-1]
+            position = (None if key is None else last[-1], records[-1].answer_id)
 
     def top_results(
         self,
@@ -187,49 +204,129 @@ class Answers(Transactions):
         model: str | None = None,
         rank: int | None = 0,
         document_ids: Collection[int] | None = None,
+        where: Mapping[str, str] | None = None,
+        all_versions: bool = False,
+        order: str = "margin",
+        submission_id: int | None = None,
     ) -> list[ResultRecord]:
-        """The `top` answers to `question` across all documents, by margin (highest first):
-        which documents answer this question best. Answers without a margin (stored before
-        schema 0003, or the null answer) come last."""
+        """The `top` answers to `question` across all documents, by margin (highest first)
+        unless `order` says "reference": which documents answer this question best.
+        Answers without a margin (stored before schema 0003, or the null answer) come last."""
         if top < 1:
             raise ValueError(f"top must be at least 1, got {top}")
-        margin = AnswerRow.start_logit + AnswerRow.end_logit - AnswerRow.null_start_logit - AnswerRow.null_end_logit
-        stmt = self._result_columns().order_by(margin.desc().nulls_last(), AnswerRow.id).limit(top)
-        stmt = _filtered(stmt, document_ids=document_ids, question=question, model=model, rank=rank)
-        with self._read() as session:
-            return [_record(row) for row in session.execute(stmt).all()]
+        if order == "answer":
+            order = "margin"
+        return list(
+            itertools.islice(
+                self.iter_results(
+                    question=question, model=model, rank=rank, document_ids=document_ids, where=where,
+                    all_versions=all_versions, order=order, submission_id=submission_id, batch=top,
+                ),
+                top,
+            )
+        )
 
     @staticmethod
-    def _result_columns():
+    def _result_columns(key=None):
+        columns = [
+            AnswerRow, Job.document_id, Job.question, Job.params, Document.external_id, Document.source,
+            Document.sha256, Document.meta, Document.version, Document.superseded_at,
+        ]
+        if key is not None:
+            columns.append(key)
         return (
-            select(
-                AnswerRow, Job.document_id, Job.question, Job.params, Document.external_id, Document.source,
-                Document.sha256, Document.meta,
-            )
+            select(*columns)
             .join(Job, AnswerRow.job_id == Job.id)
             .join(Document, Job.document_id == Document.id)
         )
 
+    def _filtered(
+        self, stmt, *, document_ids=None, question=None, model=None, rank=None, where=None, all_versions=False,
+        submission_id=None, job_id=None, document_id=None,
+    ):
+        if document_ids is not None:
+            stmt = stmt.where(Job.document_id.in_(sorted(set(document_ids))))
+        if document_id is not None:
+            stmt = stmt.where(Job.document_id == document_id)
+        if job_id is not None:
+            stmt = stmt.where(AnswerRow.job_id == job_id)
+        if submission_id is not None:
+            stmt = stmt.where(
+                AnswerRow.job_id.in_(select(SubmissionJob.job_id).where(SubmissionJob.submission_id == submission_id))
+            )
+        if question is not None:
+            from docqa.storage.identity import text_sha256
 
-def _filtered(stmt, *, document_ids, question, model, rank):
-    if document_ids is not None:
-        stmt = stmt.where(Job.document_id.in_(sorted(set(document_ids))))
-    if question is not None:
-        from docqa.storage.identity import text_sha256
+            stmt = stmt.where(Job.question_sha256 == text_sha256(question))
+        if model is not None:
+            stmt = stmt.where(Job.model == model)
+        if rank is not None:
+            stmt = stmt.where(AnswerRow.rank == rank)
+        for name, value in (where or {}).items():
+            stmt = stmt.where(self._metadata_text(name) == str(value))
+        if not all_versions:
+            stmt = stmt.where(Document.superseded_at.is_(None))
+        return stmt
 
-        stmt = stmt.where(Job.question_sha256 == text_sha256(question))
-    if model is not None:
-        stmt = stmt.where(Job.model == model)
-    if rank is not None:
-        stmt = stmt.where(AnswerRow.rank == rank)
-    return stmt
+    def _metadata_text(self, name: str):
+        """The document metadata's top-level `name` as text (JSON text for numbers and booleans)."""
+        if not isinstance(name, str) or not name or '"' in name or "\\" in name:
+            raise ValueError(f"cannot filter on metadata key {name!r}: give a non-empty key without quotes or backslashes")
+        if self._postgres:
+            return Document.meta.op("->>")(name)
+        path = '$."' + name + '"'
+        kind = func.json_type(Document.meta, path)
+        return case(
+            (kind == "true", "true"),
+            (kind == "false", "false"),
+            else_=cast(func.json_extract(Document.meta, path), Text),
+        )
+
+
+MARGIN = AnswerRow.start_logit + AnswerRow.end_logit - AnswerRow.null_start_logit - AnswerRow.null_end_logit
+# Answers without a margin sort below every real one.
+_NO_MARGIN = -1e308
+ORDERS = ("answer", "reference", "margin")
+
+
+def _order_key(order: str):
+    if order == "answer":
+        return None
+    if order == "reference":
+        return AnswerRow.score
+    if order == "margin":
+        return func.coalesce(MARGIN, _NO_MARGIN)
+    raise ValueError(f"unknown order {order!r}: use one of {', '.join(ORDERS)}")
+
+
+def result_cursor(record: ResultRecord, order: str = "answer") -> str:
+    """The cursor that resumes an `iter_results(order=order)` listing after `record`."""
+    if order == "answer":
+        return str(record.answer_id)
+    value = record.score if order == "reference" else (record.margin if record.margin is not None else _NO_MARGIN)
+    return f"{value!r}:{record.answer_id}"
+
+
+def _parse_cursor(order: str, cursor) -> tuple[float | None, int] | None:
+    if cursor is None or cursor == "" or cursor == 0:
+        return None
+    text_cursor = str(cursor)
+    try:
+        if order == "answer":
+            return None, int(text_cursor)
+        value, _, answer_id = text_cursor.rpartition(":")
+        return float(value), int(answer_id)
+    except ValueError:
+        raise ValueError(
+            f"cursor {text_cursor!r} does not fit order {order!r}: pass the cursor of a page read in the same order"
+        ) from None
 
 
 def _record(row) -> ResultRecord:
-    a, doc_id, question, params, external_id, source, digest, meta = row
+    a, doc_id, question, params, external_id, source, digest, meta, version, superseded_at = row[:10]
     return ResultRecord.from_row(
         a, document_id=doc_id, question=question, external_id=external_id, source=source, sha256=digest,
-        metadata=meta, params=params,
+        metadata=meta, params=params, version=version, superseded=superseded_at is not None,
     )
 
 

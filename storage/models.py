@@ -23,6 +23,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Double,
     ForeignKey,
     Index,
@@ -31,6 +32,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text as sql_text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -81,8 +83,52 @@ class Document(Base):
     # len(text): Python str characters (code points).
     length: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The version number this text was last recorded as under its key (see
+    # DocumentVersion); NULL for a document submitted without an id or a file path.
+    version: Mapped[int | None] = mapped_column(Integer)
+    # Set while none of the document's version rows is latest: newer content replaced it.
+    superseded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     jobs: Mapped[list[Job]] = relationship(back_populates="document")
+
+
+class DocumentKey(Base):
+    """A version key's last version number: numbers are never reused while the key has
+    versions stored; concurrent producers of one key lock this row in turn."""
+
+    __tablename__ = "document_keys"
+
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    last_version: Mapped[int] = mapped_column(Integer)
+
+
+class DocumentVersion(Base):
+    """Version `version` of the document named `key` had this document's text.
+
+    `key` is "id:<external id>" or "path:<absolute file path>". Versions count 1, 2, ...
+    per key; exactly one row per key is `latest` (a partial unique index). Reverting to an
+    earlier text adds a new version pointing at the existing document (its answers exist).
+    """
+
+    __tablename__ = "document_versions"
+    __table_args__ = (
+        UniqueConstraint("key", "version", name="uq_document_versions_key"),
+        Index("ix_document_versions_document_id", "document_id"),
+        Index(
+            "uq_document_versions_latest_key",
+            "key",
+            unique=True,
+            sqlite_where=sql_text("latest"),
+            postgresql_where=sql_text("latest"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(Integer)
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
+    latest: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Job(Base):
@@ -195,6 +241,8 @@ class Submission(Base):
     jobs: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     new_jobs: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     input_errors: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Documents whose id or path came with new content (a new version).
+    changed_documents: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class SubmissionJob(Base):

@@ -17,11 +17,17 @@ from docqa.storage.models import AnswerRow, Document, Job, JobStatus
 
 
 class StoredDocument(NamedTuple):
-    """Result of `Repository.add_document`: created is False when the text was already stored."""
+    """Result of `Repository.add_document`: created is False when the text was already stored.
+
+    With a version key: `version` is the key's latest version number after this call, and
+    `changed` is True when the key had another text before (a new version was recorded).
+    """
 
     id: int
     sha256: str
     created: bool
+    version: int | None = None
+    changed: bool = False
 
 
 class StoredJob(NamedTuple):
@@ -165,6 +171,10 @@ class ResultRecord:
     # jobs that differ only in, say, top_k are told apart.
     document_metadata: Any = None
     params: Any = None
+    # The version of its document (id or path) this answer belongs to (None: the document
+    # was submitted without an id or path), and whether a newer version replaced it.
+    document_version: int | None = None
+    superseded: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """The record as a plain dict (shallow: several times faster than dataclasses.asdict,
@@ -174,7 +184,7 @@ class ResultRecord:
     @classmethod
     def from_row(
         cls, a: AnswerRow, *, document_id: int, question: str, external_id: str | None, source: str | None, sha256: str,
-        metadata: Any = None, params: str | None = None,
+        metadata: Any = None, params: str | None = None, version: int | None = None, superseded: bool = False,
     ) -> ResultRecord:
         """An answer row joined with what its job and document say."""
         return cls(
@@ -203,6 +213,8 @@ class ResultRecord:
             model=a.model,
             document_metadata=metadata,
             params=None if params is None else json.loads(params),
+            document_version=version,
+            superseded=superseded,
         )
 
 

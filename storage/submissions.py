@@ -18,6 +18,7 @@ class SubmissionCounts(NamedTuple):
     jobs: int
     new_jobs: int
     input_errors: int
+    changed_documents: int = 0
 
 
 class Submissions(Transactions):

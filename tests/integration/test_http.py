@@ -68,14 +68,34 @@ def test_submit_wait_read_answers_with_token_and_limits(embedded_server):
     assert len(out["errors"]) == 1 and "document broken" in out["errors"][0] and "text" in out["errors"][0]
     sid = out["submission_id"]
     assert httpx.get(f"{base}/v1/submissions/{sid}", headers=AUTH).json()["finished"]
-    page = httpx.get(f"{base}/v1/answers", params={"submission": sid, "limit": 3}, headers=AUTH).json()
-    assert len(page["answers"]) == 3 and page["next_cursor"] == page["answers"][-1]["answer_id"]
-    rest = httpx.get(f"{base}/v1/answers", params={"submission": sid, "cursor": page["next_cursor"]},
+    # Each job's best answer by default; every rank with all_ranks.
+    best = httpx.get(f"{base}/v1/answers", params={"submission": sid}, headers=AUTH).json()["answers"]
+    assert [a["rank"] for a in best] == [0, 0]
+    page = httpx.get(f"{base}/v1/answers", params={"submission": sid, "limit": 3, "all_ranks": True},
+                     headers=AUTH).json()
+    assert len(page["answers"]) == 3 and page["next_cursor"] == str(page["answers"][-1]["answer_id"])
+    rest = httpx.get(f"{base}/v1/answers", params={"submission": sid, "cursor": page["next_cursor"], "all_ranks": True},
                      headers=AUTH).json()
     assert len(rest["answers"]) == 1 and rest["next_cursor"] is None
+    # Ordered by margin, paged with a cursor of that order: the pages together are the
+    # whole ordering, highest margin first, each answer once.
+    first = httpx.get(f"{base}/v1/answers", params={"order": "margin", "all_ranks": True, "limit": 2},
+                      headers=AUTH).json()
+    second = httpx.get(f"{base}/v1/answers", params={"order": "margin", "all_ranks": True, "limit": 2,
+                                                     "cursor": first["next_cursor"]}, headers=AUTH).json()
+    margins = [a["margin"] for a in first["answers"] + second["answers"]]
+    assert len(margins) == 4 and margins == sorted(margins, reverse=True)
+    assert len({a["answer_id"] for a in first["answers"] + second["answers"]}) == 4
+    bad_cursor = httpx.get(f"{base}/v1/answers", params={"order": "margin", "cursor": "nonsense"}, headers=AUTH)
+    assert bad_cursor.status_code == 422 and "cursor" in bad_cursor.json()["detail"]
+    # Metadata filter.
+    paris = httpx.get(f"{base}/v1/answers", params={"where": "city=Paris"}, headers=AUTH).json()["answers"]
+    assert [a["document_external_id"] for a in paris] == ["eiffel"]
+    assert httpx.get(f"{base}/v1/answers", params={"where": "city=Rome"}, headers=AUTH).json()["answers"] == []
+    assert httpx.get(f"{base}/v1/answers", params={"where": "city"}, headers=AUTH).status_code == 422
     eiffel = httpx.get(f"{base}/v1/answers", params={"document": "eiffel", "rank": 0}, headers=AUTH).json()["answers"]
     assert len(eiffel) == 1 and eiffel[0]["document_metadata"] == {"city": "Paris"} and "margin" in eiffel[0]
-    with httpx.stream("GET", f"{base}/v1/answers", params={"submission": sid},
+    with httpx.stream("GET", f"{base}/v1/answers", params={"submission": sid, "all_ranks": True},
                       headers={**AUTH, "Accept": "application/x-ndjson"}) as stream:
         lines = [json.loads(line) for line in stream.iter_lines() if line]
     assert len(lines) == 4
