@@ -7,10 +7,14 @@ normalisation): answer offsets index this text.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Iterator
+
+from docqa.core.text import clip
 
 
 class InputError(ValueError):
@@ -66,7 +70,7 @@ def check_question(question: str, max_chars: int | None, source: str | None = No
         where = f"{source}: " if source else ""
         raise InputError(
             f"{where}a question of {len(question):,} characters is over the limit of {max_chars:,} "
-            f"(--max-question-chars / DOCQA_MAX_QUESTION_CHARS): {question[:60]!r}..."
+            f"(--max-question-chars / DOCQA_MAX_QUESTION_CHARS): {clip(question, 60)!r}"
         )
 
 
@@ -129,22 +133,118 @@ def _jsonl_document(line: str, source: str, max_chars: int | None) -> SourceDocu
     )
 
 
-def iter_inputs(inputs: list[str], max_chars: int | None = None) -> Iterator[SourceDocument]:
-    """Documents from files, directories (recursive, sorted), *.jsonl files and '-' (stdin).
+@dataclass
+class Walk:
+    """Which files a walked directory gives, and what it skipped as hidden.
 
-    Lazy: one document in memory at a time (per JSONL line).
+    Below a directory given as input, hidden files and folders (a name starting with '.':
+    .git, .env, .DS_Store) are skipped and counted here. `include` globs: only the files
+    they match are read (a folder they match is read whole); `exclude` globs: the files
+    and folders they match are skipped, whatever `include` says. A glob is matched against
+    the path relative to the walked directory (`notes/*.txt`) and, when it holds no '/',
+    against each file or folder name at any depth (`*.md`, `drafts`). A hidden name is
+    matched only by a glob that spells its leading dot, as in a shell (`.env`, `.*`,
+    `.github/*.yml`): `*` alone never reads a hidden file.
     """
+
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    hidden: int = 0  # hidden files and folders skipped so far
+    hidden_paths: list[str] = field(default_factory=list)  # the first few of them
+
+    EXAMPLES = 5  # hidden paths kept to name in a message
+
+    def __post_init__(self) -> None:
+        self.include = tuple(_clean_glob(g) for g in self.include)
+        self.exclude = tuple(_clean_glob(g) for g in self.exclude)
+
+    def files(self, root: Path) -> Iterator[Path | SourceDocument]:
+        """The files to read below `root`, in path order, lazily (one folder listed at a time);
+        a SourceDocument with the error for a folder that cannot be listed."""
+        yield from self._visit(root, "", False)
+
+    def _visit(self, folder: Path, rel: str, included: bool) -> Iterator[Path | SourceDocument]:
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda e: e.name)
+        except OSError as exc:
+            yield SourceDocument(source=str(folder), error=f"{folder}: cannot be read ({exc.strerror})")
+            return
+        for entry in entries:
+            name, path = entry.name, folder / entry.name
+            entry_rel = f"{rel}/{name}" if rel else name
+            if any(_glob_matches(g, entry_rel, name) for g in self.exclude):
+                continue
+            named = any(_glob_matches(g, entry_rel, name) for g in self.include)
+            if entry.is_dir() and not entry.is_symlink():  # symlinked folders are not followed (loops)
+                if name.startswith(".") and not named and not any(_may_hold(g, entry_rel) for g in self.include):
+                    self._skip_hidden(path)
+                    continue
+                yield from self._visit(path, entry_rel, included or named)
+            elif entry.is_file():
+                if name.startswith(".") and not named:
+                    self._skip_hidden(path)
+                elif not self.include or included or named:
+                    yield path
+
+    def _skip_hidden(self, path: Path) -> None:
+        self.hidden += 1
+        if len(self.hidden_paths) < self.EXAMPLES:
+            self.hidden_paths.append(str(path))
+
+
+def _clean_glob(glob: str) -> str:
+    glob = glob.strip().rstrip("/")
+    while glob.startswith("./"):
+        glob = glob[2:]
+    return glob
+
+
+def _glob_matches(glob: str, rel: str, name: str) -> bool:
+    """Whether `glob` names the file or folder at `rel` (relative path, '/'-separated)."""
+    if not fnmatchcase(rel if "/" in glob else name, glob):
+        return False
+    return not name.startswith(".") or glob.rsplit("/", 1)[-1].startswith(".")
+
+
+def _may_hold(glob: str, rel_folder: str) -> bool:
+    """Whether a path glob can match something below the folder at `rel_folder`."""
+    if "/" not in glob:
+        return False
+    if "**" in glob:
+        return True
+    glob_parts, parts = glob.split("/"), rel_folder.split("/")
+    return len(glob_parts) > len(parts) and all(
+        fnmatchcase(p, g) and (not p.startswith(".") or g.startswith(".")) for p, g in zip(parts, glob_parts)
+    )
+
+
+def iter_inputs(inputs: list[str], max_chars: int | None = None, walk: Walk | None = None) -> Iterator[SourceDocument]:
+    """Documents from files, directories (recursive, in path order), *.jsonl files and '-' (stdin).
+
+    Directories are walked as `walk` says (default: every file but the hidden ones, which
+    are counted in `walk.hidden`). Lazy: one document in memory at a time (per JSONL
+    line), one folder's listing at a time.
+    """
+    walk = Walk() if walk is None else walk
     for name in inputs:
         if name == "-":
             yield from _read_stdin(max_chars)
             continue
         path = Path(name)
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
-            if not files:
-                yield SourceDocument(source=name, error=f"{name}: directory holds no files")
-            for p in files:
-                yield from _read_path(p, max_chars)
+            hidden_before, found = walk.hidden, False
+            for item in walk.files(path):
+                found = True
+                if isinstance(item, SourceDocument):
+                    yield item
+                else:
+                    yield from _read_path(item, max_chars)
+            if not found:
+                why = [f"hidden ones skipped: {walk.hidden - hidden_before}"] if walk.hidden > hidden_before else []
+                why += ["none that --include/--exclude let through"] if walk.include or walk.exclude else []
+                why_text = f" ({'; '.join(why)})" if why else ""
+                yield SourceDocument(source=name, error=f"{name}: directory holds no files to read{why_text}")
         elif path.exists():
             yield from _read_path(path, max_chars)
         else:
