@@ -35,7 +35,7 @@ from docqa.worker.hardware import (
     resolve_device,
     resolve_dtype,
 )
-from docqa.worker.loading import ModelLoadError, _not_loadable
+from docqa.worker.loading import ModelLoadError, _not_loadable, locate_model
 from docqa.worker.spans import WindowLayout, merge_answers, window_candidates
 
 log = logging.getLogger(__name__)
@@ -283,6 +283,9 @@ class Engine:
         """Load tokenizer and model once; later calls do nothing."""
         if self._model is not None:
             return self
+        # In seconds, with the reason: a missing path, a folder without a model, an unreachable
+        # hub (a cached model then loads from the cache) instead of the hub client's retries.
+        local_only = locate_model(self.model_id, self.revision)
         import torch
         from transformers import AutoModelForQuestionAnswering, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -292,9 +295,9 @@ class Engine:
         device = resolve_device(self.device_request)
         dtype = resolve_dtype(self.dtype_request, device)
         try:
-            tokenizer = AutoTokenizer.from_pretrained(self.model_id, revision=self.revision)
+            tokenizer = AutoTokenizer.from_pretrained(self.model_id, revision=self.revision, local_files_only=local_only)
             model = AutoModelForQuestionAnswering.from_pretrained(
-                self.model_id, revision=self.revision, dtype=torch.float32
+                self.model_id, revision=self.revision, dtype=torch.float32, local_files_only=local_only
             )
         except (OSError, ValueError) as exc:
             raise ModelLoadError(_not_loadable(self.model_id, self.model_label, exc)) from None
@@ -359,7 +362,9 @@ class Engine:
             doc_tokens[text] = toks
         questions = list(dict.fromkeys(it.question for it in items))
         q_ids = dict(
-            zip(questions, tok(questions, add_special_tokens=False)["input_ids"] if questions else [])
+            # verbose=False: a question too long for the window fails with its reason below, so
+            # transformers' "Token indices sequence length is longer..." warning would only repeat it.
+            zip(questions, tok(questions, add_special_tokens=False, verbose=False)["input_ids"] if questions else [])
         )
 
         # Windows of every item: (item index, layout, input ids).
