@@ -3,6 +3,7 @@ its /metrics says so, summed over its processes, with the store's counts and the
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -95,6 +96,20 @@ def test_a_prefork_worker_exports_what_its_processes_answered(distributed_env, t
             assert value(samples, "docqa_store_jobs", status=status) == n
         # Every series the metrics module declares (the dashboard's vocabulary) is really exported.
         assert metrics.exported_series() <= {name for name, _labels in samples}
+
+        # `docqa status --watch` reads windows/s from the worker's /metrics (no new windows: 0).
+        watch = subprocess.Popen(
+            [sys.executable, "-m", "docqa", "status", "--watch", "--interval", "0.3", "--format", "json",
+             "--metrics-url", f"http://127.0.0.1:{port}/metrics"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        try:
+            snaps = [json.loads(watch.stdout.readline()) for _ in range(3)]
+        finally:
+            watch.send_signal(signal.SIGINT)
+            assert watch.wait(timeout=30) == 0, watch.stderr.read()
+        assert snaps[-1]["counts"]["done"] == jobs and snaps[-1]["live_workers"] >= 1
+        assert snaps[0]["windows_per_second"] is None and snaps[-1]["windows_per_second"] == 0
 
         # Multiprocess mode: both pool processes wrote files into the worker's private folder.
         (folder,) = tmp.glob("docqa-metrics-*")
