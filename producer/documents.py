@@ -35,6 +35,18 @@ class SourceDocument:
     questions: list[str] = field(default_factory=list)
     metadata: dict | None = None
     error: str | None = None
+    # The file this text was read from (absolute), for versions: the same path with new
+    # content is a new version of that document. None for stdin and JSONL lines.
+    path: str | None = None
+
+    @property
+    def version_key(self) -> str | None:
+        """What names this document across submissions: its id, else its file's path."""
+        if self.external_id is not None:
+            return f"id:{self.external_id}"
+        if self.path is not None:
+            return f"path:{self.path}"
+        return None
 
 
 def decode_text(data: bytes, source: str, max_chars: int | None = None) -> str:
@@ -78,7 +90,7 @@ def read_file(path: Path, max_chars: int | None = None) -> SourceDocument:
     source = str(path)
     try:
         data = path.read_bytes()
-        return SourceDocument(source=source, text=decode_text(data, source, max_chars))
+        return SourceDocument(source=source, text=decode_text(data, source, max_chars), path=str(path.resolve()))
     except InputError as exc:
         return SourceDocument(source=source, error=str(exc))
     except OSError as exc:

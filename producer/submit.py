@@ -21,6 +21,7 @@ from docqa.core.params import AnswerParams
 class SubmitReport:
     documents: int = 0  # documents read without error
     new_documents: int = 0
+    changed_documents: int = 0  # an id or path that came with new content: a new version
     jobs: int = 0  # jobs the input asked for
     new_jobs: int = 0
     existing_jobs: int = 0
@@ -46,6 +47,7 @@ def submit(
     progress: Callable[[SourceDocument], None] | None = None,
     command: str = "submit",
     max_question_chars: int | None = None,
+    label: str | None = None,
 ) -> SubmitReport:
     """Store each document and its jobs as one submission; enqueue new jobs in chunks of
     `chunk` job ids (`enqueue` sends one message and records that it was sent).
@@ -58,7 +60,7 @@ def submit(
     """
     started = time.perf_counter()
     report = SubmitReport()
-    report.submission_id = repo.start_submission(command=command, model=model, revision=revision)
+    report.submission_id = repo.start_submission(command=command, model=model, revision=revision, label=label)
     pending: list[int] = []
     clean_questions = [q for q in (q.strip() for q in questions) if q]
 
@@ -93,11 +95,14 @@ def submit(
         if not asked:
             report.errors.append(f"{doc.source}: no questions (give -q/--questions, or \"questions\" in the JSONL line)")
             continue
-        doc_id, _sha, created = repo.add_document(
-            doc.text, source=doc.source, external_id=doc.external_id, metadata=doc.metadata
+        stored_doc = repo.add_document(
+            doc.text, source=doc.source, external_id=doc.external_id, metadata=doc.metadata,
+            version_key=doc.version_key,
         )
+        doc_id = stored_doc.id
         report.documents += 1
-        report.new_documents += int(created)
+        report.new_documents += int(stored_doc.created)
+        report.changed_documents += int(stored_doc.changed)
         stored = repo.add_jobs(doc_id, asked, model=model, revision=revision, params=params)
         repo.add_submission_jobs(report.submission_id, [job_id for job_id, _new in stored])
         for job_id, new in stored:
@@ -113,7 +118,10 @@ def submit(
     flush()
     repo.finish_submission(
         report.submission_id,
-        SubmissionCounts(report.documents, report.new_documents, report.jobs, report.new_jobs, len(report.errors)),
+        SubmissionCounts(
+            report.documents, report.new_documents, report.jobs, report.new_jobs, len(report.errors),
+            report.changed_documents,
+        ),
     )
     report.seconds = time.perf_counter() - started
     return report

@@ -45,6 +45,16 @@ class Fleet(Transactions):
             self._store_id = value
         return self._store_id
 
+    def first_time(self, key: str, value: str = "") -> bool:
+        """Record `key` in the store's facts; True only for the call that recorded it, so a
+        hint or notice is given once per store, by whichever process comes first."""
+        with self._write() as session:
+            stmt = (
+                self._insert(StoreInfo).values(key=key, value=value)
+                .on_conflict_do_nothing(index_elements=[StoreInfo.key]).returning(StoreInfo.key)
+            )
+            return session.execute(stmt).scalar_one_or_none() is not None
+
     def register_worker(self, name: str, *, host: str, pid: int, model: str, queue: str) -> None:
         now = utcnow()
         with self._write() as session:
@@ -89,10 +99,20 @@ class Fleet(Transactions):
             )
             if result.rowcount:
                 return True
-            if session.get(Leader, role) is None:  # a role no migration created: add it
-                session.add(Leader(role=role, holder=holder, until=until))
-                return True
-            return False
+            # A role no migration created: the first to insert it holds it (a second
+            # process inserting at the same moment waits, then finds the row taken).
+            inserted = session.execute(
+                self._insert(Leader).values(role=role, holder=holder, until=until)
+                .on_conflict_do_nothing(index_elements=[Leader.role]).returning(Leader.role)
+            ).scalar_one_or_none()
+            return inserted is not None
+
+    def role_holder(self, role: str, now: datetime | None = None) -> str | None:
+        """Who holds `role` now (None: nobody, or the hold ran out)."""
+        now = utcnow() if now is None else now
+        with self._read() as session:
+            row = session.get(Leader, role)
+            return row.holder if row is not None and row.until >= now and row.holder else None
 
     def release_role(self, role: str, holder: str) -> None:
         with self._write() as session:

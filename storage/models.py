@@ -243,6 +243,8 @@ class Submission(Base):
     input_errors: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # Documents whose id or path came with new content (a new version).
     changed_documents: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # What made it, beyond the command: a schedule's source name (`docqa schedule`).
+    label: Mapped[str | None] = mapped_column(Text)
 
 
 class SubmissionJob(Base):

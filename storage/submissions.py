@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import NamedTuple
 
 from sqlalchemy import func, select, update
@@ -21,12 +22,32 @@ class SubmissionCounts(NamedTuple):
     changed_documents: int = 0
 
 
+class SubmissionRecord(NamedTuple):
+    id: int
+    command: str
+    label: str | None
+    model: str
+    created_at: datetime
+    finished_at: datetime | None
+    documents: int
+    new_documents: int
+    changed_documents: int
+    jobs: int
+    new_jobs: int
+    input_errors: int
+
+    @classmethod
+    def from_row(cls, row: Submission) -> SubmissionRecord:
+        return cls(row.id, row.command, row.label, row.model, row.created_at, row.finished_at, row.documents,
+                   row.new_documents, row.changed_documents, row.jobs, row.new_jobs, row.input_errors)
+
+
 class Submissions(Transactions):
     """Recording submissions and their jobs; their progress."""
 
-    def start_submission(self, *, command: str, model: str, revision: str | None) -> int:
+    def start_submission(self, *, command: str, model: str, revision: str | None, label: str | None = None) -> int:
         with self._write() as session:
-            row = Submission(command=command, model=model, revision=revision or "", created_at=utcnow())
+            row = Submission(command=command, model=model, revision=revision or "", created_at=utcnow(), label=label)
             session.add(row)
             session.flush()
             return row.id
@@ -73,3 +94,11 @@ class Submissions(Transactions):
         with self._read() as session:
             found = dict(session.execute(stmt).all())
         return {status.value: found.get(status, 0) for status in JobStatus}
+
+    def last_labelled(self, label: str) -> SubmissionRecord | None:
+        """The newest submission made under `label` (e.g. a schedule source), or None."""
+        with self._read() as session:
+            row = session.execute(
+                select(Submission).where(Submission.label == label).order_by(Submission.id.desc()).limit(1)
+            ).scalar_one_or_none()
+            return None if row is None else SubmissionRecord.from_row(row)

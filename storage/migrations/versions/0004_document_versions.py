@@ -13,7 +13,8 @@ Create Date: 2026-12-01
 - `documents.version` is the version number the document was last recorded as, and
   `documents.superseded_at` is set while none of its version rows is latest: results
   hide such documents unless all versions are asked for.
-- `submissions.changed_documents` counts documents whose key got new content.
+- `submissions.changed_documents` counts documents whose key got new content;
+  `submissions.label` names what made the submission (a schedule's source).
 
 Existing stores: documents with an external id get versions in the order they were
 stored (the newest is latest; older ones become superseded). File paths stored before
@@ -69,6 +70,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("superseded_at", sa.DateTime(timezone=True), nullable=True))
     with op.batch_alter_table("submissions") as batch:
         batch.add_column(sa.Column("changed_documents", sa.Integer(), nullable=False, server_default="0"))
+        batch.add_column(sa.Column("label", sa.Text(), nullable=True))
     _backfill_external_ids()
 
 
@@ -107,6 +109,7 @@ def _backfill_external_ids() -> None:
 
 def downgrade() -> None:
     with op.batch_alter_table("submissions") as batch:
+        batch.drop_column("label")
         batch.drop_column("changed_documents")
     with op.batch_alter_table("documents") as batch:
         batch.drop_column("superseded_at")
