@@ -140,6 +140,7 @@ class Client:
         model: str | None = None,
         revision: str | None = None,
         retry_failed: bool = False,
+        label: str | None = None,
         **answer_params: Any,
     ) -> Submission:
         """Store documents and one job per (document, question); answer them here (embedded)
@@ -150,7 +151,8 @@ class Client:
         "metadata"?, "questions"?}`. Questions asked of every document come from
         `questions`; a mapping may add its own. Inputs that cannot be used are listed in
         `submission.summary.errors`; the others are stored. Jobs that exist already (same
-        text, question, model and parameters) are not created or run again.
+        text, question, model and parameters) are not created or run again. `label` is
+        recorded with the submission (`docqa schedule` names its source with it).
         """
         from docqa.core.params import AnswerParams
         from docqa.producer.submit import submit
@@ -194,8 +196,9 @@ class Client:
             params=params,
             enqueue=enqueue,
             chunk=settings.worker_batch_jobs,
-            command="client",
+            command="client" if label is None else "schedule",
             max_question_chars=settings.max_question_chars,
+            label=label,
         )
         if retry_failed:
             retried = repo.retry_failed(submission_id=report.submission_id)
