@@ -1,18 +1,31 @@
-"""A password-protected Redis, its URL given to every process in a file (DOCQA_BROKER_URL_FILE,
-as a Docker secret would be), never on a command line where `ps` shows it."""
+"""Secured connections: a password-protected Redis whose URL every process reads from a file
+(DOCQA_BROKER_URL_FILE, as a Docker secret would be), never from a command line where `ps`
+shows it; and the TLS broker that deploy/make-secrets.sh and docker-compose.yml make."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
-from support import OwnRedis, Workers, docqa, open_repo, wait_for, write_corpus
+import yaml
+from support import (
+    OwnRedis,
+    Workers,
+    docqa,
+    free_port,
+    open_repo,
+    wait_for,
+    write_corpus,
+)
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 PASSWORD = "Pw-7f3a9c2e-in-a-file-only"
+ROOT = Path(__file__).resolve().parents[2]
+MAKE_SECRETS = ["sh", str(ROOT / "deploy" / "make-secrets.sh")]
 
 
 def command_lines_of_group(pgid: int) -> list[str]:
@@ -69,3 +82,98 @@ def test_a_worker_reads_a_password_protected_broker_url_from_a_file(distributed_
     finally:
         workers.stop()
         own.stop()
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None or shutil.which("openssl") is None,
+                    reason="redis-server or openssl is not installed")
+def test_the_compose_secrets_and_redis_command_give_a_tls_broker_with_a_password(tmp_path):
+    """deploy/make-secrets.sh's files, used by docker-compose.yml's own redis command (run here
+    with sh, the paths of /run/secrets mapped to the files), make a broker docqa reaches with
+    the generated rediss:// URL, and that refuses a wrong password or an unknown CA."""
+    import redis
+    from docqa.worker.app import make_celery, send_jobs
+
+    from docqa.core.settings import Settings
+
+    secrets = tmp_path / "secrets"
+    made = subprocess.run([*MAKE_SECRETS, str(secrets)], check=False, capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    files = {p.name: p for p in secrets.iterdir()}
+    assert {"redis_password", "postgres_password", "broker_url", "database_url", "ca.crt", "ca.key", "tls.crt",
+            "tls.key"} <= files.keys()
+    assert secrets.stat().st_mode & 0o777 == 0o700
+    assert files["ca.key"].stat().st_mode & 0o077 == 0, "the CA key is for the script alone"
+    redis_password = files["redis_password"].read_text().strip()
+    postgres_password = files["postgres_password"].read_text().strip()
+    assert len(redis_password) >= 32 and redis_password != postgres_password
+    broker_url = files["broker_url"].read_text().strip()
+    database_url = files["database_url"].read_text().strip()
+    assert broker_url == (f"rediss://:{redis_password}@redis:6379/0"
+                          "?ssl_cert_reqs=required&ssl_ca_certs=/run/secrets/tls_ca")
+    assert database_url == (f"postgresql+psycopg://docqa:{postgres_password}@postgres:5432/docqa"
+                            "?sslmode=verify-full&sslrootcert=/run/secrets/tls_ca")
+    for host in ("redis", "postgres"):
+        check = subprocess.run(["openssl", "verify", "-CAfile", str(files["ca.crt"]), "-verify_hostname", host,
+                                str(files["tls.crt"])], check=False, capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
+    before = {name: p.read_bytes() for name, p in files.items()}
+    again = subprocess.run([*MAKE_SECRETS, str(secrets)], check=False, capture_output=True, text=True)
+    assert again.returncode == 0 and {n: p.read_bytes() for n, p in files.items()} == before, "a rerun changed a file"
+
+    # docker-compose.yml's redis command, run by sh here: /run/secrets/<name> is the file that
+    # the compose secret <name> names, $$ is compose's escaped $, and the server runs as us.
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    mounted = {name: secrets / Path(spec["file"]).name for name, spec in compose["secrets"].items()}
+    port = free_port()
+
+    def here(text: str) -> str:
+        text = text.replace("$$", "$").replace("/tmp/redis.conf", str(tmp_path / "redis.conf"))
+        for name, path in mounted.items():
+            text = text.replace(f"/run/secrets/{name}", str(path))
+        return (text.replace("chown redis ", "true ").replace("exec docker-entrypoint.sh redis-server",
+                                                               "exec redis-server")
+                .replace("--tls-port 6379", f"--tls-port {port} --bind 127.0.0.1 --dir {tmp_path}")
+                .replace("-p 6379", f"-p {port}"))
+
+    command = compose["services"]["redis"]["command"]
+    assert command[:2] == ["sh", "-c"]
+    server = subprocess.Popen(["sh", "-c", here(command[2])], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = broker_url.replace("@redis:6379/", f"@localhost:{port}/").replace("/run/secrets/tls_ca",
+                                                                              str(files["ca.crt"]))
+        wait_for(lambda: _answers(url), timeout=10, what="the compose redis command up")
+        assert redis_password not in (Path("/proc") / str(server.pid) / "cmdline").read_text()
+        probe = compose["services"]["redis"]["healthcheck"]["test"]
+        assert subprocess.run(["sh", "-c", here(probe[1])], check=False).returncode == 0, "its healthcheck fails"
+
+        app = make_celery(Settings(broker_url=url))
+        send_jobs(app, [1, 2], "tls-test-queue", "store-x")
+        assert redis.Redis.from_url(url).llen("tls-test-queue") == 1
+
+        with pytest.raises(redis.AuthenticationError):
+            _client(url.replace(redis_password, "wrong")).ping()
+        with pytest.raises(redis.ConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
+            _client(url.replace(str(files["ca.crt"]), "/etc/ssl/certs/ca-certificates.crt")).ping()
+        with pytest.raises(redis.ConnectionError):
+            _client(f"redis://:{redis_password}@localhost:{port}/0").ping()  # no plain-text port
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def _client(url: str):
+    """A redis-py client that fails at once (no retries with backoff)."""
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2, retry=Retry(NoBackoff(), 0))
+
+
+def _answers(url: str) -> bool:
+    import redis
+
+    try:
+        return bool(_client(url).ping())
+    except redis.RedisError:
+        return False
