@@ -130,6 +130,7 @@ class Client:
         self._repo_value = None
         self._engine = None
         self._dispatcher = None
+        self._chunkers: dict = {}
 
     # -- submitting -----------------------------------------------------------------
     def submit(
@@ -199,6 +200,7 @@ class Client:
             command="client" if label is None else "schedule",
             max_question_chars=settings.max_question_chars,
             label=label,
+            chunker=self._chunker(settings),
         )
         if retry_failed:
             retried = repo.retry_failed(submission_id=report.submission_id)
@@ -214,6 +216,17 @@ class Client:
         summary = SubmitSummary(report.documents, report.new_documents, report.jobs, report.new_jobs,
                                 report.existing_jobs, tuple(report.errors), report.changed_documents)
         return Submission(self, report.submission_id, summary)
+
+    def _chunker(self, settings: Settings):
+        """The producer-side tokenizer for this model (cached), or None (see chunker_for)."""
+        import logging
+
+        from docqa.producer.chunking import chunker_for
+
+        key = (settings.model, settings.revision, settings.chunk_at_submit)
+        if self._chunkers.get(key, False) is False:
+            self._chunkers[key] = chunker_for(settings, say=logging.getLogger("docqa.client").warning)
+        return self._chunkers[key]
 
     def submission(self, submission_id: int) -> Submission:
         """A submission made earlier (by any client or command)."""

@@ -32,6 +32,8 @@ class SubmitReport:
     send_error: str | None = None  # why the broker refused, once
     submission_id: int | None = None
     seconds: float = 0.0
+    tokens: int = 0  # tokens of the documents tokenized here (chunker given)
+    token_bytes: int = 0  # what storing them took
 
 
 def submit(
@@ -48,13 +50,16 @@ def submit(
     command: str = "submit",
     max_question_chars: int | None = None,
     label: str | None = None,
+    chunker=None,
 ) -> SubmitReport:
     """Store each document and its jobs as one submission; enqueue new jobs in chunks of
     `chunk` job ids (`enqueue` sends one message and records that it was sent).
 
     A document that could not be read, or that has no questions, is reported in
     `errors` and skipped; a question over `max_question_chars` is reported and skipped;
-    the others go on. When the broker refuses a message the jobs stay stored and queued
+    the others go on. With a `chunker` (producer.chunking), each new document is tokenized
+    once and each new job's windows are planned and stored, for workers to read. When the
+    broker refuses a message the jobs stay stored and queued
     (`unsent_job_ids`, `send_error`): a worker's reconciler sends them once the broker is
     back, or `docqa requeue` does.
     """
@@ -103,8 +108,18 @@ def submit(
         report.documents += 1
         report.new_documents += int(stored_doc.created)
         report.changed_documents += int(stored_doc.changed)
+        tokens = None
+        if chunker is not None and (stored_doc.created or not repo.has_tokens(doc_id, chunker.key)):
+            tokens = chunker.tokenize(doc.text)
+            report.token_bytes += repo.add_tokens(doc_id, chunker.key, tokens)
+            report.tokens += len(tokens)
         stored = repo.add_jobs(doc_id, asked, model=model, revision=revision, params=params)
         repo.add_submission_jobs(report.submission_id, [job_id for job_id, _new in stored])
+        if chunker is not None and any(new for _job_id, new in stored):
+            if tokens is None:
+                tokens = repo.tokens_for([doc_id], chunker.key)[doc_id]
+            plans = [(job_id, chunker.plan(tokens, q, params)) for (job_id, new), q in zip(stored, asked) if new]
+            repo.add_plans([(job_id, plan) for job_id, plan in plans if plan is not None])
         for job_id, new in stored:
             report.jobs += 1
             if new:

@@ -170,7 +170,7 @@ class Documents(Transactions):
         """
         from sqlalchemy import delete, func
 
-        from docqa.storage.models import AnswerRow, Job, SubmissionJob
+        from docqa.storage.models import AnswerRow, Job, PlanRow, SubmissionJob, TokensRow
 
         ids = sorted(set(document_ids))
         if not ids:
@@ -200,6 +200,8 @@ class Documents(Transactions):
                 # explicitly so a database without enforced foreign keys loses nothing less.
                 session.execute(delete(AnswerRow).where(AnswerRow.job_id.in_(jobs)))
                 session.execute(delete(SubmissionJob).where(SubmissionJob.job_id.in_(jobs)))
+                session.execute(delete(PlanRow).where(PlanRow.job_id.in_(jobs)))
+                session.execute(delete(TokensRow).where(TokensRow.document_id.in_(ids)))
                 session.execute(delete(Job).where(Job.document_id.in_(ids)))
                 session.execute(delete(DocumentVersion).where(DocumentVersion.document_id.in_(ids)))
                 session.execute(delete(Document).where(Document.id.in_(ids)))

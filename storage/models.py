@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
+    LargeBinary,
     Double,
     ForeignKey,
     Index,
@@ -280,3 +281,31 @@ class Leader(Base):
     role: Mapped[str] = mapped_column(String(64), primary_key=True)
     holder: Mapped[str] = mapped_column(String(200))
     until: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class TokensRow(Base):
+    """A document's tokenization under one tokenizer, made once by the producer.
+
+    `tokenizer` is the sha256 of the tokenizer's definition (`core.windows.tokenizer_key`);
+    `data` is `core.windows.encode_tokens` of the tokens (ids, offsets, word ids).
+    """
+
+    __tablename__ = "document_tokens"
+
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True)
+    tokenizer: Mapped[str] = mapped_column(String(64), primary_key=True)
+    n_tokens: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PlanRow(Base):
+    """A job's windows, fixed at submit: JSON [[token_start, token_end, char_start, char_end], ...]
+    (token ends exclusive, into the document's tokens under `tokenizer`)."""
+
+    __tablename__ = "job_plans"
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    tokenizer: Mapped[str] = mapped_column(String(64))
+    question_tokens: Mapped[int] = mapped_column(Integer)
+    windows: Mapped[str] = mapped_column(Text)

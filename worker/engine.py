@@ -23,7 +23,15 @@ import numpy as np
 from docqa.core.answer import Answer
 from docqa.core.labels import model_label
 from docqa.core.params import AnswerParams
-from docqa.core.windows import DocumentTokens, WindowError, plan_windows, require_fast, tokenize_documents
+from docqa.core.windows import (
+    DocumentTokens,
+    WindowError,
+    WindowPlan,
+    plan_windows,
+    require_fast,
+    tokenize_documents,
+    tokenizer_key,
+)
 from docqa.worker.batching import plan_batches
 from docqa.worker.hardware import (
     CPU_BATCH_TOKENS,
@@ -49,12 +57,14 @@ class ItemError(ValueError):
 
 @dataclass(frozen=True)
 class QAItem:
-    """One question about one document. `tokens` may carry a tokenization made earlier."""
+    """One question about one document. `tokens` may carry a tokenization made earlier
+    (by the producer), and `plan` the windows fixed at submit."""
 
     text: str
     question: str
     params: AnswerParams = DEFAULT_PARAMS
     tokens: DocumentTokens | None = None
+    plan: WindowPlan | None = None
 
 
 @dataclass
@@ -172,6 +182,10 @@ class Engine:
         self._trimmer = HeapTrimmer(trim_seconds)
         self.forward_calls = 0  # forwards run so far (a batch is one call)
         self.windows_run = 0
+        self.documents_tokenized = 0  # documents this engine tokenized (not given tokens)
+        self.plans_used = 0  # windows taken from plans fixed at submit
+        self.plans_refused = 0  # plans that disagreed with this engine's windows (its own used)
+        self._tokenizer_key: str | None = None
         # Called after each forward with (windows, real tokens, padded tokens, seconds of the
         # forward and the copy of its results to the host): the worker's metrics. None: nothing.
         self.on_forward: Callable[[int, int, int, float], None] | None = None
@@ -275,6 +289,14 @@ class Engine:
         return self._model
 
     @property
+    def tokenizer_key(self) -> str:
+        """sha256 of this engine's tokenizer definition: stored tokens and plans made under
+        the same key are this tokenizer's."""
+        if self._tokenizer_key is None:
+            self._tokenizer_key = tokenizer_key(self.tokenizer)
+        return self._tokenizer_key
+
+    @property
     def device(self) -> str:
         self.warm_up()
         return self._device
@@ -358,6 +380,7 @@ class Engine:
             if item.tokens is not None:
                 doc_tokens.setdefault(item.text, item.tokens)
         todo = list(dict.fromkeys(it.text for it in items if it.text not in doc_tokens))
+        self.documents_tokenized += len(todo)
         for text, toks in zip(todo, tokenize_documents(tok, todo)):
             doc_tokens[text] = toks
         questions = list(dict.fromkeys(it.question for it in items))
@@ -390,6 +413,15 @@ class Engine:
                         doc_stride=item.params.doc_stride,
                         n_special=template.n_special,
                     )
+                    if item.plan is not None:
+                        # Fixed at submit by the producer; the same rule must give the same
+                        # windows here, else this engine's own windows are the reference.
+                        if item.plan.question_tokens == len(qi) and item.plan.spans == spans:
+                            self.plans_used += 1
+                        else:
+                            self.plans_refused += 1
+                            log.warning("a stored window plan disagrees with this worker's windows "
+                                        "(%d vs %d windows); using the worker's", len(item.plan.spans), len(spans))
             except WindowError as exc:
                 results[i].error = str(exc)
                 continue

@@ -186,7 +186,18 @@ class JobRunner:
         """Answer all jobs together; if the shared run breaks, isolate the job that breaks it."""
         from docqa.worker.engine import QAItem, QAResult
 
-        items = [QAItem(j.text, j.question, j.params) for j in jobs]
+        # Tokens and windows the producer made (under this engine's tokenizer): the worker
+        # then tokenizes no document, only the questions.
+        key = self.engine.tokenizer_key
+        plans = self.repo.plans_for([j.job_id for j in jobs])
+        tokens = self.repo.tokens_for({j.document_id for j in jobs}, key)
+        items = []
+        for j in jobs:
+            plan = plans.get(j.job_id)
+            doc_tokens = tokens.get(j.document_id)
+            if plan is not None and (plan.tokenizer != key or doc_tokens is None):
+                plan = None
+            items.append(QAItem(j.text, j.question, j.params, tokens=doc_tokens, plan=plan))
         try:
             return self.engine.run(items)
         except Exception:

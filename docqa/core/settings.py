@@ -138,6 +138,11 @@ class Settings(_WithAnswerParams):  # type: ignore[misc, valid-type]
     max_document_chars: int = Field(5_000_000, gt=0, description="larger documents are refused, characters")
     max_question_chars: int = Field(1_000, gt=0, description="longer questions are refused, characters")
     worker_batch_jobs: int = Field(64, gt=0, description="jobs per broker message and per worker run, at most")
+    chunk_at_submit: bool = Field(
+        True,
+        description="producers tokenize each new document once and fix every new job's windows in the store, "
+        "so workers only run the model; without the model's tokenizer on the producer, workers tokenize",
+    )
     lease_seconds: int = Field(
         30,
         ge=3,

@@ -126,3 +126,87 @@ def plan_windows(
         if end == n_tokens:
             return windows
         start += step
+
+
+# -- tokens and window plans made once, by the producer -----------------------------------
+
+TOKENS_FORMAT = b"DQT1"
+
+
+def tokenizer_key(tokenizer) -> str:
+    """sha256 hex of the fast tokenizer's full definition (vocabulary, normalizer, rules):
+    two tokenizers with the same key tokenize every text the same way, whatever model id
+    they were loaded under."""
+    import hashlib
+
+    require_fast(tokenizer)
+    return hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode("utf-8")).hexdigest()
+
+
+def encode_tokens(tokens: DocumentTokens) -> bytes:
+    """A compact, lossless byte form of a tokenization (zlib over delta-coded arrays).
+
+    Layout: b"DQT1", n (uint32 LE), id width (1 byte: 2 or 4), then zlib of: ids
+    (uint16/uint32), start deltas (int32), token lengths (int32), word id deltas (int32).
+    """
+    import zlib
+
+    n = len(tokens)
+    wide = n and int(tokens.ids.max()) >= 1 << 16
+    ids = tokens.ids.astype("<u4" if wide else "<u2")
+    starts = tokens.offsets[:, 0] if n else np.zeros(0, dtype=np.int64)
+    lengths = (tokens.offsets[:, 1] - starts) if n else np.zeros(0, dtype=np.int64)
+    body = b"".join(
+        (
+            ids.tobytes(),
+            np.diff(starts, prepend=0).astype("<i4").tobytes(),
+            lengths.astype("<i4").tobytes(),
+            np.diff(tokens.word_ids, prepend=0).astype("<i4").tobytes(),
+        )
+    )
+    header = TOKENS_FORMAT + int(n).to_bytes(4, "little") + bytes([4 if wide else 2])
+    return header + zlib.compress(body, 6)
+
+
+def decode_tokens(data: bytes) -> DocumentTokens:
+    """The tokenization `encode_tokens` wrote; ValueError for bytes it did not write."""
+    import zlib
+
+    if len(data) < 9 or data[:4] != TOKENS_FORMAT:
+        raise ValueError("not a docqa token blob (format DQT1)")
+    n = int.from_bytes(data[4:8], "little")
+    width = data[8]
+    body = zlib.decompress(data[9:])
+    if width not in (2, 4) or len(body) != n * (width + 12):
+        raise ValueError(f"corrupt docqa token blob: {len(body)} bytes for {n} tokens of width {width}")
+    ids = np.frombuffer(body, dtype="<u4" if width == 4 else "<u2", count=n).astype(np.int64)
+    rest = np.frombuffer(body, dtype="<i4", offset=n * width).astype(np.int64).reshape(3, n)
+    starts = np.cumsum(rest[0])
+    offsets = np.stack([starts, starts + rest[1]], axis=1) if n else np.zeros((0, 2), dtype=np.int64)
+    return DocumentTokens(ids=ids, offsets=offsets, word_ids=np.cumsum(rest[2]))
+
+
+def window_ranges(tokens: DocumentTokens, spans: list[tuple[int, int]]) -> list[tuple[int, int, int, int]]:
+    """(token_start, token_end, char_start, char_end) of each window: token slices end
+    exclusive, characters the text the window's context covers (end exclusive)."""
+    out = []
+    for start, end in spans:
+        if end > start:
+            out.append((start, end, int(tokens.offsets[start, 0]), int(tokens.offsets[end - 1, 1])))
+        else:
+            out.append((start, end, 0, 0))
+    return out
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """A job's windows, fixed when it was submitted: which tokenizer, how many question
+    tokens, and every window's token and character range."""
+
+    tokenizer: str
+    question_tokens: int
+    windows: tuple[tuple[int, int, int, int], ...]
+
+    @property
+    def spans(self) -> list[tuple[int, int]]:
+        return [(ts, te) for ts, te, _cs, _ce in self.windows]

@@ -20,7 +20,7 @@ from docqa.storage.models import Base
 from docqa.storage.repository import Repository
 
 TABLES = {
-    "alembic_version", "documents", "document_keys", "document_versions", "jobs", "answers", "store_info", "submissions", "submission_jobs", "workers", "leaders",
+    "alembic_version", "documents", "document_keys", "document_versions", "document_tokens", "job_plans", "jobs", "answers", "store_info", "submissions", "submission_jobs", "workers", "leaders",
 }
 
 

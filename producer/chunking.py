@@ -1,0 +1,105 @@
+"""Chunking at submit: tokenize each new document once and fix every job's windows.
+
+The producer loads only the model's tokenizer (no torch): it tokenizes a new document
+once (stored compactly, keyed by the tokenizer's definition, so the same text under the
+same tokenizer is tokenized once whatever the model id), and plans each new job's
+windows (token and character ranges) with the same rule the worker applies. Workers then
+read tokens and plans and run the model; they tokenize only the question.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from docqa.core.params import AnswerParams
+from docqa.core.windows import (
+    DocumentTokens,
+    WindowError,
+    WindowPlan,
+    plan_windows,
+    require_fast,
+    tokenize_documents,
+    tokenizer_key,
+    window_ranges,
+)
+
+
+class ChunkerUnavailable(RuntimeError):
+    """The model's tokenizer cannot be loaded here; the message says why."""
+
+
+class Chunker:
+    """A fast tokenizer and what windowing needs from it."""
+
+    def __init__(self, tokenizer) -> None:
+        require_fast(tokenizer)
+        self.tokenizer = tokenizer
+        self.key = tokenizer_key(tokenizer)
+        # Special tokens around a (question, context) pair: [CLS] q [SEP] c [SEP] has 3.
+        self.n_special = tokenizer.num_special_tokens_to_add(pair=True)
+        self._questions: dict[str, int] = {}
+
+    @classmethod
+    def load(cls, model: str, revision: str | None = None) -> Chunker:
+        """The tokenizer of `model` (a local folder or a hub id, from the local cache when
+        offline); ChunkerUnavailable with the reason when it cannot be had."""
+        logging.getLogger("transformers.tokenization_utils_base").setLevel(logging.ERROR)
+        from docqa.core.loading import ModelLoadError, locate_model
+
+        try:
+            # In seconds with the reason (a missing path, no model in the folder, the hub
+            # unreachable and the model not cached), not after the hub client's retries.
+            local_only = locate_model(model, revision)
+        except ModelLoadError as exc:
+            raise ChunkerUnavailable(str(exc)) from None
+        try:
+            # The generic fast tokenizer over the model's tokenizer.json: the same Rust
+            # tokenizer AutoTokenizer gives the worker (same tokenizer_key), without
+            # AutoTokenizer's model config, whose import pulls in torch.
+            from transformers import PreTrainedTokenizerFast
+
+            tokenizer = PreTrainedTokenizerFast.from_pretrained(model, revision=revision, local_files_only=local_only)
+        except Exception as exc:  # missing files, no network, not a model: any of these
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ChunkerUnavailable(f"cannot load the tokenizer of {model!r}: {first}") from None
+        try:
+            return cls(tokenizer)
+        except WindowError as exc:
+            raise ChunkerUnavailable(str(exc)) from None
+
+    def tokenize(self, text: str) -> DocumentTokens:
+        return tokenize_documents(self.tokenizer, [text])[0]
+
+    def question_tokens(self, question: str) -> int:
+        n = self._questions.get(question)
+        if n is None:
+            n = len(self.tokenizer(question, add_special_tokens=False, verbose=False)["input_ids"])
+            if len(self._questions) < 10_000:
+                self._questions[question] = n
+        return n
+
+    def plan(self, tokens: DocumentTokens, question: str, params: AnswerParams) -> WindowPlan | None:
+        """The job's windows, or None when it cannot be windowed (the worker then fails it
+        with the reason, as it always has)."""
+        q = self.question_tokens(question)
+        try:
+            spans = plan_windows(len(tokens), q, max_seq_len=params.max_seq_len, doc_stride=params.doc_stride,
+                                 n_special=self.n_special)
+        except WindowError:
+            return None
+        return WindowPlan(self.key, q, tuple(window_ranges(tokens, spans)))
+
+
+def chunker_for(settings, say=None) -> Chunker | None:
+    """The chunker for `settings.model` when `settings.chunk_at_submit`, else None. When the
+    tokenizer cannot be loaded here, `say` gets one sentence and None is returned: the
+    documents are still submitted, and workers tokenize them."""
+    if not settings.chunk_at_submit:
+        return None
+    try:
+        return Chunker.load(settings.model, settings.revision)
+    except ChunkerUnavailable as exc:
+        if say is not None:
+            say(f"submitting without window plans ({exc}); workers will tokenize the documents "
+                "(DOCQA_CHUNK_AT_SUBMIT=0 says this is intended)")
+        return None

@@ -1,0 +1,114 @@
+"""Tokens and window plans the producer made: stored once, read by workers and `docqa windows`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Iterable
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+
+# docqa.core.windows (numpy) is imported where tokens are encoded or decoded: commands
+# that only count or list (docqa status) import neither numpy nor torch.
+from docqa.storage.columns import utcnow
+from docqa.storage.models import PlanRow, TokensRow
+from docqa.storage.transactions import Transactions, chunks
+
+if TYPE_CHECKING:
+    from docqa.core.windows import DocumentTokens, WindowPlan
+
+
+class Plans(Transactions):
+    """Document tokens (per tokenizer) and job window plans."""
+
+    def has_tokens(self, document_id: int, tokenizer: str) -> bool:
+        with self._read() as session:
+            return session.get(TokensRow, (document_id, tokenizer)) is not None
+
+    def add_tokens(self, document_id: int, tokenizer: str, tokens: DocumentTokens) -> int:
+        """Store a document's tokens under `tokenizer` (once: a second store is a no-op).
+        Returns the stored size in bytes."""
+        from docqa.core.windows import encode_tokens
+
+        data = encode_tokens(tokens)
+        with self._write() as session:
+            session.execute(
+                self._insert(TokensRow)
+                .values(document_id=document_id, tokenizer=tokenizer, n_tokens=len(tokens), data=data,
+                        created_at=utcnow())
+                .on_conflict_do_nothing()
+            )
+        return len(data)
+
+    def tokens_for(self, document_ids: Collection[int], tokenizer: str) -> dict[int, DocumentTokens]:
+        """The stored tokens of those documents under `tokenizer` (documents without are absent)."""
+        from docqa.core.windows import decode_tokens
+
+        out: dict[int, DocumentTokens] = {}
+        ids = sorted(set(document_ids))
+        with self._read() as session:
+            for chunk in chunks(ids):
+                rows = session.execute(
+                    select(TokensRow.document_id, TokensRow.data).where(
+                        TokensRow.document_id.in_(chunk), TokensRow.tokenizer == tokenizer
+                    )
+                ).all()
+                for doc_id, data in rows:
+                    out[doc_id] = decode_tokens(bytes(data))
+        return out
+
+    def add_plans(self, plans: Iterable[tuple[int, WindowPlan]]) -> None:
+        """Fix jobs' window plans (a job that has one keeps it)."""
+        rows = [
+            {"job_id": job_id, "tokenizer": p.tokenizer, "question_tokens": p.question_tokens,
+             "windows": json.dumps([list(w) for w in p.windows], separators=(",", ":"))}
+            for job_id, p in plans
+        ]
+        if not rows:
+            return
+        with self._write() as session:
+            for chunk in chunks(rows):
+                session.execute(self._insert(PlanRow).values(list(chunk)).on_conflict_do_nothing())
+
+    def plans_for(self, job_ids: Collection[int]) -> dict[int, WindowPlan]:
+        """The window plans of those jobs (jobs without one are absent)."""
+        from docqa.core.windows import WindowPlan
+
+        out: dict[int, WindowPlan] = {}
+        ids = sorted(set(job_ids))
+        with self._read() as session:
+            for chunk in chunks(ids):
+                for row in session.execute(select(PlanRow).where(PlanRow.job_id.in_(chunk))).scalars():
+                    windows = tuple(tuple(w) for w in json.loads(row.windows))
+                    out[row.job_id] = WindowPlan(row.tokenizer, row.question_tokens, windows)
+        return out
+
+    def plans_of_documents(
+        self, document_ids: Collection[int], *, question: str | None = None, model: str | None = None
+    ) -> list[tuple[int, int, str, str, WindowPlan | None]]:
+        """(job id, document id, question, model, plan or None) for the jobs of those
+        documents, by job id; filtered by exact question text and model."""
+        from docqa.core.windows import WindowPlan
+        from docqa.storage.identity import text_sha256
+        from docqa.storage.models import Job
+
+        stmt = (
+            select(Job.id, Job.document_id, Job.question, Job.model, PlanRow.tokenizer, PlanRow.question_tokens,
+                   PlanRow.windows)
+            .outerjoin(PlanRow, PlanRow.job_id == Job.id)
+            .where(Job.document_id.in_(sorted(set(document_ids))))
+            .order_by(Job.id)
+        )
+        if question is not None:
+            stmt = stmt.where(Job.question_sha256 == text_sha256(question))
+        if model is not None:
+            stmt = stmt.where(Job.model == model)
+        with self._read() as session:
+            rows = session.execute(stmt).all()
+        out = []
+        for job_id, doc_id, q, m, tokenizer, q_tokens, windows in rows:
+            plan = None
+            if tokenizer is not None:
+                plan = WindowPlan(tokenizer, q_tokens, tuple(tuple(w) for w in json.loads(windows)))
+            out.append((job_id, doc_id, q, m, plan))
+        return out

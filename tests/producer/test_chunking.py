@@ -1,0 +1,136 @@
+"""Producers chunk: tokens stored once per (document, tokenizer), window plans fixed at
+submit and equal to the worker's windows; a worker given them tokenizes no document, and
+answers exactly as when it windows everything itself."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from docqa.core.params import AnswerParams
+from docqa.core.settings import Settings
+from docqa.core.windows import decode_tokens, encode_tokens, plan_windows, tokenize_documents
+from docqa.producer.chunking import Chunker, ChunkerUnavailable
+from docqa.producer.documents import SourceDocument
+from docqa.producer.submit import submit
+from docqa.storage.db import make_engine
+from docqa.storage.repository import Repository
+from docqa.worker.engine import Engine
+from docqa.worker.runner import JobRunner, answer_queued
+
+TRICKY = "Line one\r\nzero\u200bwidth 👩\u200d🔬 caf\u0065\u0301 na\u00efve\u00a0nbsp\tend. Tokyo 東京 was built in 1889.  \n"
+QUESTIONS = ["Where was it built?", "Who designed the tower?", "What?"]
+
+
+def _prose(n_words: int, seed: int) -> str:
+    import random
+
+    rng = random.Random(seed)
+    vocab = "the tower was built in Paris by Gustave Eiffel café naïve 東京 engineers iron 1889 , . ( ) 🚀".split()
+    return " ".join(rng.choice(vocab) for _ in range(n_words))
+
+
+TEXTS = [TRICKY, _prose(40, 1), _prose(2500, 2), _prose(700, 3) + " " + TRICKY * 3]
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model) -> Engine:
+    return Engine(tiny_model, device="cpu").warm_up()
+
+
+@pytest.fixture(scope="module")
+def chunker(tiny_model) -> Chunker:
+    return Chunker.load(tiny_model)
+
+
+def test_tokens_round_trip_and_plans_equal_the_worker_windows(engine, chunker) -> None:
+    assert chunker.key == engine.tokenizer_key
+    assert chunker.n_special == engine._template.n_special
+    for text in TEXTS:
+        tokens = chunker.tokenize(text)
+        reference = tokenize_documents(engine.tokenizer, [text])[0]
+        back = decode_tokens(encode_tokens(tokens))
+        for a, b, c in ((tokens.ids, reference.ids, back.ids), (tokens.offsets, reference.offsets, back.offsets),
+                        (tokens.word_ids, reference.word_ids, back.word_ids)):
+            assert np.array_equal(a, b) and np.array_equal(a, c)
+        for params in (AnswerParams(), AnswerParams(max_seq_len=128, doc_stride=32), AnswerParams(max_seq_len=64,
+                                                                                                  doc_stride=8)):
+            for question in QUESTIONS:
+                plan = chunker.plan(tokens, question, params)
+                q = len(engine.tokenizer(question, add_special_tokens=False)["input_ids"])
+                spans = plan_windows(len(tokens), q, max_seq_len=params.max_seq_len, doc_stride=params.doc_stride,
+                                     n_special=engine._template.n_special)
+                assert plan.question_tokens == q and plan.spans == spans
+                for ts, te, cs, ce in plan.windows:  # the characters each window's context covers
+                    assert (cs, ce) == (tokens.offsets[ts, 0], tokens.offsets[te - 1, 1])
+                    assert text[cs:ce].strip() and ce <= len(text)
+    with pytest.raises(ValueError, match="DQT1"):
+        decode_tokens(b"nonsense")
+
+
+def _store(tmp_path, name: str) -> Repository:
+    url = f"sqlite:///{tmp_path / name}"
+    from docqa.storage.db import upgrade
+
+    upgrade(url)
+    return Repository.from_engine(make_engine(url))
+
+
+def _answers(repo: Repository) -> list[tuple]:
+    return [(r.document_id, r.question, r.rank, r.text, r.char_start, r.char_end, r.score, r.window_index)
+            for r in repo.iter_results(rank=None)]
+
+
+def test_a_worker_given_tokens_and_plans_tokenizes_no_document_and_answers_the_same(tmp_path, tiny_model,
+                                                                                   chunker) -> None:
+    settings = Settings(model=tiny_model, device="cpu", worker_batch_jobs=4)
+    params = AnswerParams(top_k=2, max_seq_len=96, doc_stride=24)
+    outcomes = {}
+    for name, chunk in (("chunked", chunker), ("plain", None)):
+        repo = _store(tmp_path, f"{name}.db")
+        report = submit([SourceDocument(source=f"doc{i}", text=t) for i, t in enumerate(TEXTS)], QUESTIONS,
+                        repo=repo, model=tiny_model, revision=None, params=params, chunker=chunk)
+        assert report.new_jobs == len(TEXTS) * len(QUESTIONS)
+        engine = Engine(tiny_model, device="cpu").warm_up()
+        total = answer_queued(JobRunner.from_settings(repo, engine, settings), model=tiny_model, revision=None)
+        assert total.done == report.new_jobs
+        outcomes[name] = (report, engine, _answers(repo))
+    report, engine, chunked = outcomes["chunked"]
+    assert report.tokens > 0 and report.token_bytes > 0
+    assert engine.documents_tokenized == 0  # only questions were tokenized on the worker
+    assert engine.plans_used == len(TEXTS) * len(QUESTIONS) and engine.plans_refused == 0
+    _report, plain_engine, plain = outcomes["plain"]
+    assert plain_engine.documents_tokenized >= len(TEXTS) and plain_engine.plans_used == 0  # once per run at least
+    assert chunked == plain  # the same answers, scores and windows either way
+
+
+def test_the_same_text_is_tokenized_once_and_new_questions_get_plans_from_stored_tokens(tmp_path, tiny_model,
+                                                                                       chunker) -> None:
+    repo = _store(tmp_path, "once.db")
+    doc = [SourceDocument(source="a", text=TEXTS[2])]
+    first = submit(doc, QUESTIONS[:1], repo=repo, model=tiny_model, revision=None, params=AnswerParams(),
+                   chunker=chunker)
+    again = submit(doc, QUESTIONS[:2], repo=repo, model=tiny_model, revision=None, params=AnswerParams(),
+                   chunker=chunker)
+    assert first.tokens > 0 and again.tokens == 0  # stored once; the new job's plan read the stored tokens
+    plans = repo.plans_for(first.new_job_ids + again.new_job_ids)
+    assert len(plans) == 2 and all(p.tokenizer == chunker.key for p in plans.values())
+    # A job without a plan (an older store, or no tokenizer on the producer) is still
+    # answered: the worker windows it.
+    legacy = submit([SourceDocument(source="b", text=TEXTS[1])], QUESTIONS[:1], repo=repo, model=tiny_model,
+                    revision=None, params=AnswerParams())
+    assert repo.plans_for(legacy.new_job_ids) == {}
+
+
+def test_chunker_loads_no_torch_and_says_why_it_cannot_load(tmp_path, tiny_model) -> None:
+    code = (
+        "import sys; from docqa.producer.chunking import Chunker; c = Chunker.load(sys.argv[1]); "
+        "t = c.tokenize('The tower was built in 1889.'); print(len(t) > 0, 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code, tiny_model], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "False"]
+    with pytest.raises(ChunkerUnavailable, match="does not exist"):
+        Chunker.load(str(tmp_path / "no-such-model"))
