@@ -15,7 +15,7 @@ import typing
 from typing import Any, Literal
 
 from docqa.core.params import AnswerParams
-from docqa.core.settings import Settings, env_name
+from docqa.core.settings import FILE_FIELDS, Settings, env_name, file_env_name
 
 
 class CliError(Exception):
@@ -89,10 +89,33 @@ def add_broker_options(p: argparse.ArgumentParser) -> None:
 def build_settings(args: argparse.Namespace) -> Settings:
     """Settings from the environment, overridden by the flags the user gave."""
     overrides = {k: getattr(args, k) for k in Settings.model_fields if getattr(args, k, None) is not None}
+    warn_passwords_in_argv(overrides, getattr(args, "command", None))
     try:
         return Settings(**overrides)
     except Exception as exc:  # pydantic ValidationError: name the bad setting
         raise CliError(f"invalid configuration: {_validation_text(exc)}") from None
+
+
+def url_has_password(url: str) -> bool:
+    """True when `url` carries a password (`scheme://user:PASSWORD@host`, or `?password=`)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    try:
+        parts = urlsplit(url)
+        return bool(parts.password) or "password" in parse_qs(parts.query)
+    except ValueError:
+        return False
+
+
+def warn_passwords_in_argv(overrides: dict[str, Any], command: str | None) -> None:
+    """Warn on stderr for each URL flag that carries a password: any user of the host can read
+    a process's arguments (`ps`), but not its environment or a file only it may read."""
+    for name in FILE_FIELDS:
+        value = overrides.get(name)
+        if isinstance(value, str) and url_has_password(value):
+            print(f"docqa{' ' + command if command else ''}: warning: the password in {flag_of(name)} is visible "
+                  f"to every user of this host in the process list (ps); set {env_name(name)} instead, or "
+                  f"{file_env_name(name)} to a file that holds the URL", file=sys.stderr)
 
 
 def answer_params(settings: Settings) -> AnswerParams:
