@@ -71,7 +71,7 @@ def _one(config: dict) -> dict:
     rss_before = peak_rss_mib()
     started = time.perf_counter()
     report = submit(inputs, questions, repo=repo, model=config["model"], revision=None, params=AnswerParams(),
-                    chunker=chunker)
+                    chunker=None if chunker is None else (lambda: chunker))
     seconds = time.perf_counter() - started
     with engine.connect() as conn:
         token_bytes, n_tokens = conn.execute(text("SELECT coalesce(sum(length(data)), 0), coalesce(sum(n_tokens), 0) "

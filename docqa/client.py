@@ -224,7 +224,7 @@ class Client:
         from docqa.producer.chunking import chunker_for
 
         key = (settings.model, settings.revision, settings.chunk_at_submit)
-        if self._chunkers.get(key, False) is False:
+        if key not in self._chunkers:
             self._chunkers[key] = chunker_for(settings, say=logging.getLogger("docqa.client").warning)
         return self._chunkers[key]
 

@@ -90,16 +90,25 @@ class Chunker:
         return WindowPlan(self.key, q, tuple(window_ranges(tokens, spans)))
 
 
-def chunker_for(settings, say=None) -> Chunker | None:
-    """The chunker for `settings.model` when `settings.chunk_at_submit`, else None. When the
-    tokenizer cannot be loaded here, `say` gets one sentence and None is returned: the
-    documents are still submitted, and workers tokenize them."""
+def chunker_for(settings, say=None):
+    """A zero-argument function giving the chunker for `settings.model` (loaded at the first
+    call, once), or None when `settings.chunk_at_submit` is off. Loading waits for a document
+    or job that needs it, so input that is all known already costs no tokenizer load. When
+    the tokenizer cannot be loaded here, `say` gets one sentence and the function gives
+    None: the documents are still submitted, and workers tokenize them."""
     if not settings.chunk_at_submit:
         return None
-    try:
-        return Chunker.load(settings.model, settings.revision)
-    except ChunkerUnavailable as exc:
-        if say is not None:
-            say(f"submitting without window plans ({exc}); workers will tokenize the documents "
-                "(DOCQA_CHUNK_AT_SUBMIT=0 says this is intended)")
-        return None
+    loaded: list = []
+
+    def get() -> Chunker | None:
+        if not loaded:
+            try:
+                loaded.append(Chunker.load(settings.model, settings.revision))
+            except ChunkerUnavailable as exc:
+                loaded.append(None)
+                if say is not None:
+                    say(f"submitting without window plans ({exc}); workers will tokenize the documents "
+                        "(DOCQA_CHUNK_AT_SUBMIT=0 says this is intended)")
+        return loaded[0]
+
+    return get

@@ -57,8 +57,9 @@ def submit(
 
     A document that could not be read, or that has no questions, is reported in
     `errors` and skipped; a question over `max_question_chars` is reported and skipped;
-    the others go on. With a `chunker` (producer.chunking), each new document is tokenized
-    once and each new job's windows are planned and stored, for workers to read. When the
+    the others go on. With a `chunker` (a function giving a producer.chunking.Chunker or
+    None, called when first needed), the document of a new job is tokenized once per
+    tokenizer and each new job's windows are planned and stored, for workers to read. When the
     broker refuses a message the jobs stay stored and queued
     (`unsent_job_ids`, `send_error`): a worker's reconciler sends them once the broker is
     back, or `docqa requeue` does.
@@ -108,17 +109,18 @@ def submit(
         report.documents += 1
         report.new_documents += int(stored_doc.created)
         report.changed_documents += int(stored_doc.changed)
-        tokens = None
-        if chunker is not None and (stored_doc.created or not repo.has_tokens(doc_id, chunker.key)):
-            tokens = chunker.tokenize(doc.text)
-            report.token_bytes += repo.add_tokens(doc_id, chunker.key, tokens)
-            report.tokens += len(tokens)
         stored = repo.add_jobs(doc_id, asked, model=model, revision=revision, params=params)
         repo.add_submission_jobs(report.submission_id, [job_id for job_id, _new in stored])
-        if chunker is not None and any(new for _job_id, new in stored):
-            if tokens is None:
-                tokens = repo.tokens_for([doc_id], chunker.key)[doc_id]
-            plans = [(job_id, chunker.plan(tokens, q, params)) for (job_id, new), q in zip(stored, asked) if new]
+        # Tokens and plans for new jobs only: a document whose jobs all exist costs nothing.
+        ch = chunker() if chunker is not None and any(new for _job_id, new in stored) else None
+        if ch is not None:
+            if stored_doc.created or not repo.has_tokens(doc_id, ch.key):
+                tokens = ch.tokenize(doc.text)
+                report.token_bytes += repo.add_tokens(doc_id, ch.key, tokens)
+                report.tokens += len(tokens)
+            else:
+                tokens = repo.tokens_for([doc_id], ch.key)[doc_id]
+            plans = [(job_id, ch.plan(tokens, q, params)) for (job_id, new), q in zip(stored, asked) if new]
             repo.add_plans([(job_id, plan) for job_id, plan in plans if plan is not None])
         for job_id, new in stored:
             report.jobs += 1

@@ -92,7 +92,7 @@ def test_a_worker_given_tokens_and_plans_tokenizes_no_document_and_answers_the_s
     for name, chunk in (("chunked", chunker), ("plain", None)):
         repo = _store(tmp_path, f"{name}.db")
         report = submit([SourceDocument(source=f"doc{i}", text=t) for i, t in enumerate(TEXTS)], QUESTIONS,
-                        repo=repo, model=tiny_model, revision=None, params=params, chunker=chunk)
+                        repo=repo, model=tiny_model, revision=None, params=params, chunker=chunk and (lambda: chunk))
         assert report.new_jobs == len(TEXTS) * len(QUESTIONS)
         engine = Engine(tiny_model, device="cpu").warm_up()
         total = answer_queued(JobRunner.from_settings(repo, engine, settings), model=tiny_model, revision=None)
@@ -111,10 +111,19 @@ def test_the_same_text_is_tokenized_once_and_new_questions_get_plans_from_stored
                                                                                        chunker) -> None:
     repo = _store(tmp_path, "once.db")
     doc = [SourceDocument(source="a", text=TEXTS[2])]
+    loads = []
+
+    def get():
+        loads.append(1)
+        return chunker
+
     first = submit(doc, QUESTIONS[:1], repo=repo, model=tiny_model, revision=None, params=AnswerParams(),
-                   chunker=chunker)
+                   chunker=get)
     again = submit(doc, QUESTIONS[:2], repo=repo, model=tiny_model, revision=None, params=AnswerParams(),
-                   chunker=chunker)
+                   chunker=get)
+    known = submit(doc, QUESTIONS[:2], repo=repo, model=tiny_model, revision=None, params=AnswerParams(),
+                   chunker=get)
+    assert known.new_jobs == 0 and len(loads) == 2  # all known: the chunker is not even asked for
     assert first.tokens > 0 and again.tokens == 0  # stored once; the new job's plan read the stored tokens
     plans = repo.plans_for(first.new_job_ids + again.new_job_ids)
     assert len(plans) == 2 and all(p.tokenizer == chunker.key for p in plans.values())
