@@ -66,6 +66,45 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _cpu_features() -> set[str]:
+    """'amx', 'vnni', 'avx512_bf16', 'avx2': what decides the fastest CPU mode, from torch's
+    probes (where this torch has them) and /proc/cpuinfo (where the OS has one)."""
+    import torch
+
+    probes = {"amx": "_is_amx_tile_supported", "vnni": "_is_vnni_supported",
+              "avx512_bf16": "_is_avx512_bf16_supported", "avx2": "_is_avx2_supported"}
+    found = {name for name, probe in probes.items() if getattr(torch.cpu, probe, lambda: False)()}
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            flags = set(next((ln.split(":", 1)[1].split() for ln in fh if ln.startswith("flags")), []))
+    except OSError:
+        flags = set()
+    found |= {"amx"} if {"amx_tile", "amx_bf16"} & flags else set()
+    found |= {"vnni"} if {"avx512_vnni", "avx_vnni"} & flags else set()
+    return found | ({"avx512_bf16", "avx2"} & flags)
+
+
+def faster_cpu_mode() -> tuple[str, str] | None:
+    """(the flag, why) of the mode that answers fastest on this CPU when it is not float32,
+    or None when float32 is as fast as it gets. docqa's CPU modes: --dtype bfloat16 (needs
+    bfloat16 instructions) and --quantize int8 (dynamic int8 linear layers)."""
+    features = _cpu_features()
+    if "amx" in features:
+        return "--dtype bfloat16", "this CPU has AMX, which runs bfloat16 several times faster than float32"
+    if "vnni" in features:
+        why = ("this CPU has int8 (VNNI) instructions but no AMX: there int8 runs faster than bfloat16 (about "
+               "1.4x on an AMD Zen 4: 10.7 vs 7.8 windows/s) and float32")
+        return "--quantize int8", why
+    if "avx512_bf16" in features:
+        return "--dtype bfloat16", "this CPU has AVX512-BF16, which runs bfloat16 faster than float32"
+    if "avx2" in features:
+        return "--quantize int8", "int8 is usually the fastest mode on CPUs with AVX2 (about 1.5-2x float32)"
+    return None
+
+
 # Token budget of one forward (windows x padded length) when none is given. On a CPU a few
 # windows a batch run fastest (they stay in the caches: 4 windows of 384 tokens ran 11%
 # faster in float32 and 20% in bfloat16 than 21 windows, benchmarks/run.py --sweep) and

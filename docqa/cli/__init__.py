@@ -2,8 +2,8 @@
 requeue), serving (worker), inspecting (status, results, db).
 
 Every command builds one `Settings` from flags and DOCQA_* environment variables and
-passes it down. Errors a user can fix are printed as one sentence (no traceback) with
-exit status 2 for bad usage/input and 1 for failures at run time.
+passes it down. Errors a user can fix are printed as one sentence (no traceback); exit
+statuses are the table in `docqa.cli.exits` (also in `docqa --help` and the README).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from docqa import __version__
-from docqa.cli import answering, inspecting, producing, serving
+from docqa.cli import answering, exits, inspecting, producing, serving
 from docqa.cli.options import CliError
 
 __all__ = ["CliError", "build_parser", "main"]
@@ -24,7 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Extractive question answering over long documents: the answers transformers' "
         "question-answering pipeline gave, batched, durable, with character offsets into your text.",
         epilog="Every option can also be set as an environment variable DOCQA_<NAME> "
-        "(e.g. DOCQA_MODEL, DOCQA_DATABASE_URL). Run 'docqa COMMAND --help' for a command's options.",
+        "(e.g. DOCQA_MODEL, DOCQA_DATABASE_URL). Run 'docqa COMMAND --help' for a command's options.\n\n"
+        + exits.epilog(),
+        formatter_class=_KeepIndentedLines,
     )
     parser.add_argument("--version", action="version", version=f"docqa {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -33,12 +35,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _KeepIndentedLines(argparse.HelpFormatter):
+    """Fills paragraphs as argparse does, but keeps indented lines (the exit-status table) as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        lines = []
+        for line in text.splitlines():
+            kept = line.startswith(" ") or not line
+            lines.append(indent + line if kept else super()._fill_text(line, width, indent))
+        return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        status = _main(argv)
+        # Flushed here, not at interpreter exit, so a reader that has gone (`| head`) is seen below.
+        sys.stdout.flush()
+        return status
+    except SystemExit:  # argparse: --help, --version, a usage error
+        _flush_or_silence_stdout()
+        raise
+    except BrokenPipeError:  # `docqa results | head`: the reader has what it wanted
+        _silence_stdout()
+        return exits.OK
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
+        return exits.USAGE
     try:
         return args.func(args)
     except CliError as exc:
@@ -46,12 +73,24 @@ def main(argv: list[str] | None = None) -> int:
         return exc.status
     except KeyboardInterrupt:
         print(f"docqa {args.command}: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # `docqa results | head`: the reader has what it wanted
-        import os
+        return exits.INTERRUPTED
 
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null: what is still buffered is dropped quietly at exit instead of
+    raising BrokenPipeError ('Exception ignored ...') during the interpreter's shutdown."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def _flush_or_silence_stdout() -> None:
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import json
 import sys
 import time
 
+from docqa.cli import exits
 from docqa.cli.options import (
     CliError,
     add_answer_options,
@@ -17,6 +18,7 @@ from docqa.cli.options import (
     load_engine,
     progress_line,
 )
+from docqa.core.text import clip, plural
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
@@ -52,7 +54,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
         out["results"].append(entry)
     json.dump(out, sys.stdout, ensure_ascii=False, indent=2)
     sys.stdout.write("\n")
-    return 1 if failed else 0
+    return exits.FAILED if failed else exits.OK
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -65,29 +67,48 @@ def cmd_eval(args: argparse.Namespace) -> int:
         questions = load_squad(args.data)
     except DatasetError as exc:
         raise CliError(str(exc)) from None
+    if not questions:
+        raise CliError(f"{args.data}: holds no questions (a SQuAD v1.1 file lists them under "
+                       "data[].paragraphs[].qas[]): there is nothing to score")
     engine = load_engine(settings)
     started = time.perf_counter()
     predictions: dict[str, str] = {}
-    errors = 0
+    skipped: list[dict[str, str]] = []  # questions with no prediction, and why: they score 0
     chunk = max(1, args.chunk)
     for i in range(0, len(questions), chunk):
         part = questions[i : i + chunk]
         for q, res in zip(part, engine.run([QAItem(q.context, q.question, params) for q in part])):
             if res.ok and res.answers:
                 predictions[q.qid] = res.answers[0].text
-            elif not res.ok:
-                errors += 1
+            else:
+                skipped.append({"id": q.qid, "question": q.question,
+                                "reason": res.error if not res.ok else "the model gave no answer"})
         progress_line(f"eval: {min(i + chunk, len(questions))}/{len(questions)} questions")
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")  # after the progress line
     figures = score(questions, predictions)
-    figures.update(
-        {"model": engine.model_label, "unanswerable_items": errors, "seconds": round(time.perf_counter() - started, 3)}
-    )
+    figures.update({"model": engine.model_label, "skipped_questions": len(skipped),
+                    "skipped": [{"id": e["id"], "reason": e["reason"]} for e in skipped],
+                    "seconds": round(time.perf_counter() - started, 3)})
+    if skipped:
+        print(f"docqa eval: {plural(len(skipped), 'question')} skipped, each scored 0 (as the official script "
+              "scores a missing prediction):", file=sys.stderr)
+        for entry in skipped[:SKIPPED_SHOWN]:
+            print(f"  {clip(entry['id'])} ({clip(entry['question'])!r}): {clip(entry['reason'], 300)}",
+                  file=sys.stderr)
+        if len(skipped) > SKIPPED_SHOWN:
+            print(f"  ... and {len(skipped) - SKIPPED_SHOWN} more (all under \"skipped\" in the output)",
+                  file=sys.stderr)
     if args.predictions:
         with open(args.predictions, "w", encoding="utf-8") as fh:
             json.dump(predictions, fh, ensure_ascii=False, indent=1)
     json.dump(figures, sys.stdout)
     sys.stdout.write("\n")
-    return 0
+    return exits.OK
+
+
+# Skipped eval questions named on stderr at most (all of them are in the JSON output).
+SKIPPED_SHOWN = 20
 
 
 def register(sub) -> None:
@@ -103,7 +124,9 @@ def register(sub) -> None:
 
     p = sub.add_parser("eval", help="score a SQuAD v1.1-format file (exact match and F1)",
                        description="Answer every question of a SQuAD v1.1-format JSON file and print the "
-                       "official exact-match and F1 scores (percent) as JSON.")
+                       "official exact-match and F1 scores (percent) as JSON. Questions the model cannot answer "
+                       "(e.g. too long for the window) are skipped, scored 0, and named on stderr and under "
+                       "\"skipped\" (id, reason); a file with no questions is an error.")
     p.add_argument("data", metavar="DATA.json", help="SQuAD v1.1-format dataset")
     p.add_argument("--predictions", metavar="FILE", help="also write {question id: answer} to FILE")
     p.add_argument("--chunk", type=int, default=256, help="questions per engine call (default 256)")

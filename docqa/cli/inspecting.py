@@ -7,6 +7,7 @@ import json
 import sys
 import time
 
+from docqa.cli import exits
 from docqa.cli.options import (
     CliError,
     add_broker_options,
@@ -16,6 +17,7 @@ from docqa.cli.options import (
     open_repo,
     safe_url,
 )
+from docqa.core.text import CLIP_CHARS, clip, plural
 
 RESULT_FIELDS = (
     "answer_id", "document_id", "document_external_id", "document_source", "sha256", "job_id",
@@ -97,20 +99,21 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"oldest queued job: {facts['oldest_queued_seconds']:.0f} s; queued with no broker message for over "
               f"{settings.reconcile_seconds} s: {facts['queued_without_message']}")
     for model in facts["models_without_worker"]:
-        print(f"queued for model {model}: {facts['queued_by_model'][model]} job(s), and no live worker serves it")
+        print(f"queued for model {model}: {plural(facts['queued_by_model'][model], 'job')}, and no live worker "
+              "serves it")
     if broker is not None:
         if "error" in broker:
             print(f"broker: {broker['error']}")
         else:
-            print(f"broker: {broker['queue_depth']} message(s) waiting on queue {broker['queue']!r}; "
+            print(f"broker: {plural(broker['queue_depth'], 'message')} waiting on queue {broker['queue']!r}; "
                   f"dead letters: {broker['dead_letters']}" + (" (see 'docqa dead-letters')" if broker["dead_letters"] else ""))
     for job_id, source, question, error in failures:
         print(f"failed job {job_id} ({_clip(source)}, {_clip(question)!r}): {_clip(error, 500)}")
     return 0
 
 
-def _clip(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+def _clip(text: str, limit: int = CLIP_CHARS) -> str:
+    return clip(text, limit)
 
 
 def cmd_health(args: argparse.Namespace) -> int:
@@ -124,19 +127,19 @@ def cmd_health(args: argparse.Namespace) -> int:
         repo.counts()
     except CliError as exc:
         print(f"unhealthy: store: {exc}", file=sys.stderr)
-        return 1
+        return exits.FAILED  # every unhealthy state is 1, as container healthchecks expect
     if not args.no_broker:
         broker = broker_facts(settings)
         if "error" in broker and "not a Redis broker" not in broker["error"]:
             print(f"unhealthy: {broker['error']}", file=sys.stderr)
-            return 1
+            return exits.FAILED
     if args.worker:
         host = socket.gethostname()
         live = [w for w in repo.live_workers(seen_within=settings.live_worker_seconds)
                 if w.name.split(":")[0] == host]
         if not live:
             print(f"unhealthy: no live docqa worker process on host {host}", file=sys.stderr)
-            return 1
+            return exits.FAILED
     print("healthy")
     return 0
 
@@ -153,12 +156,13 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
         if args.clear:
             client.delete(DEAD_LETTER_KEY)
     except redis.RedisError as exc:
-        raise CliError(f"cannot reach the broker at {safe_url(settings.broker_url)}: {exc}", status=1) from None
+        raise CliError(f"cannot reach the broker at {safe_url(settings.broker_url)}: {exc}",
+                       status=exits.UNREACHABLE) from None
     finally:
         client.close()
     for e in entries:
         sys.stdout.write(json.dumps(e, ensure_ascii=False) + "\n")
-    print(f"{count} dead letter(s){' (cleared)' if args.clear else ''}", file=sys.stderr)
+    print(f"{plural(count, 'dead letter')}{' (cleared)' if args.clear else ''}", file=sys.stderr)
     return 0
 
 
@@ -256,15 +260,16 @@ def cmd_delete(args: argparse.Namespace) -> int:
     if args.document is not None:
         ids = repo.resolve_documents(args.document)
         if not ids:
-            raise CliError(f"no document is named {args.document!r} (an id, a JSONL id or a source path)", status=1)
+            raise CliError(f"no document is named {clip(args.document)!r} (an id, a JSONL id or a source path)",
+                           status=exits.FAILED)
     else:
         if not repo.submission_exists(args.submission):
-            raise CliError(f"there is no submission {args.submission}", status=1)
+            raise CliError(f"there is no submission {args.submission}", status=exits.FAILED)
         ids = repo.documents_of_submission(args.submission)
     counts = repo.delete_documents(ids, dry_run=args.dry_run)
     verb = "would delete" if args.dry_run else "deleted"
-    print(f"docqa delete: {verb} {counts.documents} document(s) with {counts.jobs} job(s) and "
-          f"{counts.answers} answer(s): ids {ids[:20]}{' ...' if len(ids) > 20 else ''}")
+    print(f"docqa delete: {verb} {plural(counts.documents, 'document')} with {plural(counts.jobs, 'job')} and "
+          f"{plural(counts.answers, 'answer')}: ids {ids[:20]}{' ...' if len(ids) > 20 else ''}")
     return 0
 
 
@@ -275,7 +280,7 @@ def cmd_db(args: argparse.Namespace) -> int:
     try:
         upgrade(settings.database_url)
     except StoreError as exc:
-        raise CliError(str(exc), status=1) from None
+        raise CliError(str(exc), status=exits.UNREACHABLE) from None
     print(f"database {safe_url(settings.database_url)} is at the latest schema")
     return 0
 
@@ -291,7 +296,9 @@ def register(sub) -> None:
     add_setting(p, "reconcile_seconds", metavar="S")
     p.add_argument("--no-broker", action="store_true", help="do not ask the broker (queue depth, dead letters)")
     p.add_argument("--limit", type=int, default=50, help="failures listed at most (default 50)")
-    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.add_argument("--format", choices=["text", "json"], default="text",
+                   help="text for people (default; long questions and reasons clipped) or json: one object with "
+                   "counts, workers, queued_by_model, failures (whole) and broker facts")
     p.add_argument("--watch", action="store_true",
                    help="keep showing counts, jobs/s (windows/s with --metrics-url) and an ETA every --interval "
                    "seconds until Ctrl-C: redrawn in place on a terminal, one line (or JSON object) each otherwise")
@@ -360,8 +367,11 @@ def register(sub) -> None:
     add_store_option(p)
     p.set_defaults(func=cmd_delete)
 
-    p = sub.add_parser("db", help="database maintenance")
+    p = sub.add_parser("db", help="database maintenance",
+                       description="Database maintenance: 'docqa db upgrade' creates or migrates the store's schema.")
     dbsub = p.add_subparsers(dest="db_command", metavar="ACTION", required=True)
-    up = dbsub.add_parser("upgrade", help="create or migrate the schema to the latest version")
+    up = dbsub.add_parser("upgrade", help="create or migrate the schema to the latest version",
+                          description="Create the store's schema in an empty database, or migrate an older docqa's "
+                          "store to the latest version (every command that writes does this by itself).")
     add_store_option(up)
     up.set_defaults(func=cmd_db)

@@ -14,6 +14,7 @@ import types
 import typing
 from typing import Any, Literal
 
+from docqa.cli import exits
 from docqa.core.params import AnswerParams
 from docqa.core.settings import FILE_FIELDS, Settings, env_name, file_env_name
 
@@ -21,7 +22,7 @@ from docqa.core.settings import FILE_FIELDS, Settings, env_name, file_env_name
 class CliError(Exception):
     """A problem the user can fix; printed as one line (no traceback)."""
 
-    def __init__(self, message: str, status: int = 2) -> None:
+    def __init__(self, message: str, status: int = exits.USAGE) -> None:
         super().__init__(message)
         self.status = status
 
@@ -74,7 +75,7 @@ def add_answer_options(p: argparse.ArgumentParser) -> None:
         add_setting(g, name, metavar="N" if Settings.model_fields[name].annotation is int else None)
     # Kept from docqa 0.1: the name users know for --no-merge-by-text.
     g.add_argument("--keep-occurrences", dest="merge_by_text", action="store_false", default=None,
-                   help="same as --no-merge-by-text")
+                   help="same as --no-merge-by-text (env DOCQA_MERGE_BY_TEXT=false)")
 
 
 def add_store_option(p: argparse.ArgumentParser) -> None:
@@ -158,7 +159,7 @@ def open_repo(settings: Settings, *, create: bool = True):
             raise CliError(
                 f"there is no store at {safe_url(url)} (no such file): answer something first ('docqa run' or "
                 "'docqa submit'), or point --database-url / DOCQA_DATABASE_URL at your store",
-                status=1,
+                status=exits.UNREACHABLE,
             )
         db = make_engine(url)
         if create:
@@ -167,15 +168,16 @@ def open_repo(settings: Settings, *, create: bool = True):
             revision = current_revision(db)
             if revision is None:
                 raise CliError(f"{safe_url(url)} holds no docqa store (no schema): run 'docqa db upgrade' or "
-                               "'docqa run'/'docqa submit' first", status=1)
+                               "'docqa run'/'docqa submit' first", status=exits.UNREACHABLE)
             if revision != SCHEMA_HEAD:
                 ensure_schema(db)  # an older docqa's store: migrated, as every command does
     except CliError:
         raise
     except StoreError as exc:
-        raise CliError(str(exc), status=1) from None
+        raise CliError(str(exc), status=exits.UNREACHABLE) from None
     except Exception as exc:  # an unparsable URL, a bad port, a missing driver
-        raise CliError(f"cannot open the store {safe_url(url)}: {type(exc).__name__}: {exc}", status=1) from None
+        raise CliError(f"cannot open the store {safe_url(url)}: {type(exc).__name__}: {exc}",
+                       status=exits.UNREACHABLE) from None
     return Repository(session_factory(db))
 
 
@@ -188,7 +190,8 @@ def connect_broker(settings: Settings):
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1)
     except Exception as exc:
-        raise CliError(f"cannot reach the broker at {safe_url(settings.broker_url)}: {exc}", status=1) from None
+        raise CliError(f"cannot reach the broker at {safe_url(settings.broker_url)}: {exc}",
+                       status=exits.UNREACHABLE) from None
     return app
 
 
@@ -200,7 +203,7 @@ def load_engine(settings):
     try:
         return Engine.from_settings(settings).warm_up()
     except ModelLoadError as exc:
-        raise CliError(str(exc), status=1) from None
+        raise CliError(str(exc), status=exits.FAILED) from None
 
 
 def safe_url(url: str) -> str:

@@ -7,6 +7,7 @@ import argparse
 import sys
 import time
 
+from docqa.cli import exits
 from docqa.cli.options import (
     CliError,
     add_answer_options,
@@ -22,6 +23,7 @@ from docqa.cli.options import (
     progress_bar,
     safe_url,
 )
+from docqa.core.text import clip, plural
 
 
 def read_questions(args: argparse.Namespace, max_chars: int) -> list[str]:
@@ -41,7 +43,14 @@ def read_questions(args: argparse.Namespace, max_chars: int) -> list[str]:
     return questions
 
 
-def submit_inputs(args, settings, repo, enqueue):
+def input_walk(args: argparse.Namespace):
+    """How directories given as inputs are walked: --include / --exclude, hidden ones skipped."""
+    from docqa.producer.documents import Walk
+
+    return Walk(include=tuple(args.include or ()), exclude=tuple(args.exclude or ()))
+
+
+def submit_inputs(args, settings, repo, enqueue, walk=None):
     from docqa.producer.documents import iter_inputs
     from docqa.producer.submit import submit
 
@@ -50,7 +59,7 @@ def submit_inputs(args, settings, repo, enqueue):
     bar = progress_bar(None, "doc", "reading documents")
     try:
         return submit(
-            iter_inputs(args.inputs, settings.max_document_chars),
+            iter_inputs(args.inputs, settings.max_document_chars, walk),
             questions,
             repo=repo,
             model=settings.model,
@@ -66,9 +75,34 @@ def submit_inputs(args, settings, repo, enqueue):
         bar.close()
 
 
-def print_input_errors(report) -> None:
+def print_input_errors(report, walk=None) -> None:
     for err in report.errors:
         print(f"  skipped: {err}", file=sys.stderr)
+    if walk is not None and walk.hidden:
+        shown = ", ".join(walk.hidden_paths) + (", ..." if walk.hidden > len(walk.hidden_paths) else "")
+        print(f"  skipped {plural(walk.hidden, 'hidden file or folder', 'hidden files and folders')} ({shown}): "
+              "to read them, name them with --include GLOB, spelling the leading dot (--include '.env'; "
+              "with --include only what it matches is read, so add --include '*' for the rest)", file=sys.stderr)
+
+
+def exit_status(*, failed: int = 0, skipped: int = 0) -> int:
+    """FAILED when a job failed, else SKIPPED when an input was skipped, else OK."""
+    return exits.FAILED if failed else exits.SKIPPED if skipped else exits.OK
+
+
+def hint_faster_cpu_mode(repo, engine) -> None:
+    """Once per store: name the mode that answers fastest on this CPU when float32 ran."""
+    if engine is None or engine.device != "cpu" or engine.precision != "float32":
+        return
+    from docqa.worker.hardware import faster_cpu_mode
+
+    mode = faster_cpu_mode()
+    if mode is None or not repo.first_time("hint:faster-cpu-mode", mode[0]):
+        return
+    flag, why = mode
+    differ = ("only where two spans nearly tie" if "bfloat16" in flag else "slightly")
+    print(f"hint: {why}: {flag} answers faster, with answers that can differ from float32's {differ} "
+          "(said once per store)", file=sys.stderr)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -81,9 +115,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:  # an unknown model stops the run before anything is stored
         check_model_available(settings.model, settings.revision)
     except ModelLoadError as exc:
-        raise CliError(str(exc), status=1) from None
+        raise CliError(str(exc), status=exits.FAILED) from None
     repo = open_repo(settings)
-    report = submit_inputs(args, settings, repo, enqueue=None)
+    walk = input_walk(args)
+    report = submit_inputs(args, settings, repo, enqueue=None, walk=walk)
     retried = repo.retry_failed(submission_id=report.submission_id) if args.retry_failed else []
     # Jobs left running by an interrupted run on this host go back to the queue now.
     repo.requeue_expired(max_attempts=settings.max_attempts, dead_workers=dead_local_workers(repo.running_workers()))
@@ -101,27 +136,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         done, failed, answers = total.done, total.failed, total.answers
     elapsed = time.perf_counter() - started
     print(
-        f"docqa run: submission {report.submission_id}: {report.documents} documents ({report.new_documents} new), "
-        f"{report.jobs} jobs ({report.new_jobs} new, {report.existing_jobs} already known"
+        f"docqa run: submission {report.submission_id}: {plural(report.documents, 'document')} "
+        f"({report.new_documents} new), "
+        f"{plural(report.jobs, 'job')} ({report.new_jobs} new, {report.existing_jobs} already known"
         f"{f', {len(retried)} failed ones retried' if retried else ''}), "
-        f"{done} answered now with {answers} answers, {failed} failed, "
-        f"{len(report.errors)} inputs skipped, {elapsed:.1f} s"
+        f"{done} answered now with {plural(answers, 'answer')}, {failed} failed, "
+        f"{plural(len(report.errors), 'input')} skipped, {elapsed:.1f} s"
     )
     print(f"results are in {safe_url(settings.database_url)}: see 'docqa results' and 'docqa status'")
-    if engine is not None and engine.device == "cpu" and engine.precision == "float32":
-        from docqa.worker.hardware import cpu_has_bf16
-
-        if cpu_has_bf16():
-            print(
-                "hint: this CPU runs bfloat16 natively (AMX/AVX512-BF16): --dtype bfloat16 answers several "
-                "times faster, with answers that can differ from float32 only where two spans nearly tie",
-                file=sys.stderr,
-            )
-    print_input_errors(report)
+    hint_faster_cpu_mode(repo, engine)
+    print_input_errors(report, walk)
     if failed:
         for job_id, source, question, error in repo.failures(limit=20):
-            print(f"  failed job {job_id} ({source}, {question!r}): {error}", file=sys.stderr)
-    return 1 if (failed or report.errors) else 0
+            print(f"  failed job {job_id} ({clip(source)}, {clip(question)!r}): {clip(error, 500)}", file=sys.stderr)
+    return exit_status(failed=failed, skipped=len(report.errors))
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -142,8 +170,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
     app = connect_broker(settings)
     dispatcher = Dispatcher(app, repo, queue=settings.queue, batch_jobs=settings.worker_batch_jobs)
     started = time.perf_counter()
+    walk = input_walk(args)
     report = submit_inputs(
-        args, settings, repo, enqueue=lambda ids: dispatcher.send(ids, settings.model, settings.revision)
+        args, settings, repo, enqueue=lambda ids: dispatcher.send(ids, settings.model, settings.revision), walk=walk
     )
     retried = []
     if args.retry_failed:
@@ -151,23 +180,26 @@ def cmd_submit(args: argparse.Namespace) -> int:
         if retried and report.send_error is None:
             dispatcher.send_queued(retried)
     print(
-        f"docqa submit: submission {report.submission_id}: {report.documents} documents "
-        f"({report.new_documents} new), {report.jobs} jobs ({report.new_jobs} new, enqueued in "
-        f"{report.enqueued_messages} messages; {report.existing_jobs} already known"
-        f"{f'; {len(retried)} failed ones retried' if retried else ''}), {len(report.errors)} inputs skipped, "
+        f"docqa submit: submission {report.submission_id}: {plural(report.documents, 'document')} "
+        f"({report.new_documents} new), "
+        f"{plural(report.jobs, 'job')} ({report.new_jobs} new, enqueued in "
+        f"{plural(report.enqueued_messages, 'message')}; {report.existing_jobs} already known"
+        f"{f'; {len(retried)} failed ones retried' if retried else ''}), "
+        f"{plural(len(report.errors), 'input')} skipped, "
         f"{time.perf_counter() - started:.1f} s"
     )
     print(f"follow it with: docqa results --submission {report.submission_id} --follow")
-    print_input_errors(report)
+    print_input_errors(report, walk)
     if report.send_error is not None:
         print(
-            f"  the broker refused the messages of {len(report.unsent_job_ids)} new job(s) ({report.send_error}): "
+            f"  the broker refused the messages of {plural(len(report.unsent_job_ids), 'new job')} "
+            f"({report.send_error}): "
             f"they are stored and queued; a running worker sends them again within "
             f"{settings.reconcile_seconds} s of the broker's return, or run 'docqa requeue'",
             file=sys.stderr,
         )
-        return 1
-    return 1 if report.errors else 0
+        return exits.UNREACHABLE
+    return exit_status(skipped=len(report.errors))
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
@@ -183,9 +215,9 @@ def cmd_retry(args: argparse.Namespace) -> int:
                                 batch_jobs=settings.worker_batch_jobs)
     jobs = repo.retry_failed(job_ids=args.job, document_id=args.document, submission_id=args.submission)
     messages = dispatcher.send_queued(jobs) if dispatcher is not None and jobs else 0
-    where = f"sent to their models' queues in {messages} messages" if dispatcher is not None else (
+    where = f"sent to their models' queues in {plural(messages, 'message')}" if dispatcher is not None else (
         "queued: 'docqa run' answers them")
-    print(f"docqa retry: {len(jobs)} failed job(s) queued again with their attempts reset, {where}")
+    print(f"docqa retry: {plural(len(jobs), 'failed job')} queued again with their attempts reset, {where}")
     for job in jobs[:50]:
         print(f"  job {job.id} ({job.model}{'@' + job.revision if job.revision else ''})")
     if len(jobs) > 50:
@@ -203,20 +235,27 @@ def cmd_requeue(args: argparse.Namespace) -> int:
     ids = repo.queued_job_ids(model=settings.model, revision=settings.revision or "")
     messages = dispatcher.send_queued(repo.queued_jobs(ids))
     print(
-        f"docqa requeue: {len(ids)} queued jobs of model {model_label(settings.model, settings.revision)} "
-        f"put on queue {settings.model_queue!r} again in {messages} messages"
+        f"docqa requeue: {plural(len(ids), 'queued job')} of model {model_label(settings.model, settings.revision)} "
+        f"put on queue {settings.model_queue!r} again in {plural(messages, 'message')}"
     )
     others = repo.queued_job_count(exclude_model=settings.model, exclude_revision=settings.revision or "")
     if others > 0:
-        print(f"  {others} queued jobs ask for other models or revisions: run with their --model/--revision",
-              file=sys.stderr)
+        print(f"  {plural(others, 'queued job')} {'asks' if others == 1 else 'ask'} for other models or revisions: "
+              "run with their --model/--revision", file=sys.stderr)
     return 0
 
 
 def _add_inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="text files, directories (read recursively), .jsonl files with one "
-                   '{"id", "text", "questions"?, "metadata"?} per line, or - for standard input')
+                   help="text files, directories (read recursively; hidden files and folders skipped), .jsonl "
+                   'files with one {"id", "text", "questions"?, "metadata"?} per line, or - for standard input')
+    p.add_argument("--include", action="append", metavar="GLOB",
+                   help="in directories, read only the files GLOB matches (repeatable): matched against the path "
+                   "relative to the directory (notes/*.txt) and, without a '/', against each file or folder name "
+                   "(*.md); a hidden name needs a GLOB that spells its dot (.env, .*)")
+    p.add_argument("--exclude", action="append", metavar="GLOB",
+                   help="in directories, skip the files and folders GLOB matches (repeatable; matched as "
+                   "--include, and wins over it)")
     p.add_argument("-q", "--question", action="append", help="a question asked of every document (repeatable)")
     p.add_argument("--questions", metavar="FILE", help="a file of questions, one per line (# comments)")
     add_setting(p, "max_document_chars", metavar="N")

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from docqa.cli import exits
 from docqa.cli.options import (
     CliError,
     add_broker_options,
@@ -32,7 +33,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     # Store, broker and model are checked before a single message is consumed.
     problem = preflight.check(settings)
     if problem is not None:
-        raise CliError(f"cannot start: {problem}", status=1)
+        unreachable = problem.startswith(("store:", "broker:"))
+        raise CliError(f"cannot start: {problem}", status=exits.UNREACHABLE if unreachable else exits.FAILED)
     from docqa.worker.app import app
 
     argv = [
@@ -65,7 +67,8 @@ def register(sub) -> None:
     p.add_argument("--pool", default="prefork", choices=["prefork", "solo", "threads"],
                    help="Celery pool (default prefork; use solo for one process per GPU)")
     p.add_argument("--loglevel", default="INFO", help="log level (default INFO)")
-    p.add_argument("--hostname", help="Celery node name (default docqa-PID@HOST)")
+    p.add_argument("--hostname", help="Celery node name, as its banner and Flower show it (default Celery's: "
+                   "celery@HOST; %%h in it stands for the host name)")
     p.add_argument("-E", "--events", action="store_true",
                    help="send Celery task events (received, started, succeeded, failed), for Flower or "
                    "'celery events'; off by default (they cost broker traffic for every message)")

@@ -80,7 +80,7 @@ def test_fifty_documents_through_redis_postgres_and_two_workers_equal_embedded(d
     time.sleep(3)
     assert repo.counts()["queued"] == 1 and repo.counts()["failed"] == 0
     status = docqa(["status"], env)
-    assert "queued for model acme/missing-model: 1 job(s), and no live worker serves it" in status.stdout
+    assert "queued for model acme/missing-model: 1 job, and no live worker serves it" in status.stdout
 
 
 def test_worker_killed_mid_batch_loses_no_job_and_duplicates_no_answer(distributed_env, workers, tmp_path):
@@ -179,4 +179,4 @@ def test_requeue_recovers_jobs_whose_broker_messages_were_lost(distributed_env, 
     assert again.returncode == 0 and "0 queued jobs" in again.stdout
 
     unreachable = docqa(["requeue", "--broker-url", "redis://127.0.0.1:1/0"], distributed_env)
-    assert unreachable.returncode == 1 and "cannot reach the broker at redis://127.0.0.1:1/0" in unreachable.stderr
+    assert unreachable.returncode == 4 and "cannot reach the broker at redis://127.0.0.1:1/0" in unreachable.stderr

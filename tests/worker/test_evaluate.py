@@ -45,12 +45,18 @@ def test_docqa_eval_on_the_hand_checked_fixture(tiny_model, capsys):
     #   best-of-golds 1/1, no-prediction 0/0
     #   EM = 3/6 = 50.0 ; F1 = (3 + 2/3)/6 = 61.11
     status = main(["eval", str(FIXTURE), "--model", tiny_model, "--device", "cpu"])
-    out = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
     assert status == 0
     assert out["total"] == 6
     assert out["exact_match"] == pytest.approx(50.0)
     assert out["f1"] == pytest.approx(100 * (3 + 2 / 3) / 6)
-    assert out["unanswerable_items"] == 1
+    assert out["skipped_questions"] == 1
+    [skipped] = out["skipped"]
+    assert skipped["id"] == "no-prediction" and "too long" in skipped["reason"]
+    # ...and named on stderr, with why it scores 0
+    assert "1 question skipped, each scored 0" in captured.err
+    assert "no-prediction (" in captured.err and "too long" in captured.err
 
 
 def test_a_file_that_is_not_squad_is_refused(tmp_path):
@@ -58,3 +64,16 @@ def test_a_file_that_is_not_squad_is_refused(tmp_path):
     bad.write_text('{"nope": 1}')
     with pytest.raises(DatasetError, match='"data" list'):
         load_squad(bad)
+
+
+def test_docqa_eval_refuses_a_file_without_questions(tmp_path, tiny_model):
+    import subprocess
+    import sys
+
+    empty = tmp_path / "empty.json"
+    empty.write_text('{"version": "1.1", "data": [{"title": "t", "paragraphs": [{"context": "Text.", "qas": []}]}]}')
+    out = subprocess.run([sys.executable, "-m", "docqa", "eval", str(empty), "--model", tiny_model],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 2, out  # an error, not EM 0.0
+    assert "holds no questions" in out.stderr and "nothing to score" in out.stderr
+    assert out.stdout == "" and "Traceback" not in out.stderr
