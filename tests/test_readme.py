@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_python_api_example_runs(monkeypatch, capsys):
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## Python API", 1)[1].split("\n## ", 1)[0]
+    section = readme.split("## Use it from Python", 1)[1].split("\n## ", 1)[0]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     monkeypatch.chdir(ROOT)
     exec(compile(code, "README.md", "exec"), {})  # noqa: S102 (our own README)
@@ -23,7 +23,7 @@ def test_python_api_example_runs(monkeypatch, capsys):
 
 def test_client_example_runs(monkeypatch, tmp_path, capsys):
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## Python API", 1)[1].split("\n## ", 1)[0]
+    section = readme.split("## Use it from Python", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```python\n(.*?)```", section, re.S)
     code = next(b for b in blocks if "docqa.Client(" in b)
     # In a folder of its own (the example writes answers.db), seeing the repository's examples.

@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from docqa import __version__
-from docqa.cli import answering, exits, inspecting, producing, serving
+from docqa.cli import answering, exits, inspecting, producing, provenance, scheduling, serving
 from docqa.cli.options import CliError
 
 __all__ = ["CliError", "build_parser", "main"]
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"docqa {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for role in (answering, producing, serving, inspecting):
+    for role in (answering, producing, serving, inspecting, provenance, scheduling):
         role.register(sub)
     return parser
 

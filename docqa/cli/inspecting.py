@@ -24,6 +24,7 @@ RESULT_FIELDS = (
     "question", "rank", "text", "score", "char_start", "char_end", "window_index",
     "window_char_start", "window_char_end", "token_start", "token_end", "start_logit",
     "end_logit", "null_start_logit", "null_end_logit", "margin", "model", "document_metadata", "params",
+    "document_version", "superseded",
 )
 
 
@@ -166,6 +167,17 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_where(items: list[str]) -> dict[str, str]:
+    """{"KEY": "VALUE"} from --where KEY=VALUE arguments; CliError naming a malformed one."""
+    where: dict[str, str] = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise CliError(f"--where {item!r}: write KEY=VALUE (e.g. --where lang=en)")
+        where[name.strip()] = value
+    return where
+
+
 def cmd_results(args: argparse.Namespace) -> int:
     import csv
 
@@ -178,7 +190,11 @@ def cmd_results(args: argparse.Namespace) -> int:
         document_ids = repo.resolve_documents(args.document)
         if not document_ids:
             raise CliError(f"no document is named {args.document!r} (an id, a JSONL id or a source path)", status=1)
-    filters = dict(document_ids=document_ids, question=args.question, model=args.model_filter, rank=args.rank)
+    if args.all_ranks and args.rank is not None:
+        raise CliError("give --rank N or --all-ranks, not both")
+    rank = None if args.all_ranks else (0 if args.rank is None else args.rank)
+    filters = dict(document_ids=document_ids, question=args.question, model=args.model_filter, rank=rank,
+                   where=parse_where(args.where), all_versions=args.all_versions)
 
     texts: dict[int, str] = {}  # document texts, for offsets in another unit
 
@@ -207,8 +223,14 @@ def cmd_results(args: argparse.Namespace) -> int:
     if args.top is not None:
         if args.question is None or args.follow:
             raise CliError("--top ranks the answers to one --question across documents (and does not --follow)")
-        filters["rank"] = 0 if args.rank is None else args.rank
-        for rec in repo.top_results(top=args.top, **filters):
+        for rec in repo.top_results(top=args.top, order=args.order or "margin", submission_id=args.submission,
+                                    **filters):
+            write(rec)
+        return 0
+    if args.order not in (None, "answer"):
+        if args.follow:
+            raise CliError("--follow prints answers as they land, in answer order: drop --order or --follow")
+        for rec in repo.iter_results(job_id=args.job, submission_id=args.submission, order=args.order, **filters):
             write(rec)
         return 0
     # A followed submission ends when its last job does; the whole store only with --until-done.
@@ -229,7 +251,7 @@ def cmd_results(args: argparse.Namespace) -> int:
             return 0
         if until_done and finished:
             if progress.get("failed", 0):
-                print(f"docqa results: {progress['failed']} job(s) failed: see 'docqa status'", file=sys.stderr)
+                print(f"docqa results: {plural(progress['failed'], 'job')} failed: see 'docqa status'", file=sys.stderr)
                 return 1
             return 0
         done = progress.get("done", 0) + progress.get("failed", 0)
@@ -341,11 +363,26 @@ def register(sub) -> None:
     p.add_argument("--job", type=int, help="only this job id")
     p.add_argument("--question", metavar="Q", help="only answers to this question (exact text)")
     p.add_argument("--model", dest="model_filter", metavar="MODEL", help="only answers of jobs for this model")
-    p.add_argument("--rank", type=int, metavar="N", help="only answers of this rank (0 = each job's best)")
+    p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                   help="only documents whose metadata has KEY equal to VALUE (top-level keys; numbers and "
+                   "booleans as JSON writes them, e.g. year=2024, draft=false); repeat to require several")
+    p.add_argument("--rank", type=int, metavar="N",
+                   help="only answers of this rank (default 0: each job's best answer)")
+    p.add_argument("--all-ranks", action="store_true", help="every rank of every job (a job asked for top_k > 1 "
+                   "has several)")
+    p.add_argument("--all-versions", action="store_true",
+                   help="include answers of documents replaced by a newer version (same id or path, new content); "
+                   "they carry superseded=true and their document_version")
+    p.add_argument("--order", choices=["answer", "reference", "margin"], default=None,
+                   help="answer: as stored (default; --follow needs it); reference: the pipeline's score, highest "
+                   "first (comparable within one job only); margin: start+end logits minus the window's null "
+                   "logits, highest first (comparable across windows and documents)")
     p.add_argument("--top", type=int, metavar="N",
-                   help="with --question: the N best answers across all documents, by margin "
-                   "(which documents answer it best); rank 0 only unless --rank says otherwise")
-    p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+                   help="with --question: the N best answers across all documents, by margin unless --order "
+                   "says reference (which documents answer it best)")
+    p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl",
+                   help="jsonl: one JSON object per answer (default); csv: a header row, then one row per answer "
+                   "(document_metadata and params as JSON text)")
     p.add_argument("--offsets", choices=["codepoints", "utf16", "utf8"], default="codepoints",
                    help="units of char_start/char_end and the window's offsets: Python str indices (default), "
                    "UTF-16 code units (Java, JavaScript, Elasticsearch) or UTF-8 bytes")

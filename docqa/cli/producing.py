@@ -54,8 +54,11 @@ def submit_inputs(args, settings, repo, enqueue, walk=None):
     from docqa.producer.documents import iter_inputs
     from docqa.producer.submit import submit
 
+    from docqa.producer.chunking import chunker_for
+
     params = answer_params(settings)
     questions = read_questions(args, settings.max_question_chars)
+    chunker = chunker_for(settings, say=lambda line: print(f"docqa {args.command}: note: {line}", file=sys.stderr))
     bar = progress_bar(None, "doc", "reading documents")
     try:
         return submit(
@@ -70,6 +73,7 @@ def submit_inputs(args, settings, repo, enqueue, walk=None):
             progress=lambda _doc: bar.update(1),
             command=args.command,
             max_question_chars=settings.max_question_chars,
+            chunker=chunker,
         )
     finally:
         bar.close()
@@ -137,7 +141,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - started
     print(
         f"docqa run: submission {report.submission_id}: {plural(report.documents, 'document')} "
-        f"({report.new_documents} new), "
+        f"({report.new_documents} new{f', {report.changed_documents} changed' if report.changed_documents else ''}), "
         f"{plural(report.jobs, 'job')} ({report.new_jobs} new, {report.existing_jobs} already known"
         f"{f', {len(retried)} failed ones retried' if retried else ''}), "
         f"{done} answered now with {plural(answers, 'answer')}, {failed} failed, "
@@ -181,7 +185,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
             dispatcher.send_queued(retried)
     print(
         f"docqa submit: submission {report.submission_id}: {plural(report.documents, 'document')} "
-        f"({report.new_documents} new), "
+        f"({report.new_documents} new{f', {report.changed_documents} changed' if report.changed_documents else ''}), "
         f"{plural(report.jobs, 'job')} ({report.new_jobs} new, enqueued in "
         f"{plural(report.enqueued_messages, 'message')}; {report.existing_jobs} already known"
         f"{f'; {len(retried)} failed ones retried' if retried else ''}), "
@@ -260,6 +264,7 @@ def _add_inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--questions", metavar="FILE", help="a file of questions, one per line (# comments)")
     add_setting(p, "max_document_chars", metavar="N")
     add_setting(p, "max_question_chars", metavar="N")
+    add_setting(p, "chunk_at_submit")
     add_store_option(p)
     p.add_argument("--retry-failed", action="store_true",
                    help="also queue again the jobs of this input that failed before (attempts reset)")

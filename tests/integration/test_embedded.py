@@ -104,11 +104,15 @@ def test_status_and_results_formats(tmp_path):
     assert docqa(["run", str(docs), "-q", "Where?", "--top-k", "2", "--model", TINY_MODEL], env).returncode == 0
     status = json.loads(docqa(["status", "--format", "json"], env).stdout)
     assert status["counts"]["done"] == 2 and status["failures"] == []
-    csv_out = docqa(["results", "--format", "csv"], env).stdout.splitlines()
+    csv_out = docqa(["results", "--format", "csv", "--all-ranks"], env).stdout.splitlines()
     assert csv_out[0].startswith("answer_id,document_id,")
     assert len(csv_out) == 1 + 4  # header + 2 documents x top 2
-    follow = docqa(["results", "--follow", "--until-done", "--interval", "0.1"], env, timeout=60)
+    best = docqa(["results"], env).stdout.splitlines()  # each job's best answer by default
+    assert [json.loads(line)["rank"] for line in best] == [0, 0]
+    follow = docqa(["results", "--follow", "--until-done", "--interval", "0.1", "--all-ranks"], env, timeout=60)
     assert follow.returncode == 0 and len(follow.stdout.splitlines()) == 4
+    both = docqa(["results", "--rank", "1", "--all-ranks"], env)
+    assert both.returncode == 2 and "--all-ranks" in both.stderr
 
 
 def test_jobs_of_an_interrupted_run_are_resumed_without_waiting_for_the_lease(tmp_path):
@@ -154,3 +158,65 @@ def test_questions_over_the_character_limit_are_refused_by_name(tmp_path):
     assert refused.returncode == 2 and "over the limit of 1,000" in refused.stderr
     status = docqa(["status", "--no-broker"], env)
     assert status.returncode == 0 and "done: 2" in status.stdout  # the good questions were answered
+
+
+def test_changed_files_and_ids_become_new_versions_and_results_show_the_latest(tmp_path):
+    docs = tmp_path / "in"
+    docs.mkdir()
+    (docs / "a.txt").write_text(prose(40, seed=21), encoding="utf-8")
+    (docs / "b.txt").write_text(prose(40, seed=22), encoding="utf-8")
+    records = tmp_path / "records.jsonl"
+    records.write_text(json.dumps({"id": "r1", "text": prose(30, seed=23), "metadata": {"lang": "en"}}) + "\n",
+                       encoding="utf-8")
+    env = _env(tmp_path)
+    ask = ["-q", "Where does the river flow?", "--model", TINY_MODEL]
+    first = docqa(["run", str(docs), str(records), *ask], env)
+    assert first.returncode == 0, first.stderr
+    # Again, unchanged: nothing new, nothing changed, nothing answered.
+    same = docqa(["run", str(docs), str(records), *ask], env)
+    assert same.returncode == 0 and "3 documents (0 new)" in same.stdout and "0 answered now" in same.stdout
+    # One file and the JSONL id get new content; the other file stays.
+    (docs / "a.txt").write_text(prose(40, seed=31), encoding="utf-8")
+    records.write_text(json.dumps({"id": "r1", "text": prose(30, seed=33), "metadata": {"lang": "de"}}) + "\n",
+                       encoding="utf-8")
+    second = docqa(["run", str(docs), str(records), *ask], env)
+    assert second.returncode == 0, second.stderr
+    assert "3 documents (2 new, 2 changed)" in second.stdout and "2 answered now" in second.stdout
+
+    latest = [json.loads(line) for line in docqa(["results"], env).stdout.splitlines()]
+    assert len(latest) == 3 and not any(r["superseded"] for r in latest)
+    assert sorted(r["document_version"] for r in latest) == [1, 2, 2]
+    every = [json.loads(line) for line in docqa(["results", "--all-versions"], env).stdout.splitlines()]
+    assert len(every) == 5 and sorted(r["document_version"] for r in every if r["superseded"]) == [1, 1]
+    # By path (relative, as given) or id: the latest version unless all are asked for.
+    (a_latest,) = [json.loads(x) for x in docqa(["results", "--document", str(docs / "a.txt")], env).stdout.splitlines()]
+    assert a_latest["document_version"] == 2
+    r1 = docqa(["results", "--document", "r1", "--all-versions"], env).stdout.splitlines()
+    assert [(json.loads(x)["document_version"], json.loads(x)["document_metadata"]["lang"]) for x in r1] == [
+        (1, "en"), (2, "de")]
+    assert [json.loads(x)["document_external_id"] for x in docqa(["results", "--where", "lang=de"], env).stdout.splitlines()] == ["r1"]
+    bad = docqa(["results", "--where", "lang"], env)
+    assert bad.returncode == 2 and "KEY=VALUE" in bad.stderr
+
+
+def test_windows_shows_the_plan_fixed_at_submit(tmp_path):
+    text = prose(900, seed=71)
+    (tmp_path / "long.txt").write_text(text, encoding="utf-8")
+    env = _env(tmp_path)
+    ask = ["-q", "Where does the river flow?", "--model", TINY_MODEL, "--max-seq-len", "128", "--doc-stride", "32"]
+    assert docqa(["run", str(tmp_path / "long.txt"), *ask], env).returncode == 0
+    out = docqa(["windows", "--document", str(tmp_path / "long.txt"), "--show-text"], env)
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert len(rows) > 3 and [r["window_index"] for r in rows] == list(range(len(rows)))
+    assert all(text[r["char_start"]:r["char_end"]] == r["text"] for r in rows)
+    assert rows[0]["char_start"] == 0 and rows[-1]["char_end"] == len(text.rstrip())
+    assert all(a["token_end"] - b["token_start"] == 32 for a, b in zip(rows, rows[1:]))  # doc_stride tokens shared
+    # The answers came from those windows.
+    (answer,) = [json.loads(line) for line in docqa(["results"], env).stdout.splitlines()]
+    window = rows[answer["window_index"]]
+    assert (answer["window_char_start"], answer["window_char_end"]) == (window["char_start"], window["char_end"])
+    readable = docqa(["windows", "--document", str(tmp_path / "long.txt"), "--format", "text"], env)
+    assert readable.returncode == 0 and f"{len(rows)} windows" in readable.stdout
+    missing = docqa(["windows", "--document", "nothing-by-that-name"], env)
+    assert missing.returncode == 1 and "no document is named" in missing.stderr
