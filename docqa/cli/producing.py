@@ -50,15 +50,17 @@ def input_walk(args: argparse.Namespace):
     return Walk(include=tuple(args.include or ()), exclude=tuple(args.exclude or ()))
 
 
-def submit_inputs(args, settings, repo, enqueue, walk=None):
+def submit_inputs(args, settings, repo, enqueue, walk=None, chunker=None):
+    """Submit the command's inputs; `chunker` (a function giving a Chunker) overrides the
+    producer's own tokenizer load (docqa run hands in its engine's tokenizer)."""
+    from docqa.producer.chunking import chunker_for
     from docqa.producer.documents import iter_inputs
     from docqa.producer.submit import submit
 
-    from docqa.producer.chunking import chunker_for
-
     params = answer_params(settings)
     questions = read_questions(args, settings.max_question_chars)
-    chunker = chunker_for(settings, say=lambda line: print(f"docqa {args.command}: note: {line}", file=sys.stderr))
+    if chunker is None:
+        chunker = chunker_for(settings, say=lambda line: print(f"docqa {args.command}: note: {line}", file=sys.stderr))
     bar = progress_bar(None, "doc", "reading documents")
     try:
         return submit(
@@ -122,7 +124,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise CliError(str(exc), status=exits.FAILED) from None
     repo = open_repo(settings)
     walk = input_walk(args)
-    report = submit_inputs(args, settings, repo, enqueue=None, walk=walk)
+    loaded: list = []
+
+    def engine_now():
+        """The engine, loaded once when first needed (chunking new documents or answering)."""
+        if not loaded:
+            loaded.append(load_engine(settings))
+        return loaded[0]
+
+    chunker = None
+    if settings.chunk_at_submit:  # one tokenizer load for chunking and answering: the engine's
+        from functools import cache
+
+        from docqa.producer.chunking import Chunker
+
+        chunker = cache(lambda: Chunker(engine_now().tokenizer))
+    report = submit_inputs(args, settings, repo, enqueue=None, walk=walk, chunker=chunker)
     retried = repo.retry_failed(submission_id=report.submission_id) if args.retry_failed else []
     # Jobs left running by an interrupted run on this host go back to the queue now.
     repo.requeue_expired(max_attempts=settings.max_attempts, dead_workers=dead_local_workers(repo.running_workers()))
@@ -130,7 +147,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     done = failed = answers = 0
     engine = None
     if pending:  # unchanged input: nothing to run, and the model is not even loaded
-        engine = load_engine(settings)
+        engine = engine_now()
         bar = progress_bar(len(pending), "job", "answering")
         try:
             total = answer_queued(JobRunner.from_settings(repo, engine, settings), model=settings.model,
