@@ -32,7 +32,7 @@ from docqa.core.windows import (
     tokenize_documents,
     tokenizer_key,
 )
-from docqa.worker.batching import plan_batches
+from docqa.worker.batching import bucket_rows, bucket_width, plan_batches
 from docqa.worker.hardware import (
     CPU_BATCH_TOKENS,
     GPU_BATCH_TOKENS,
@@ -49,6 +49,11 @@ from docqa.worker.spans import WindowLayout, merge_answers, window_candidates
 log = logging.getLogger(__name__)
 
 DEFAULT_PARAMS = AnswerParams()
+
+# Engine(compile=...): "off" runs the model eagerly; the others are torch.compile modes
+# ("reduce-overhead" adds CUDA graphs on a GPU). Compiling takes tens of seconds per new
+# shape on its first batches: pair it with pad_buckets so a run sees few shapes.
+COMPILE_MODES = ("off", "default", "reduce-overhead")
 
 
 class ItemError(ValueError):
@@ -158,6 +163,8 @@ class Engine:
         max_batch_windows: int | None = None,
         trim_seconds: float = TRIM_SECONDS,
         span_path: str = "auto",
+        pad_buckets: bool | str = "auto",
+        compile: str = "off",
     ) -> None:
         if batch_tokens is not None and batch_tokens <= 0:
             raise ValueError(f"batch_tokens must be positive (got {batch_tokens})")
@@ -165,6 +172,10 @@ class Engine:
             raise ValueError(f"quantize must be 'none' or 'int8' (got {quantize!r})")
         if span_path not in ("auto", "numpy", "device"):
             raise ValueError(f"span_path must be 'auto', 'numpy' or 'device' (got {span_path!r})")
+        if pad_buckets not in (True, False, "auto"):
+            raise ValueError(f"pad_buckets must be True, False or 'auto' (got {pad_buckets!r})")
+        if compile not in COMPILE_MODES:
+            raise ValueError(f"compile must be one of {', '.join(COMPILE_MODES)} (got {compile!r})")
         self.model_id = model
         self.revision = revision
         self.device_request = device
@@ -173,6 +184,10 @@ class Engine:
         self.quantize = quantize
         self.max_batch_windows = max_batch_windows  # windows per forward at most (None: budget only)
         self.span_path_request = span_path
+        self.pad_buckets_request = pad_buckets
+        self.compile_mode = compile
+        self.compile_error: str | None = None  # why torch.compile failed (the model then runs eager)
+        self._eager_model = None  # the model before torch.compile, while the compiled one is used
         self._tokenizer = None
         self._model = None
         self._template: PairTemplate | None = None
@@ -202,6 +217,8 @@ class Engine:
             quantize=settings.quantize,
             trim_seconds=settings.trim_seconds,
             span_path=settings.span_path,
+            pad_buckets=settings.pad_buckets,
+            compile=settings.compile,
         )
 
     @classmethod
@@ -334,6 +351,13 @@ class Engine:
             model = quantize_int8(model)
         else:
             model = model.to(device=device, dtype=dtype)
+        if device.startswith("cuda:"):
+            # cuda:N (one worker per GPU): pinned buffers, CUDA graphs and compiled kernels
+            # then live on that GPU, and no CUDA context is opened on GPU 0 as well.
+            torch.cuda.set_device(torch.device(device))
+        if self.compile_mode != "off":
+            self._eager_model = model
+            model = torch.compile(model, mode=None if self.compile_mode == "default" else self.compile_mode)
         self._template = learn_template(tokenizer)
         self._tokenizer = tokenizer
         self._buffers = PinnedBuffers(device)
@@ -465,11 +489,21 @@ class Engine:
             return self.span_path_request
         return "device" if str(self.device).startswith("cuda") else "numpy"
 
+    @property
+    def pad_buckets(self) -> bool:
+        """Whether batches are padded to a few shapes (widths to a multiple of 64 tokens,
+        rows to a power of two): as asked, else on for CUDA (where CUDA graphs and
+        torch.compile want few shapes) and off on CPU (padding there is only extra work)."""
+        if self.pad_buckets_request != "auto":
+            return bool(self.pad_buckets_request)
+        return str(self._device or self.device_request).startswith("cuda")
+
     def _score_windows(self, windows, items) -> list[tuple[list, float, np.ndarray, np.ndarray]]:
         """Per window: (candidates best first, null score, start logits, end logits).
 
         Windows run in length-sorted batches under the token budget; each batch pads
-        only to its longest window.
+        only to its longest window (with pad_buckets: to that window's bucket, and its
+        rows to a power of two; padding rows hold one real token and are never read).
         """
         import torch
 
@@ -481,34 +515,48 @@ class Engine:
         lengths = [w[1].seq_len for w in windows]
         use_types = self._template.type_ids is not None and "token_type_ids" in tok.model_input_names
         on_device = self.span_path == "device"
+        buckets = self.pad_buckets
+        budget = self.batch_tokens
+        if buckets:
+            cap = self.max_model_len
+            planned = [bucket_width(n, cap) for n in lengths]
+        else:
+            planned = lengths
         with torch.inference_mode():
-            for batch in plan_batches(lengths, self.batch_tokens, self.max_batch_windows):
-                width = max(lengths[j] for j in batch)
-                ids = np.full((len(batch), width), pad, dtype=np.int64)
-                mask = np.zeros((len(batch), width), dtype=np.int64)
-                types = np.zeros((len(batch), width), dtype=np.int64) if use_types else None
+            for batch in plan_batches(planned, budget, self.max_batch_windows):
+                width = max(planned[j] for j in batch)
+                n_rows = bucket_rows(len(batch), width, budget, self.max_batch_windows) if buckets else len(batch)
+                ids = np.full((n_rows, width), pad, dtype=np.int64)
+                mask = np.zeros((n_rows, width), dtype=np.int64)
+                mask[len(batch):, 0] = 1  # padding rows: one token each, so no row is all masked
+                types = np.zeros((n_rows, width), dtype=np.int64) if use_types else None
+                allowed = np.zeros((len(batch), width), dtype=bool) if on_device else None
                 for row, j in enumerate(batch):
                     layout = windows[j][1]
                     ids[row, : lengths[j]] = windows[j][2]
                     mask[row, : lengths[j]] = 1
                     if use_types:
                         types[row, : lengths[j]] = self._type_row(layout)
+                    if on_device:
+                        allowed[row, : lengths[j]] = layout.allowed_mask()
                 inputs = {"input_ids": self._buffers.to_device(ids, 0), "attention_mask": self._buffers.to_device(mask, 1)}
                 if use_types:
                     inputs["token_type_ids"] = self._buffers.to_device(types, 2)
+                allowed_t = self._buffers.to_device(allowed, 3) if on_device else None
                 started = time.perf_counter()
-                result = self._model(**inputs)
+                result = self._forward(inputs)
                 self.forward_calls += 1
                 if self._device == "cpu":
                     self._trimmer.maybe_trim()
                 self.windows_run += len(batch)
                 if on_device:
-                    self._collect_on_device(result, batch, windows, items, out)
-                    self._forward_done(batch, lengths, width, started)
+                    fetched = self._candidates_on_device(result, batch, allowed_t, windows, items)
+                    self._forward_done(batch, lengths, n_rows * width, started)
+                    self._unpack_device_candidates(fetched, batch, windows, out)
                     continue
-                start = result.start_logits.float().cpu().numpy()
-                end = result.end_logits.float().cpu().numpy()
-                self._forward_done(batch, lengths, width, started)
+                start = result.start_logits[: len(batch)].float().cpu().numpy()
+                end = result.end_logits[: len(batch)].float().cpu().numpy()
+                self._forward_done(batch, lengths, n_rows * width, started)
                 for row, j in enumerate(batch):
                     i, layout, _ = windows[j]
                     s_log, e_log = start[row, : lengths[j]], end[row, : lengths[j]]
@@ -516,26 +564,44 @@ class Engine:
                     out[j] = (cands, null, s_log, e_log)
         return out
 
-    def _forward_done(self, batch: list[int], lengths: list[int], width: int, started: float) -> None:
+    def _forward(self, inputs: dict):
+        """The model on one batch; a compiled model that fails to compile (no C compiler,
+        an unsupported op) is dropped for the eager one, with a warning saying why."""
+        if self._eager_model is None:
+            return self._model(**inputs)
+        import torch
+
+        if self.compile_mode == "reduce-overhead":
+            # CUDA graphs: each forward is a new step; its outputs are read before the next one.
+            torch.compiler.cudagraph_mark_step_begin()
+        try:
+            return self._model(**inputs)
+        except Exception as exc:  # the compiler's errors have no common type
+            if isinstance(exc, torch.cuda.OutOfMemoryError):
+                raise
+            self.compile_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            log.warning("torch.compile (mode %s) failed; the model runs uncompiled: %s", self.compile_mode,
+                        self.compile_error)
+            self._model, self._eager_model = self._eager_model, None
+            return self._model(**inputs)
+
+    def _forward_done(self, batch: list[int], lengths: list[int], padded: int, started: float) -> None:
         if self.on_forward is not None:
             real = sum(lengths[j] for j in batch)
-            self.on_forward(len(batch), real, len(batch) * width, time.perf_counter() - started)
+            self.on_forward(len(batch), real, padded, time.perf_counter() - started)
 
-    def _collect_on_device(self, result, batch, windows, items, out) -> None:
-        """Rank spans on the device; copy back only candidates (grouped by span parameters)."""
+    def _candidates_on_device(self, result, batch, allowed_t, windows, items) -> list:
+        """Rank spans on the device and copy back only candidates, grouped by span parameters:
+        [(rows, DeviceCandidates, CLS start logits, CLS end logits)]. Ends synchronised."""
         import torch
 
         from docqa.worker.device_spans import device_candidates
 
-        width = result.start_logits.shape[1]
-        allowed = np.zeros((len(batch), width), dtype=bool)
-        for row, j in enumerate(batch):
-            allowed[row, : windows[j][1].seq_len] = windows[j][1].allowed_mask()
-        allowed_t = torch.from_numpy(allowed).to(result.start_logits.device)
         groups: dict[tuple[int, int], list[int]] = {}
         for row, j in enumerate(batch):
             p = items[windows[j][0]].params
             groups.setdefault((p.n_candidates, p.max_answer_len), []).append(row)
+        fetched = []
         for (n, max_len), rows in groups.items():
             idx = torch.tensor(rows, device=allowed_t.device)
             got = device_candidates(
@@ -544,6 +610,12 @@ class Engine:
             )
             cls_start = result.start_logits[idx, 0].float().cpu().numpy()
             cls_end = result.end_logits[idx, 0].float().cpu().numpy()
+            fetched.append((rows, got, cls_start, cls_end))
+        return fetched
+
+    def _unpack_device_candidates(self, fetched, batch, windows, out) -> None:
+        """Per window of the batch: its candidates, null score and the logits they need (host)."""
+        for rows, got, cls_start, cls_end in fetched:
             for r, row in enumerate(rows):
                 j = batch[row]
                 seq_len = windows[j][1].seq_len

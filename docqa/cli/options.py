@@ -66,6 +66,8 @@ def add_model_options(p: argparse.ArgumentParser, *, compute: bool = True) -> No
         add_setting(g, "batch_tokens", metavar="N")
         add_setting(g, "span_path")
         add_setting(g, "trim_seconds", metavar="S")
+        add_setting(g, "pad_buckets")
+        add_setting(g, "compile")
 
 
 def add_answer_options(p: argparse.ArgumentParser) -> None:

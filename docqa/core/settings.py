@@ -167,6 +167,18 @@ class Settings(_WithAnswerParams):  # type: ignore[misc, valid-type]
         "zero-score filler spans in tiny windows); `device` ranks on the GPU and copies back only "
         "candidates; `auto`: numpy on CPU, device on GPU",
     )
+    pad_buckets: bool | Literal["auto"] = Field(
+        "auto",
+        description="pad each forward batch to one of a few shapes (widths to a multiple of 64 tokens, rows "
+        "to a power of two), so CUDA graphs, `torch.compile` and cuBLAS see few shapes; answers are the "
+        "same up to float rounding. `auto`: on for CUDA, off on CPU (where padding is only extra work)",
+    )
+    compile: Literal["off", "default", "reduce-overhead"] = Field(
+        "off",
+        description="`torch.compile` the model: `default`, or `reduce-overhead` (adds CUDA graphs on a GPU). "
+        "Each new shape compiles on its first batch (tens of seconds; use with pad buckets); needs a C "
+        "compiler; if compiling fails the model runs uncompiled, with a warning. `off`: not compiled",
+    )
     trim_seconds: float = Field(
         10.0,
         ge=0,
