@@ -39,6 +39,7 @@ from docqa.worker.hardware import (
     TRIM_SECONDS,
     HeapTrimmer,
     PinnedBuffers,
+    apply_fast,
     quantize_int8,
     resolve_device,
     resolve_dtype,
@@ -160,6 +161,7 @@ class Engine:
         dtype: str = "auto",
         batch_tokens: int | None = None,
         quantize: str = "none",
+        fast: bool = False,
         max_batch_windows: int | None = None,
         trim_seconds: float = TRIM_SECONDS,
         span_path: str = "auto",
@@ -182,6 +184,10 @@ class Engine:
         self.dtype_request = dtype
         self.batch_tokens_request = batch_tokens
         self.quantize = quantize
+        # fast=True: the fastest mode of the device picked at warm_up (an explicit dtype or
+        # quantize wins); fast_note is then the one line that says what was chosen.
+        self.fast = fast
+        self.fast_note: str | None = None
         self.max_batch_windows = max_batch_windows  # windows per forward at most (None: budget only)
         self.span_path_request = span_path
         self.pad_buckets_request = pad_buckets
@@ -215,6 +221,7 @@ class Engine:
             dtype=settings.dtype,
             batch_tokens=settings.batch_tokens,
             quantize=settings.quantize,
+            fast=settings.fast,
             trim_seconds=settings.trim_seconds,
             span_path=settings.span_path,
             pad_buckets=settings.pad_buckets,
@@ -332,6 +339,8 @@ class Engine:
         hf_logging.disable_progress_bar()  # a per-load progress bar is noise in worker logs
 
         device = resolve_device(self.device_request)
+        if self.fast and self.fast_note is None:
+            self.dtype_request, self.quantize, self.fast_note = apply_fast(self.dtype_request, self.quantize, device)
         dtype = resolve_dtype(self.dtype_request, device)
         try:
             tokenizer = AutoTokenizer.from_pretrained(self.model_id, revision=self.revision, local_files_only=local_only)

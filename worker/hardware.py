@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import time
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -66,15 +67,12 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def _cpu_features() -> set[str]:
-    """'amx', 'vnni', 'avx512_bf16', 'avx2': what decides the fastest CPU mode, from torch's
-    probes (where this torch has them) and /proc/cpuinfo (where the OS has one)."""
+def cpu_features() -> set[str]:
+    """'amx', 'avx512_vnni', 'avx512_bf16', 'avx2': what decides the fastest CPU mode, from
+    torch's probes (where this torch has them) and /proc/cpuinfo (where the OS has one)."""
     import torch
 
-    probes = {"amx": "_is_amx_tile_supported", "vnni": "_is_vnni_supported",
+    probes = {"amx": "_is_amx_tile_supported", "avx512_vnni": "_is_vnni_supported",
               "avx512_bf16": "_is_avx512_bf16_supported", "avx2": "_is_avx2_supported"}
     found = {name for name, probe in probes.items() if getattr(torch.cpu, probe, lambda: False)()}
     try:
@@ -83,26 +81,64 @@ def _cpu_features() -> set[str]:
     except OSError:
         flags = set()
     found |= {"amx"} if {"amx_tile", "amx_bf16"} & flags else set()
-    found |= {"vnni"} if {"avx512_vnni", "avx_vnni"} & flags else set()
-    return found | ({"avx512_bf16", "avx2"} & flags)
+    return found | ({"avx512_vnni", "avx512_bf16", "avx2"} & flags)
+
+
+def fast_mode(features: Iterable[str], device: str = "cpu") -> tuple[str, str, str]:
+    """What --fast runs on `device` (resolved: 'cpu', 'cuda', 'cuda:N', ...) when its CPU has
+    `features` (names as `cpu_features()` gives them): (dtype, quantize, why). A pure
+    function of its arguments. The choices follow docs/BENCHMARKS.md ("CPU fast mode"):
+
+    - AMX: bfloat16 (3.8x the pipeline on an Intel Xeon with AMX, twice int8's speed);
+    - AVX512-VNNI without AMX: int8 (AMD Zen 4: int8 2.4x the pipeline, bfloat16 1.7x);
+    - AVX512-BF16 without VNNI or AMX: bfloat16;
+    - AVX2 only: int8 (1.26-1.56x the pipeline on an AMD EPYC with AVX2; bfloat16 is emulated there);
+    - anything else: float32 (no faster mode was measured);
+    - a CUDA GPU: docqa's GPU default, bfloat16 (float16 on GPUs without bfloat16).
+    """
+    if device.startswith("cuda"):
+        return "auto", "none", "a CUDA GPU: half precision, docqa's GPU default"
+    if device != "cpu":
+        return "auto", "none", f"no faster mode is known for device {device}"
+    has = set(features)
+    if "amx" in has:
+        return "bfloat16", "none", "this CPU has AMX"
+    if "avx512_vnni" in has:
+        return "float32", "int8", "this CPU has AVX512-VNNI, no AMX"
+    if "avx512_bf16" in has:
+        return "bfloat16", "none", "this CPU has AVX512-BF16, no AMX or VNNI"
+    if "avx2" in has:
+        return "float32", "int8", "this CPU has AVX2, no AVX-512 VNNI or AMX"
+    return "float32", "none", "no mode faster than float32 was measured on CPUs without AVX2"
+
+
+def mode_name(dtype: str, quantize: str) -> str:
+    """'int8', or the dtype ('auto' stays 'auto')."""
+    return "int8" if quantize == "int8" else dtype
+
+
+def apply_fast(dtype: str, quantize: str, device: str) -> tuple[str, str, str]:
+    """--fast on `device` (resolved): (dtype, quantize, the one line that says what it chose).
+
+    A dtype other than `auto` or a quantize other than `none` (a flag or DOCQA_DTYPE /
+    DOCQA_QUANTIZE) was asked for by the user: it wins, and the line says so.
+    """
+    fast_dtype, fast_quantize, why = fast_mode(cpu_features() if device == "cpu" else (), device)
+    given = [f"--dtype {dtype}"] * (dtype != "auto") + [f"--quantize {quantize}"] * (quantize != "none")
+    if given:
+        return dtype, quantize, (f"--fast: {' and '.join(given)} given, which wins over --fast (it would pick "
+                                 f"{mode_name(fast_dtype, fast_quantize)} here: {why})")
+    chosen = mode_name(fast_dtype, fast_quantize)
+    if chosen == "auto":  # by device: name what it resolves to
+        chosen = str(resolve_dtype("auto", device)).removeprefix("torch.")
+    return fast_dtype, fast_quantize, f"--fast: {chosen} ({why})"
 
 
 def faster_cpu_mode() -> tuple[str, str] | None:
-    """(the flag, why) of the mode that answers fastest on this CPU when it is not float32,
-    or None when float32 is as fast as it gets. docqa's CPU modes: --dtype bfloat16 (needs
-    bfloat16 instructions) and --quantize int8 (dynamic int8 linear layers)."""
-    features = _cpu_features()
-    if "amx" in features:
-        return "--dtype bfloat16", "this CPU has AMX, which runs bfloat16 several times faster than float32"
-    if "vnni" in features:
-        why = ("this CPU has int8 (VNNI) instructions but no AMX: there int8 runs faster than bfloat16 (about "
-               "1.4x on an AMD Zen 4: 10.7 vs 7.8 windows/s) and float32")
-        return "--quantize int8", why
-    if "avx512_bf16" in features:
-        return "--dtype bfloat16", "this CPU has AVX512-BF16, which runs bfloat16 faster than float32"
-    if "avx2" in features:
-        return "--quantize int8", "int8 is usually the fastest mode on CPUs with AVX2 (about 1.5-2x float32)"
-    return None
+    """(the mode --fast picks on this CPU, why) when it is not float32; else None."""
+    dtype, quantize, why = fast_mode(cpu_features())
+    name = mode_name(dtype, quantize)
+    return None if name == "float32" else (name, why)
 
 
 # Token budget of one forward (windows x padded length) when none is given. On a CPU a few

@@ -95,6 +95,8 @@ class Runtime:
         self.metrics = metrics.recorder(settings)  # does nothing unless the worker serves metrics
         loading = time.perf_counter()
         self.engine = Engine.from_settings(settings).warm_up()
+        if self.engine.fast_note:  # DOCQA_FAST / --fast: the mode it chose, in one line
+            log.info("docqa worker: %s", self.engine.fast_note)
         self.metrics.model_loaded(model=model_label(settings.model, settings.revision), dtype=self.engine.precision,
                                   device=str(self.engine.device), seconds=time.perf_counter() - loading)
         if self.metrics.active:

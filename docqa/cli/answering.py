@@ -40,7 +40,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
         text = decode_text(data, source, settings.max_document_chars)
     except InputError as exc:
         raise CliError(str(exc)) from None
-    engine = load_engine(settings)
+    engine = load_engine(settings, "ask")
     results = engine.run([QAItem(text, q, params) for q in args.question])
     out = {"model": engine.model_label, "source": source, "results": []}
     failed = False
@@ -70,7 +70,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not questions:
         raise CliError(f"{args.data}: holds no questions (a SQuAD v1.1 file lists them under "
                        "data[].paragraphs[].qas[]): there is nothing to score")
-    engine = load_engine(settings)
+    engine = load_engine(settings, "eval")
     started = time.perf_counter()
     predictions: dict[str, str] = {}
     skipped: list[dict[str, str]] = []  # questions with no prediction, and why: they score 0

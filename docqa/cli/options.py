@@ -63,6 +63,7 @@ def add_model_options(p: argparse.ArgumentParser, *, compute: bool = True) -> No
         add_setting(g, "device", metavar="DEVICE")
         add_setting(g, "dtype")
         add_setting(g, "quantize")
+        add_setting(g, "fast")
         add_setting(g, "batch_tokens", metavar="N")
         add_setting(g, "span_path")
         add_setting(g, "trim_seconds", metavar="S")
@@ -197,15 +198,19 @@ def connect_broker(settings: Settings):
     return app
 
 
-def load_engine(settings):
-    """A warm engine for `settings` (CliError with the reason when the model cannot load)."""
+def load_engine(settings, command: str | None = None):
+    """A warm engine for `settings` (CliError with the reason when the model cannot load);
+    with --fast, the mode it chose is said on stderr."""
     from docqa.worker.engine import Engine
     from docqa.worker.loading import ModelLoadError
 
     try:
-        return Engine.from_settings(settings).warm_up()
+        engine = Engine.from_settings(settings).warm_up()
     except ModelLoadError as exc:
         raise CliError(str(exc), status=exits.FAILED) from None
+    if engine.fast_note:  # --fast says what it chose, in one line
+        print(f"docqa{' ' + command if command else ''}: {engine.fast_note}", file=sys.stderr)
+    return engine
 
 
 def safe_url(url: str) -> str:

@@ -97,7 +97,7 @@ def exit_status(*, failed: int = 0, skipped: int = 0) -> int:
 
 
 def hint_faster_cpu_mode(repo, engine) -> None:
-    """Once per store: name the mode that answers fastest on this CPU when float32 ran."""
+    """Once per store: suggest --fast when float32 ran on a CPU that has a faster mode."""
     if engine is None or engine.device != "cpu" or engine.precision != "float32":
         return
     from docqa.worker.hardware import faster_cpu_mode
@@ -105,10 +105,10 @@ def hint_faster_cpu_mode(repo, engine) -> None:
     mode = faster_cpu_mode()
     if mode is None or not repo.first_time("hint:faster-cpu-mode", mode[0]):
         return
-    flag, why = mode
-    differ = ("only where two spans nearly tie" if "bfloat16" in flag else "slightly")
-    print(f"hint: {why}: {flag} answers faster, with answers that can differ from float32's {differ} "
-          "(said once per store)", file=sys.stderr)
+    name, why = mode
+    differ = ("only where two spans nearly tie" if name == "bfloat16" else "slightly")
+    print(f"hint: --fast answers faster here: it runs {name} ({why}), with answers that can differ from "
+          f"float32's {differ} (said once per store)", file=sys.stderr)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -129,7 +129,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     def engine_now():
         """The engine, loaded once when first needed (chunking new documents or answering)."""
         if not loaded:
-            loaded.append(load_engine(settings))
+            loaded.append(load_engine(settings, "run"))
         return loaded[0]
 
     chunker = None

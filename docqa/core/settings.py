@@ -116,6 +116,13 @@ class _StoreAndModel(BaseSettings):
         description="`int8`: dynamic int8 linear layers, CPU only; the fast mode for CPUs without bfloat16 "
         "instructions (about 1.5-2x; answers may differ slightly)",
     )
+    fast: bool = Field(
+        False,
+        description="answer in the fastest mode of this machine and say which on stderr: bfloat16 on CPUs with "
+        "AMX, int8 on CPUs with AVX512-VNNI (no AMX) or AVX2 only, bfloat16 on a CUDA GPU (docs/BENCHMARKS.md, "
+        "CPU fast mode); answers can differ slightly from float32's. A `dtype` or `quantize` set to anything "
+        "but its default wins over it",
+    )
 
 
 # The answer parameters, with AnswerParams' own descriptions, defaults and bounds.
