@@ -25,6 +25,8 @@ def main() -> int:
     parser.add_argument("--answers", type=int, default=100_000)
     parser.add_argument("--page", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--order", choices=["answer", "reference", "margin"], default="answer",
+                        help="the order pages are read in (default answer: by answer id)")
     parser.add_argument("--pg", default="host=127.0.0.1 dbname=test user=postgres", help="admin libpq DSN")
     args = parser.parse_args()
 
@@ -60,8 +62,9 @@ def main() -> int:
                                                    "d": params.digest()})
             conn.execute(text(
                 "INSERT INTO answers (job_id, rank, text, score, char_start, char_end, window_index, "
-                "start_logit, end_logit, null_start_logit, null_end_logit, model, created_at) "
-                "SELECT g, 0, 'north', 0.5, 0, 5, 0, 3.0, 2.0, 0.5, 0.25, 'm', :now FROM generate_series(1, :n) g"),
+                "start_logit, end_logit, null_start_logit, null_end_logit, sort_margin, model, created_at) "
+                "SELECT g, 0, 'north', 0.5 + (g % 997) / 2000.0, 0, 5, 0, 3.0 + (g % 1009) / 100.0, 2.0, 0.5, 0.25, "
+                "3.0 + (g % 1009) / 100.0 + 2.0 - 0.5 - 0.25, 'm', :now FROM generate_series(1, :n) g"),
                 {"now": now, "n": n_docs})
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text("ANALYZE"))  # as autovacuum would have by now on a store that grew
@@ -80,15 +83,19 @@ def main() -> int:
                 except httpx.HTTPError:
                     time.sleep(0.2)
             requests = answers = 0
-            cursor = 0
+            cursor = None
             started = time.perf_counter()
             while time.perf_counter() - started < args.seconds:
-                page = client.get("/v1/answers", params={"limit": args.page, "cursor": cursor}).json()
+                query = {"limit": args.page, "order": args.order}
+                if cursor is not None:
+                    query["cursor"] = cursor
+                page = client.get("/v1/answers", params=query).json()
                 requests += 1
                 answers += len(page["answers"])
-                cursor = page["next_cursor"] or 0
+                cursor = page["next_cursor"]
             elapsed = time.perf_counter() - started
-        figures = {"answers_in_store": args.answers, "page": args.page, "seconds": round(elapsed, 1),
+        figures = {"answers_in_store": args.answers, "page": args.page, "order": args.order,
+                   "seconds": round(elapsed, 1),
                    "requests_per_second": round(requests / elapsed, 1),
                    "answers_per_second": round(answers / elapsed, 1)}
         print(json.dumps(figures, indent=1))

@@ -10,7 +10,7 @@ import math
 import itertools
 from collections.abc import Collection, Iterator, Mapping, Sequence
 
-from sqlalchemy import Text, and_, case, cast, delete, func, or_, select, text, update
+from sqlalchemy import Text, case, cast, delete, func, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
 from docqa.core.answer import Answer
@@ -108,6 +108,7 @@ class Answers(Transactions):
                     "end_logit": a.end_logit,
                     "null_start_logit": a.null_start_logit,
                     "null_end_logit": a.null_end_logit,
+                    "sort_margin": NO_MARGIN if a.margin is None else a.margin,
                     "model": model_label,
                     "created_at": now,
                 }
@@ -183,10 +184,11 @@ class Answers(Transactions):
                     stmt = stmt.where(AnswerRow.id > position[1])
                 stmt = stmt.order_by(AnswerRow.id)
             else:
+                # Best first, newest first among equals: one row comparison, so the
+                # (key, id) index is walked backwards from the cursor, not sorted.
                 if position is not None:
-                    value, last_id = position
-                    stmt = stmt.where(or_(key < value, and_(key == value, AnswerRow.id > last_id)))
-                stmt = stmt.order_by(key.desc(), AnswerRow.id)
+                    stmt = stmt.where(tuple_(key, AnswerRow.id) < tuple_(*position))
+                stmt = stmt.order_by(key.desc(), AnswerRow.id.desc())
             with self._read() as session:
                 rows = session.execute(stmt).all()
             records = [_record(row) for row in rows]
@@ -283,9 +285,8 @@ class Answers(Transactions):
         )
 
 
-MARGIN = AnswerRow.start_logit + AnswerRow.end_logit - AnswerRow.null_start_logit - AnswerRow.null_end_logit
-# Answers without a margin sort below every real one.
-_NO_MARGIN = -1e308
+# Answers without a margin sort below every real one (AnswerRow.sort_margin).
+NO_MARGIN = -1e308
 ORDERS = ("answer", "reference", "margin")
 
 
@@ -295,7 +296,7 @@ def _order_key(order: str):
     if order == "reference":
         return AnswerRow.score
     if order == "margin":
-        return func.coalesce(MARGIN, _NO_MARGIN)
+        return AnswerRow.sort_margin
     raise ValueError(f"unknown order {order!r}: use one of {', '.join(ORDERS)}")
 
 
@@ -303,7 +304,7 @@ def result_cursor(record: ResultRecord, order: str = "answer") -> str:
     """The cursor that resumes an `iter_results(order=order)` listing after `record`."""
     if order == "answer":
         return str(record.answer_id)
-    value = record.score if order == "reference" else (record.margin if record.margin is not None else _NO_MARGIN)
+    value = record.score if order == "reference" else (record.margin if record.margin is not None else NO_MARGIN)
     return f"{value!r}:{record.answer_id}"
 
 

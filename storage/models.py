@@ -185,7 +185,12 @@ class AnswerRow(Base):
     """One ranked answer of a job, with its provenance (see `docqa.core.answer.Answer`)."""
 
     __tablename__ = "answers"
-    __table_args__ = (UniqueConstraint("job_id", "rank", name="uq_answers_job_id_rank"),)
+    __table_args__ = (
+        UniqueConstraint("job_id", "rank", name="uq_answers_job_id_rank"),
+        # Best-first pages (results --order margin|reference) walk these backwards.
+        Index("ix_answers_sort_margin", "sort_margin", "id"),
+        Index("ix_answers_score", "score", "id"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
@@ -210,6 +215,9 @@ class AnswerRow(Base):
     # answers stored before schema 0003.
     null_start_logit: Mapped[float | None] = mapped_column(Double)
     null_end_logit: Mapped[float | None] = mapped_column(Double)
+    # The margin (start + end - null start - null end logits), or NO_MARGIN where there is
+    # none: NOT NULL so an index orders answers by it.
+    sort_margin: Mapped[float] = mapped_column(Double, default=-1e308, server_default="-1e308")
     # "model@revision", or the model alone when there is no revision.
     model: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -9,6 +9,10 @@ Create Date: 2026-12-01
 - `job_plans`: a job's windows fixed at submit: the tokenizer, the question's token
   count, and each window's token and character range (JSON [[ts, te, cs, ce], ...]).
 
+- `answers.sort_margin`: the answer's margin, or -1e308 where it has none (the null answer,
+  answers stored before 0003), NOT NULL so that (sort_margin, id) and (score, id) indexes
+  page answers "best first" by keyset in either order without sorting the whole table.
+
 Jobs without a plan (older stores, a producer that could not load the tokenizer) are
 windowed by the worker, as before.
 
@@ -50,6 +54,21 @@ def upgrade() -> None:
     )
 
 
+    with op.batch_alter_table("answers") as batch:
+        batch.add_column(sa.Column("sort_margin", sa.Double(), nullable=False, server_default="-1e308"))
+    op.execute(
+        "UPDATE answers SET sort_margin = start_logit + end_logit - null_start_logit - null_end_logit "
+        "WHERE start_logit IS NOT NULL AND end_logit IS NOT NULL AND null_start_logit IS NOT NULL "
+        "AND null_end_logit IS NOT NULL"
+    )
+    op.create_index("ix_answers_sort_margin", "answers", ["sort_margin", "id"])
+    op.create_index("ix_answers_score", "answers", ["score", "id"])
+
+
 def downgrade() -> None:
+    op.drop_index("ix_answers_score", table_name="answers")
+    op.drop_index("ix_answers_sort_margin", table_name="answers")
+    with op.batch_alter_table("answers") as batch:
+        batch.drop_column("sort_margin")
     op.drop_table("job_plans")
     op.drop_table("document_tokens")
