@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import zlib
 from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING
 
@@ -16,6 +18,8 @@ from docqa.storage.transactions import Transactions, chunks
 
 if TYPE_CHECKING:
     from docqa.core.windows import DocumentTokens, WindowPlan
+
+log = logging.getLogger(__name__)
 
 
 class Plans(Transactions):
@@ -54,7 +58,10 @@ class Plans(Transactions):
                     )
                 ).all()
                 for doc_id, data in rows:
-                    out[doc_id] = decode_tokens(bytes(data))
+                    try:
+                        out[doc_id] = decode_tokens(bytes(data))
+                    except (ValueError, zlib.error) as exc:  # damaged: the worker tokenizes instead
+                        log.warning("stored tokens of document %s are unreadable (%s); tokenizing it again", doc_id, exc)
         return out
 
     def add_plans(self, plans: Iterable[tuple[int, WindowPlan]]) -> None:
@@ -79,7 +86,11 @@ class Plans(Transactions):
         with self._read() as session:
             for chunk in chunks(ids):
                 for row in session.execute(select(PlanRow).where(PlanRow.job_id.in_(chunk))).scalars():
-                    windows = tuple(tuple(w) for w in json.loads(row.windows))
+                    try:
+                        windows = tuple(tuple(int(x) for x in w) for w in json.loads(row.windows))
+                    except (ValueError, TypeError) as exc:  # damaged: the worker windows the job itself
+                        log.warning("the window plan of job %s is unreadable (%s); ignoring it", row.job_id, exc)
+                        continue
                     out[row.job_id] = WindowPlan(row.tokenizer, row.question_tokens, windows)
         return out
 

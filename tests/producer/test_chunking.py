@@ -143,3 +143,21 @@ def test_chunker_loads_no_torch_and_says_why_it_cannot_load(tmp_path, tiny_model
     assert out.stdout.split() == ["True", "False"]
     with pytest.raises(ChunkerUnavailable, match="does not exist"):
         Chunker.load(str(tmp_path / "no-such-model"))
+
+
+def test_damaged_tokens_or_plans_are_ignored_and_the_worker_windows_itself(tmp_path, tiny_model, chunker) -> None:
+    from sqlalchemy import text
+
+    repo = _store(tmp_path, "damaged.db")
+    report = submit([SourceDocument(source="a", text=TEXTS[1]), SourceDocument(source="b", text=TEXTS[2])],
+                    QUESTIONS[:1], repo=repo, model=tiny_model, revision=None, params=AnswerParams(),
+                    chunker=lambda: chunker)
+    with repo._write() as session:
+        session.execute(text("UPDATE document_tokens SET data = :junk WHERE document_id = 1"), {"junk": b"DQT1\x05"})
+        session.execute(text("UPDATE job_plans SET windows = 'not json' WHERE job_id = :j"),
+                        {"j": report.new_job_ids[1]})
+    engine = Engine(tiny_model, device="cpu").warm_up()
+    total = answer_queued(JobRunner.from_settings(repo, engine, Settings(model=tiny_model, device="cpu")),
+                          model=tiny_model, revision=None)
+    assert total.done == 2 and total.failed == 0
+    assert engine.documents_tokenized == 1  # the damaged one; the other's tokens were read
