@@ -79,6 +79,7 @@ for _key, _value in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"), ("H
 GPU_BF16_PEAKS = [
     (r"H100.*PCIe", 756.0, "H100 PCIe"),
     (r"H100.*NVL", 835.0, "H100 NVL"),
+    (r"H200.*NVL", 835.0, "H200 NVL"),
     (r"H200", 989.0, "H200"),
     (r"H100|H800", 989.0, "H100 SXM"),
     (r"A100|A800", 312.0, "A100"),
@@ -602,9 +603,9 @@ class Check:
         self.windows = build_windows(self.tok, self.docs)
         self.lengths = [len(w) for w in self.windows]
         self.flops = model_flops(self.config, self.lengths)
-        # bf16 where the device has it; a CPU without bf16 instructions measures float32 (the engine
-        # refuses emulated bf16 there: slower than float32).
-        self.dtype = "bfloat16" if self.info.get("bf16") else "float32"
+        # bf16 where the device has it; else float16 on a GPU (as the engine's "auto" picks) and
+        # float32 on a CPU (the engine refuses emulated bf16 there: slower than float32).
+        self.dtype = "bfloat16" if self.info.get("bf16") else "float16" if self.gpu else "float32"
         # span_path "device" is the GPU's default; the CPU dry run takes it too, to run the GPU's code.
         self.engine = Engine(str(self.model_dir), device=self.device, dtype=self.dtype, span_path="device").warm_up()
         self.warm_items = self.items if self.plan["warm"] == "full" else [QAItem(self.docs[0].text[:2000], "Who?")]
@@ -665,7 +666,7 @@ class Check:
         """The full model's answers on the workload in the sweep's dtype against float32."""
         from docqa.worker.engine import Engine
 
-        label = "full model bfloat16 vs float32: best answers unchanged (workload)"
+        label = f"full model {'float16' if self.dtype == 'float16' else 'bfloat16'} vs float32: best answers unchanged (workload)"
         budget = self.plan["compare_budget"]
         if self.dtype == "float32" or budget not in self.sweep_results:
             self.table.add("1", label, "n/a", notes="the sweep ran in float32 here (no bf16 on this device)"
