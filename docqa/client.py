@@ -228,6 +228,12 @@ class Client:
             self._chunkers[key] = chunker_for(settings, say=logging.getLogger("docqa.client").warning)
         return self._chunkers[key]
 
+    def warm_up(self) -> None:
+        """Load now what the first submit would otherwise wait for (the producer's tokenizer)."""
+        get = self._chunker(self.settings)
+        if get is not None:
+            get()
+
     def submission(self, submission_id: int) -> Submission:
         """A submission made earlier (by any client or command)."""
         if not self._repo.submission_exists(submission_id):

@@ -50,6 +50,8 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
     client = client or Client(settings=settings, embedded=settings.database_url.startswith("sqlite"))
     token = settings.api_token.get_secret_value() if settings.api_token is not None else None
     submit_lock = threading.Lock()  # an embedded client answers one submission at a time
+    # The first submission should not wait for the producer's tokenizer to load (about 1 s).
+    threading.Thread(target=_quietly, args=(client.warm_up,), name="docqa-warm-up", daemon=True).start()
     app = FastAPI(title="docqa", version=__version__,
                   description="Extractive question answering over long documents, with provenance.")
 
@@ -239,6 +241,13 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
         return {"document_ids": ids, "dry_run": dry_run, **counts._asdict()}
 
     return app
+
+
+def _quietly(work) -> None:
+    try:
+        work()
+    except Exception:  # the store or model is not there yet: the first request says why
+        pass
 
 
 def _json(content: Any) -> Response:

@@ -10,6 +10,7 @@ read tokens and plans and run the model; they tokenize only the question.
 from __future__ import annotations
 
 import logging
+import threading
 
 from docqa.core.params import AnswerParams
 from docqa.core.windows import (
@@ -99,16 +100,18 @@ def chunker_for(settings, say=None):
     if not settings.chunk_at_submit:
         return None
     loaded: list = []
+    lock = threading.Lock()  # a server warms it in a thread while a request may ask for it
 
     def get() -> Chunker | None:
-        if not loaded:
-            try:
-                loaded.append(Chunker.load(settings.model, settings.revision))
-            except ChunkerUnavailable as exc:
-                loaded.append(None)
-                if say is not None:
-                    say(f"submitting without window plans ({exc}); workers will tokenize the documents "
-                        "(DOCQA_CHUNK_AT_SUBMIT=0 says this is intended)")
-        return loaded[0]
+        with lock:
+            if not loaded:
+                try:
+                    loaded.append(Chunker.load(settings.model, settings.revision))
+                except ChunkerUnavailable as exc:
+                    loaded.append(None)
+                    if say is not None:
+                        say(f"submitting without window plans ({exc}); workers will tokenize the documents "
+                            "(DOCQA_CHUNK_AT_SUBMIT=0 says this is intended)")
+            return loaded[0]
 
     return get
