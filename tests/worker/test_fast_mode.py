@@ -113,3 +113,35 @@ def test_docqa_ask_fast_says_what_it_chose_and_answers(tmp_path, tiny_model):
     assert out["model"] == tiny_model + ("" if name == "float32" else f"+{name}")
     answers = out["results"][0]["answers"]
     assert answers and all(text[a["char_start"] : a["char_end"]] == a["text"] for a in answers)
+
+
+def test_int8_quantization_equals_torchs_quantize_dynamic(tiny_model):
+    """docqa quantizes the Linear layers on several threads; the model must be the one
+    torch.ao.quantization.quantize_dynamic makes: same int8 weights, same logits."""
+    import warnings
+
+    import torch
+    from docqa.worker.hardware import quantize_int8
+    from transformers import AutoModelForQuestionAnswering
+
+    def loaded():
+        return AutoModelForQuestionAnswering.from_pretrained(tiny_model, dtype=torch.float32).eval()
+
+    ours = quantize_int8(loaded())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = torch.ao.quantization.quantize_dynamic(loaded(), {torch.nn.Linear}, dtype=torch.qint8)
+    quantized = torch.ao.nn.quantized.dynamic.Linear
+    names = [n for n, m in reference.named_modules() if type(m) is quantized]
+    assert names and names == [n for n, m in ours.named_modules() if type(m) is quantized]
+    modules = dict(ours.named_modules())
+    for name, module in reference.named_modules():
+        if name in names:
+            (w_ref, b_ref), (w, b) = module._weight_bias(), modules[name]._weight_bias()
+            assert torch.equal(w_ref.int_repr(), w.int_repr()) and w_ref.q_scale() == w.q_scale()
+            assert torch.equal(b_ref, b)
+    torch.manual_seed(0)
+    ids = torch.randint(0, ours.config.vocab_size, (3, 64))
+    with torch.inference_mode():
+        a, b = ours(input_ids=ids), reference(input_ids=ids)
+    assert torch.equal(a.start_logits, b.start_logits) and torch.equal(a.end_logits, b.end_logits)
