@@ -226,11 +226,13 @@ def all_prose(root: Path = DOC_ROOT) -> list[tuple[str, str, str, list[str]]]:
     return out
 
 
-def select_documents(n_docs: int, n_questions: int, root: Path = DOC_ROOT) -> list[BenchDocument]:
-    """The first `n_docs` documents of 5,000-30,000 characters in the fixed shuffle."""
+def select_documents(n_docs: int, n_questions: int, root: Path = DOC_ROOT,
+                     min_chars: int = MIN_CHARS) -> list[BenchDocument]:
+    """The first `n_docs` documents of `min_chars` (default 5,000) to 30,000 characters in the
+    fixed shuffle."""
     candidates = []
     for name, title, prose, headings in all_prose(root):
-        if not (MIN_CHARS <= len(prose) <= MAX_CHARS):
+        if not (max(min_chars, MIN_CHARS) <= len(prose) <= MAX_CHARS):
             continue
         words = prose.split()
         alpha = sum(w.isalpha() for w in words) / max(1, len(words))
