@@ -15,7 +15,7 @@ from docqa import __version__
 from docqa.cli import answering, exits, inspecting, producing, provenance, scheduling, serving
 from docqa.cli.options import CliError
 
-__all__ = ["CliError", "build_parser", "main"]
+__all__ = ["CliError", "build_parser", "console", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,6 +58,27 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `docqa results | head`: the reader has what it wanted
         _silence_stdout()
         return exits.OK
+
+
+def console() -> None:
+    """The `docqa` program (and `python -m docqa`): `main()`, then the process exits.
+
+    After a command that loaded torch and transformers (ask, eval, run), the interpreter's
+    last garbage collections walk their millions of objects at exit: 1.1-1.4 s of a
+    `docqa run` here, deciding nothing. The stores the command opened are closed first
+    (SQLite folds its write-ahead log back into the file), then what exists is frozen
+    out of the collector (`gc.freeze`); the exit is otherwise the usual one (atexit
+    handlers, buffers flushed, objects released by reference counts): about 0.3 s.
+    """
+    status = main()
+    if "torch" in sys.modules:
+        import gc
+
+        from docqa.cli.options import close_stores
+
+        close_stores()
+        gc.freeze()
+    sys.exit(status)
 
 
 def _main(argv: list[str] | None) -> int:

@@ -1,5 +1,3 @@
-import sys
+from docqa.cli import console
 
-from docqa.cli import main
-
-sys.exit(main())
+console()

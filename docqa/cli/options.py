@@ -12,6 +12,7 @@ import argparse
 import sys
 import types
 import typing
+import weakref
 from typing import Any, Literal
 
 from docqa.cli import exits
@@ -165,6 +166,7 @@ def open_repo(settings: Settings, *, create: bool = True):
                 status=exits.UNREACHABLE,
             )
         db = make_engine(url)
+        _OPENED_STORES.add(db)
         if create:
             ensure_schema(db)
         else:
@@ -182,6 +184,18 @@ def open_repo(settings: Settings, *, create: bool = True):
         raise CliError(f"cannot open the store {safe_url(url)}: {type(exc).__name__}: {exc}",
                        status=exits.UNREACHABLE) from None
     return Repository(session_factory(db))
+
+
+# The stores this process opened with open_repo (weakly: one gone is closed already).
+_OPENED_STORES: weakref.WeakSet = weakref.WeakSet()
+
+
+def close_stores() -> None:
+    """Close the connections of every store open_repo opened that is still alive (on SQLite
+    the last close folds the write-ahead log back into the database file)."""
+    for db in list(_OPENED_STORES):
+        db.dispose()
+    _OPENED_STORES.clear()
 
 
 def connect_broker(settings: Settings):

@@ -145,3 +145,22 @@ def test_int8_quantization_equals_torchs_quantize_dynamic(tiny_model):
     with torch.inference_mode():
         a, b = ours(input_ids=ids), reference(input_ids=ids)
     assert torch.equal(a.start_logits, b.start_logits) and torch.equal(a.end_logits, b.end_logits)
+
+
+def test_docqa_run_fast_exits_with_its_store_closed(tmp_path, tiny_model):
+    """`docqa run` skips the interpreter's last garbage collections at exit (docqa.cli.console),
+    after closing its store: SQLite's write-ahead log is folded back, nothing is left beside
+    the database file, and the answers are there for the next command."""
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("The river flows north to the sea. " * 40, encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCQA_")}
+    env["HF_HUB_OFFLINE"] = "1"
+    run = subprocess.run([sys.executable, "-m", "docqa", "run", "docs", "-q", "Where does the river flow?", "--fast",
+                          "--model", tiny_model], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=180,
+                         check=False)
+    assert run.returncode == 0, run.stderr
+    assert "1 answered now with 1 answer" in run.stdout and "--fast: " in run.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["docqa.db", "docs"]  # no docqa.db-wal / -shm
+    results = subprocess.run([sys.executable, "-m", "docqa", "results"], capture_output=True, text=True, env=env,
+                             cwd=tmp_path, timeout=120, check=False)
+    assert results.returncode == 0 and json.loads(results.stdout.splitlines()[0])["question"] == "Where does the river flow?"
