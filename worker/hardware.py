@@ -92,7 +92,7 @@ def fast_mode(features: Iterable[str], device: str = "cpu") -> tuple[str, str, s
     - AMX: bfloat16 (3.8x the pipeline on an Intel Xeon with AMX, twice int8's speed);
     - AVX512-VNNI without AMX: int8 (AMD Zen 4: int8 2.4x the pipeline, bfloat16 1.7x);
     - AVX512-BF16 without VNNI or AMX: bfloat16;
-    - AVX2 only: int8 (1.26-1.56x the pipeline on an AMD EPYC with AVX2; bfloat16 is emulated there);
+    - AVX2 only: int8 (AMD EPYC Zen 3: 1.64-1.82x the pipeline; bfloat16 is emulated, 6.4x slower);
     - anything else: float32 (no faster mode was measured);
     - a CUDA GPU: docqa's GPU default, bfloat16 (float16 on GPUs without bfloat16).
     """
