@@ -15,13 +15,13 @@ Documents are read lazily: an iterable of a million documents is never held in m
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from docqa.core.filters import where_text
 from docqa.core.settings import Settings
 
 # Seconds between progress reads while waiting.
@@ -277,9 +277,8 @@ class Client:
           or "margin" (comparable across windows and documents, highest first).
         """
         document_ids = None if document is None else self._repo.resolve_documents(document)
-        where_text = None if where is None else {k: _json_text(v) for k, v in where.items()}
         return self._repo.iter_results(submission_id=submission, job_id=job, document_ids=document_ids,
-                                       question=question, model=model, rank=rank, where=where_text,
+                                       question=question, model=model, rank=rank, where=where_text(where),
                                        all_versions=all_versions, order=order)
 
     def best_documents(
@@ -288,8 +287,8 @@ class Client:
     ) -> list:
         """The `top` best answers (rank 0 of each job) to `question` across the latest versions
         of all documents, by margin (or "reference" score): which documents answer it best."""
-        where_text = None if where is None else {k: _json_text(v) for k, v in where.items()}
-        return self._repo.top_results(question=question, top=top, model=model, rank=0, where=where_text, order=order)
+        return self._repo.top_results(question=question, top=top, model=model, rank=0, where=where_text(where),
+                                      order=order)
 
     def delete(self, *, document: int | str | None = None, submission: int | None = None, dry_run: bool = False):
         """Remove documents (one reference: id, JSONL id or source path; or all of a
@@ -333,11 +332,6 @@ class Client:
             self._dispatcher = Dispatcher(make_celery(self.settings), self._repo, queue=self.settings.queue,
                                           batch_jobs=self.settings.worker_batch_jobs)
         return self._dispatcher
-
-
-def _json_text(value: Any) -> str:
-    """A metadata value as the store compares it: strings as they are, others as JSON."""
-    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _source_documents(documents: Iterable, max_chars: int) -> Iterator:

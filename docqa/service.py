@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from docqa import __version__
 from docqa.client import Client, SubmitError
+from docqa.core.filters import parse_where
 from docqa.core.settings import Settings
 from docqa.storage.answers import result_cursor
 
@@ -191,12 +192,10 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
             return record_in_unit(rec.as_dict(), texts[rec.document_id], offsets)
 
         document_ids = None if document is None else repo.resolve_documents(document)
-        metadata: dict[str, str] = {}
-        for item in where:
-            name, sep, value = item.partition("=")
-            if not sep or not name:
-                raise HTTPException(status_code=422, detail=f"where={item!r}: write KEY=VALUE")
-            metadata[name] = value
+        try:
+            metadata = parse_where(where)
+        except ValueError as exc:
+            raise HTTPException(status_code=422, detail=f"where={exc}") from None
         filters = dict(document_ids=document_ids, question=question, model=model, where=metadata,
                        all_versions=all_versions, rank=None if all_ranks else rank, submission_id=submission)
         if top is not None:

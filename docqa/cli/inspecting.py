@@ -169,13 +169,12 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
 
 def parse_where(items: list[str]) -> dict[str, str]:
     """{"KEY": "VALUE"} from --where KEY=VALUE arguments; CliError naming a malformed one."""
-    where: dict[str, str] = {}
-    for item in items or []:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise CliError(f"--where {item!r}: write KEY=VALUE (e.g. --where lang=en)")
-        where[name.strip()] = value
-    return where
+    from docqa.core.filters import parse_where as parse
+
+    try:
+        return parse(items)
+    except ValueError as exc:
+        raise CliError(f"--where {exc}") from None
 
 
 def cmd_results(args: argparse.Namespace) -> int:
