@@ -264,14 +264,16 @@ class Leases(Transactions):
         return sorted(released)
 
     def requeue_expired(
-        self, *, max_attempts: int, now: datetime | None = None, dead_workers: Iterable[str] = ()
+        self, *, max_attempts: int, now: datetime | None = None, dead_workers: Iterable[str] = (),
+        given_up: list[int] | None = None,
     ) -> list[int]:
         """The sweeper: running jobs whose lease ran out go back to queued; return their ids.
 
         Jobs held by `dead_workers` (worker names known to be gone, e.g. a process of
         this host that no longer exists) count as expired whatever their lease says.
         The caller re-enqueues the returned ids. A job that already had `max_attempts`
-        attempts is marked failed instead, with the reason and its last worker.
+        attempts is marked failed instead, with the reason and its last worker; their ids are
+        appended to `given_up` when the caller passes a list (for its failed-jobs count).
         """
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
@@ -301,6 +303,8 @@ class Leases(Transactions):
                     .values(status=JobStatus.QUEUED, leased_until=None, updated_at=now)
                     .execution_options(synchronize_session=False)
                 )
+        if given_up is not None:  # only once the transaction committed
+            given_up.extend(row.id for row in exhausted)
         return requeue
 
     def running_workers(self) -> list[str]:

@@ -125,8 +125,13 @@ class Runtime:
 
         self.repo.beat_worker(self.name)
         dead = dead_local_workers(self.repo.running_workers())
-        ids = self.repo.requeue_expired(max_attempts=self.settings.max_attempts, dead_workers=dead)
+        gave_up: list[int] = []
+        ids = self.repo.requeue_expired(max_attempts=self.settings.max_attempts, dead_workers=dead, given_up=gave_up)
         self.metrics.jobs("requeued", len(ids))
+        self.metrics.jobs("failed", len(gave_up))
+        if gave_up:
+            log.warning("marked %d job(s) failed: their attempts ran out (%d) with their worker gone: %s",
+                        len(gave_up), self.settings.max_attempts, gave_up[:20])
         self.dispatcher.send_queued(self.repo.queued_jobs(ids))  # suspects: one message each, run alone
         if ids:
             why = f"their worker process is gone ({', '.join(dead)})" if dead else "their lease ran out"
