@@ -71,6 +71,10 @@ class Chunker:
     def tokenize(self, text: str) -> DocumentTokens:
         return tokenize_documents(self.tokenizer, [text])[0]
 
+    def tokenize_many(self, texts: list[str]) -> list[DocumentTokens]:
+        """Several documents in one call: the Rust tokenizer spreads them over the cores."""
+        return tokenize_documents(self.tokenizer, texts)
+
     def question_tokens(self, question: str) -> int:
         n = self._questions.get(question)
         if n is None:

@@ -16,6 +16,12 @@ from docqa.producer.documents import InputError, SourceDocument, check_question
 from docqa.storage.submissions import SubmissionCounts
 from docqa.core.params import AnswerParams
 
+# Chunking tokenizes new documents a group at a time (one tokenizer call over the cores,
+# one transaction for their tokens, one for their plans): up to this many documents or
+# characters, whichever comes first (a larger document is a group alone).
+GROUP_DOCUMENTS = 32
+GROUP_CHARACTERS = 2_000_000
+
 
 @dataclass
 class SubmitReport:
@@ -59,7 +65,9 @@ def submit(
     `errors` and skipped; a question over `max_question_chars` is reported and skipped;
     the others go on. With a `chunker` (a function giving a producer.chunking.Chunker or
     None, called when first needed), the document of a new job is tokenized once per
-    tokenizer and each new job's windows are planned and stored, for workers to read. When the
+    tokenizer and each new job's windows are planned and stored, for workers to read: new
+    documents a group at a time (GROUP_DOCUMENTS / GROUP_CHARACTERS), their jobs sent once
+    their plans are stored. When the
     broker refuses a message the jobs stay stored and queued
     (`unsent_job_ids`, `send_error`): a worker's reconciler sends them once the broker is
     back, or `docqa requeue` does.
@@ -69,6 +77,37 @@ def submit(
     report.submission_id = repo.start_submission(command=command, model=model, revision=revision, label=label)
     pending: list[int] = []
     clean_questions = [q for q in (q.strip() for q in questions) if q]
+
+    group: list[tuple[int, str, bool, list[tuple[int, str]]]] = []  # (document, text, created, new jobs)
+    group_chars = [0]
+
+    def send(job_ids: list[int]) -> None:
+        for job_id in job_ids:
+            pending.append(job_id)
+            if len(pending) >= chunk:
+                flush()
+
+    def plan_group() -> None:
+        if not group:
+            return
+        ch = chunker()
+        if ch is not None:
+            texts = {doc_id: text for doc_id, text, _created, _jobs in group}
+            # Stored tokens are reused; a document new to the store has none to look up.
+            known = {doc_id for doc_id, _text, created, _jobs in group if not created}
+            tokens = repo.tokens_for(known, ch.key) if known else {}
+            missing = [doc_id for doc_id in texts if doc_id not in tokens]
+            if missing:
+                made = dict(zip(missing, ch.tokenize_many([texts[doc_id] for doc_id in missing])))
+                report.token_bytes += repo.add_tokens_many(ch.key, made.items())
+                report.tokens += sum(len(t) for t in made.values())
+                tokens.update(made)
+            plans = [(job_id, ch.plan(tokens[doc_id], q, params))
+                     for doc_id, _text, _created, jobs in group for job_id, q in jobs]
+            repo.add_plans([(job_id, plan) for job_id, plan in plans if plan is not None])
+        send([job_id for _doc_id, _text, _created, jobs in group for job_id, _q in jobs])
+        group.clear()
+        group_chars[0] = 0
 
     def flush() -> None:
         if enqueue is not None and pending and report.send_error is None:
@@ -111,27 +150,23 @@ def submit(
         report.changed_documents += int(stored_doc.changed)
         stored = repo.add_jobs(doc_id, asked, model=model, revision=revision, params=params)
         repo.add_submission_jobs(report.submission_id, [job_id for job_id, _new in stored])
-        # Tokens and plans for new jobs only: a document whose jobs all exist costs nothing.
-        ch = chunker() if chunker is not None and any(new for _job_id, new in stored) else None
-        if ch is not None:
-            if stored_doc.created or not repo.has_tokens(doc_id, ch.key):
-                tokens = ch.tokenize(doc.text)
-                report.token_bytes += repo.add_tokens(doc_id, ch.key, tokens)
-                report.tokens += len(tokens)
-            else:
-                tokens = repo.tokens_for([doc_id], ch.key)[doc_id]
-            plans = [(job_id, ch.plan(tokens, q, params)) for (job_id, new), q in zip(stored, asked) if new]
-            repo.add_plans([(job_id, plan) for job_id, plan in plans if plan is not None])
-        for job_id, new in stored:
-            report.jobs += 1
-            if new:
-                report.new_jobs += 1
-                report.new_job_ids.append(job_id)
-                pending.append(job_id)
-                if len(pending) >= chunk:
-                    flush()
-            else:
-                report.existing_jobs += 1
+        new_jobs = [(job_id, q) for (job_id, new), q in zip(stored, asked) if new]
+        report.jobs += len(stored)
+        report.new_jobs += len(new_jobs)
+        report.existing_jobs += len(stored) - len(new_jobs)
+        report.new_job_ids += [job_id for job_id, _q in new_jobs]
+        if not new_jobs:  # a document whose jobs all exist costs nothing more
+            continue
+        if chunker is None:
+            send([job_id for job_id, _q in new_jobs])
+            continue
+        # Tokens and plans for new jobs, a group of documents at a time; the group's jobs are
+        # sent once their plans are stored, so a worker finds them.
+        group.append((doc_id, doc.text, stored_doc.created, new_jobs))
+        group_chars[0] += len(doc.text)
+        if len(group) >= GROUP_DOCUMENTS or group_chars[0] >= GROUP_CHARACTERS:
+            plan_group()
+    plan_group()
     flush()
     repo.finish_submission(
         report.submission_id,

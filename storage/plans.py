@@ -32,17 +32,22 @@ class Plans(Transactions):
     def add_tokens(self, document_id: int, tokenizer: str, tokens: DocumentTokens) -> int:
         """Store a document's tokens under `tokenizer` (once: a second store is a no-op).
         Returns the stored size in bytes."""
+        return self.add_tokens_many(tokenizer, [(document_id, tokens)])
+
+    def add_tokens_many(self, tokenizer: str, documents: Iterable[tuple[int, DocumentTokens]]) -> int:
+        """Store several documents' tokens under `tokenizer` in one transaction (a document
+        that has them already keeps its own). Returns the bytes of what was given."""
         from docqa.core.windows import encode_tokens
 
-        data = encode_tokens(tokens)
+        now = utcnow()
+        rows = [{"document_id": doc_id, "tokenizer": tokenizer, "n_tokens": len(tokens), "data": encode_tokens(tokens),
+                 "created_at": now} for doc_id, tokens in documents]
+        if not rows:
+            return 0
         with self._write() as session:
-            session.execute(
-                self._insert(TokensRow)
-                .values(document_id=document_id, tokenizer=tokenizer, n_tokens=len(tokens), data=data,
-                        created_at=utcnow())
-                .on_conflict_do_nothing()
-            )
-        return len(data)
+            for chunk in chunks(rows, 64):  # blobs: keep one statement's parameters modest
+                session.execute(self._insert(TokensRow).values(list(chunk)).on_conflict_do_nothing())
+        return sum(len(row["data"]) for row in rows)
 
     def tokens_for(self, document_ids: Collection[int], tokenizer: str) -> dict[int, DocumentTokens]:
         """The stored tokens of those documents under `tokenizer` (documents without are absent)."""

@@ -130,7 +130,23 @@ def plan_windows(
 
 # -- tokens and window plans made once, by the producer -----------------------------------
 
-TOKENS_FORMAT = b"DQT1"
+TOKENS_FORMAT = b"DQT2"  # what encode_tokens writes; decode_tokens also reads DQT1
+_OLD_TOKENS_FORMAT = b"DQT1"
+# The integer types a DQT2 array may be stored in, by their one-byte code.
+_TYPES = {1: "<u1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4"}
+_CODES = {v: k for k, v in _TYPES.items()}
+_ZLIB_LEVEL = 3  # 2.4x faster than 6 on these arrays for 6% more bytes (docs/BENCHMARKS.md)
+
+
+def _narrowest(values: np.ndarray) -> str:
+    """The smallest stored type that holds every value (32 bits at most: the ids and
+    offsets of one document fit)."""
+    lo, hi = (int(values.min()), int(values.max())) if values.size else (0, 0)
+    for code in (1, 2, 4) if lo >= 0 else (3, 5):
+        info = np.iinfo(np.dtype(_TYPES[code]))
+        if info.min <= lo and hi <= info.max:
+            return _TYPES[code]
+    raise ValueError(f"token values {lo}..{hi} do not fit 32 bits")
 
 
 def tokenizer_key(tokenizer) -> str:
@@ -144,46 +160,55 @@ def tokenizer_key(tokenizer) -> str:
 
 
 def encode_tokens(tokens: DocumentTokens) -> bytes:
-    """A compact, lossless byte form of a tokenization (zlib over delta-coded arrays).
+    """A compact, lossless byte form of a tokenization (zlib over delta-coded arrays, each
+    in the narrowest integer type that holds it).
 
-    Layout: b"DQT1", n (uint32 LE), id width (1 byte: 2 or 4), then zlib of: ids
-    (uint16/uint32), start deltas (int32), token lengths (int32), word id deltas (int32).
+    Layout (DQT2): b"DQT2", n (uint32 LE), four type codes (one byte each: 1 uint8,
+    2 uint16, 3 int16, 4 uint32, 5 int32), then zlib of: ids, start deltas, token lengths,
+    word id deltas. Prose gives uint16 ids, uint8 start deltas and lengths and uint8 word
+    id deltas: about 2 bytes per token once compressed.
     """
     import zlib
 
     n = len(tokens)
-    wide = n and int(tokens.ids.max()) >= 1 << 16
-    ids = tokens.ids.astype("<u4" if wide else "<u2")
     starts = tokens.offsets[:, 0] if n else np.zeros(0, dtype=np.int64)
     lengths = (tokens.offsets[:, 1] - starts) if n else np.zeros(0, dtype=np.int64)
-    body = b"".join(
-        (
-            ids.tobytes(),
-            np.diff(starts, prepend=0).astype("<i4").tobytes(),
-            lengths.astype("<i4").tobytes(),
-            np.diff(tokens.word_ids, prepend=0).astype("<i4").tobytes(),
-        )
-    )
-    header = TOKENS_FORMAT + int(n).to_bytes(4, "little") + bytes([4 if wide else 2])
-    return header + zlib.compress(body, 6)
+    arrays = (tokens.ids, np.diff(starts, prepend=0), lengths, np.diff(tokens.word_ids, prepend=0))
+    types = [_narrowest(a) for a in arrays]
+    body = b"".join(a.astype(t).tobytes() for a, t in zip(arrays, types))
+    header = TOKENS_FORMAT + int(n).to_bytes(4, "little") + bytes(_CODES[t] for t in types)
+    return header + zlib.compress(body, _ZLIB_LEVEL)
 
 
 def decode_tokens(data: bytes) -> DocumentTokens:
-    """The tokenization `encode_tokens` wrote; ValueError for bytes it did not write."""
+    """The tokenization `encode_tokens` wrote (DQT2, or DQT1 from stores of docqa 0.12's
+    first chunking); ValueError for bytes it did not write."""
     import zlib
 
-    if len(data) < 9 or data[:4] != TOKENS_FORMAT:
-        raise ValueError("not a docqa token blob (format DQT1)")
-    n = int.from_bytes(data[4:8], "little")
-    width = data[8]
-    body = zlib.decompress(data[9:])
-    if width not in (2, 4) or len(body) != n * (width + 12):
-        raise ValueError(f"corrupt docqa token blob: {len(body)} bytes for {n} tokens of width {width}")
-    ids = np.frombuffer(body, dtype="<u4" if width == 4 else "<u2", count=n).astype(np.int64)
-    rest = np.frombuffer(body, dtype="<i4", offset=n * width).astype(np.int64).reshape(3, n)
-    starts = np.cumsum(rest[0])
-    offsets = np.stack([starts, starts + rest[1]], axis=1) if n else np.zeros((0, 2), dtype=np.int64)
-    return DocumentTokens(ids=ids, offsets=offsets, word_ids=np.cumsum(rest[2]))
+    if len(data) >= 9 and data[:4] == _OLD_TOKENS_FORMAT:
+        n, width, body = int.from_bytes(data[4:8], "little"), data[8], zlib.decompress(data[9:])
+        if width not in (2, 4):
+            raise ValueError(f"corrupt docqa token blob: id width {width}")
+        types = ["<u4" if width == 4 else "<u2", "<i4", "<i4", "<i4"]
+    elif len(data) >= 12 and data[:4] == TOKENS_FORMAT:
+        n = int.from_bytes(data[4:8], "little")
+        if any(code not in _TYPES for code in data[8:12]):
+            raise ValueError(f"corrupt docqa token blob: type codes {list(data[8:12])}")
+        types = [_TYPES[code] for code in data[8:12]]
+        body = zlib.decompress(data[12:])
+    else:
+        raise ValueError("not a docqa token blob (format DQT2 or DQT1)")
+    sizes = [n * np.dtype(t).itemsize for t in types]
+    if len(body) != sum(sizes):
+        raise ValueError(f"corrupt docqa token blob: {len(body)} bytes for {n} tokens of types {types}")
+    arrays, at = [], 0
+    for t, size in zip(types, sizes):
+        arrays.append(np.frombuffer(body, dtype=t, count=n, offset=at).astype(np.int64))
+        at += size
+    ids, start_deltas, lengths, word_deltas = arrays
+    starts = np.cumsum(start_deltas)
+    offsets = np.stack([starts, starts + lengths], axis=1) if n else np.zeros((0, 2), dtype=np.int64)
+    return DocumentTokens(ids=ids, offsets=offsets, word_ids=np.cumsum(word_deltas))
 
 
 def window_ranges(tokens: DocumentTokens, spans: list[tuple[int, int]]) -> list[tuple[int, int, int, int]]:

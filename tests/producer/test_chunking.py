@@ -67,8 +67,46 @@ def test_tokens_round_trip_and_plans_equal_the_worker_windows(engine, chunker) -
                 for ts, te, cs, ce in plan.windows:  # the characters each window's context covers
                     assert (cs, ce) == (tokens.offsets[ts, 0], tokens.offsets[te - 1, 1])
                     assert text[cs:ce].strip() and ce <= len(text)
-    with pytest.raises(ValueError, match="DQT1"):
+    with pytest.raises(ValueError, match="DQT2"):
         decode_tokens(b"nonsense")
+
+
+def _dqt1(tokens) -> bytes:
+    """The first chunking's format (fixed widths, zlib level 6), as stores made then hold it."""
+    import zlib
+
+    starts, ends = tokens.offsets[:, 0], tokens.offsets[:, 1]
+    wide = int(tokens.ids.max()) >= 1 << 16
+    body = b"".join((tokens.ids.astype("<u4" if wide else "<u2").tobytes(),
+                     np.diff(starts, prepend=0).astype("<i4").tobytes(), (ends - starts).astype("<i4").tobytes(),
+                     np.diff(tokens.word_ids, prepend=0).astype("<i4").tobytes()))
+    return b"DQT1" + len(tokens).to_bytes(4, "little") + bytes([4 if wide else 2]) + zlib.compress(body, 6)
+
+
+def test_token_blobs_take_the_narrowest_types_and_older_blobs_still_read(chunker) -> None:
+    from docqa.core.windows import DocumentTokens
+
+    prose = chunker.tokenize(TEXTS[0])
+    blob = encode_tokens(prose)
+    assert blob[:4] == b"DQT2" and list(blob[8:12]) == [2, 1, 1, 1]  # uint16 ids, uint8 deltas and lengths
+    assert len(blob) < len(_dqt1(prose))
+    # Values that need wider types: ids past 65,535, long tokens, far jumps, words going back.
+    n = 6
+    odd = DocumentTokens(ids=np.array([5, 70_000, 3, 2**31 - 1, 0, 9]),
+                         offsets=np.array([[0, 1], [300, 100_300], [100_300, 100_301], [200_000, 200_002],
+                                           [200_002, 200_003], [200_003, 200_004]]),
+                         word_ids=np.array([-1, 0, 40_000, 2, 2, -1]))
+    for tokens in (prose, odd, DocumentTokens(np.zeros(0, np.int64), np.zeros((0, 2), np.int64),
+                                              np.zeros(0, np.int64))):
+        for data in ((encode_tokens(tokens), _dqt1(tokens)) if len(tokens) else (encode_tokens(tokens),)):
+            back = decode_tokens(data)
+            assert np.array_equal(back.ids, tokens.ids) and np.array_equal(back.offsets, tokens.offsets)
+            assert np.array_equal(back.word_ids, tokens.word_ids)
+    assert list(encode_tokens(odd)[8:12]) == [4, 4, 4, 5] and len(odd) == n
+    with pytest.raises(ValueError, match="type codes"):
+        decode_tokens(blob[:8] + b"\x09" + blob[9:])
+    with pytest.raises(ValueError, match="corrupt"):
+        decode_tokens(blob[:4] + (len(prose) + 1).to_bytes(4, "little") + blob[8:])
 
 
 def _store(tmp_path, name: str) -> Repository:
@@ -132,6 +170,41 @@ def test_the_same_text_is_tokenized_once_and_new_questions_get_plans_from_stored
     legacy = submit([SourceDocument(source="b", text=TEXTS[1])], QUESTIONS[:1], repo=repo, model=tiny_model,
                     revision=None, params=AnswerParams())
     assert repo.plans_for(legacy.new_job_ids) == {}
+
+
+def test_groups_of_documents_are_tokenized_together_and_jobs_are_sent_after_their_plans(tmp_path, tiny_model,
+                                                                                          chunker, monkeypatch) -> None:
+    import docqa.producer.submit as submitting
+
+    monkeypatch.setattr(submitting, "GROUP_DOCUMENTS", 3)
+    repo = _store(tmp_path, "groups.db")
+    calls: list[int] = []
+    real = chunker.tokenize_many
+    monkeypatch.setattr(chunker, "tokenize_many", lambda texts: calls.append(len(texts)) or real(texts))
+    # 7 documents in groups of 3. A text again with a new question of its own: in the same
+    # group (d2), in a later group (d5, d6); each new job still gets a plan.
+    extra = QUESTIONS[2]
+    inputs = [(TEXTS[0], []), (TEXTS[1], []), (TEXTS[1], [extra]), (TEXTS[2], []), (TEXTS[3], []),
+              (TEXTS[0], [extra]), (TEXTS[2], [extra])]
+    missing_at_send: list[int] = []
+
+    def enqueue(job_ids: list[int]) -> None:  # a worker taking these now must find their plans
+        missing_at_send.extend(set(job_ids) - set(repo.plans_for(job_ids)))
+
+    report = submit([SourceDocument(source=f"d{i}", text=t, questions=q) for i, (t, q) in enumerate(inputs)],
+                    QUESTIONS[:2], repo=repo, model=tiny_model, revision=None,
+                    params=AnswerParams(max_seq_len=64, doc_stride=16), chunker=lambda: chunker, enqueue=enqueue,
+                    chunk=4)
+    assert report.documents == 7 and report.new_documents == 4 and report.new_jobs == 11
+    assert missing_at_send == [] and report.enqueued_messages == 3 and report.unsent_job_ids == []
+    assert calls == [2, 2]  # one call per group, each text once; the last group's text was stored already
+    assert report.tokens == sum(len(chunker.tokenize(t)) for t in TEXTS[:4])
+    plans = repo.plans_for(report.new_job_ids)
+    assert sorted(plans) == sorted(report.new_job_ids)
+    for doc_id in {repo.job(j).document_id for j in report.new_job_ids}:
+        stored = repo.tokens_for([doc_id], chunker.key)[doc_id]
+        direct = chunker.tokenize(repo.document(doc_id).text)
+        assert np.array_equal(stored.ids, direct.ids) and np.array_equal(stored.offsets, direct.offsets)
 
 
 def test_chunker_loads_no_torch_and_says_why_it_cannot_load(tmp_path, tiny_model) -> None:
