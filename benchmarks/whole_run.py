@@ -14,6 +14,8 @@ on the same (document, question) pairs:
   fast      `docqa run WORKLOAD.jsonl --fast --model M` into a new SQLite store
   float32   the same without --fast (float32, the pipeline's arithmetic)
   int8      the same with --quantize int8 (--fast picks it on AVX2 / AVX512-VNNI CPUs)
+  bf16      the same with --dtype bfloat16 (--fast picks it on CPUs with AMX; native on
+            CPUs with AVX512-BF16, emulated and slow elsewhere)
 
 Both run with their defaults (torch threads = cores; no OMP_NUM_THREADS set), offline
 (HF_HUB_OFFLINE=1). Rounds are interleaved and the best round of each configuration is
@@ -46,8 +48,9 @@ from common import cpu_pressure_us
 
 DEFAULT_MODEL = REPO / "bench-out" / "full-distilbert-qa"
 DEFAULT_REF_PYTHON = "/work/refvenv/venv/bin/python"
-CONFIGS = ("pipeline", "fast", "float32", "int8")
-DOCQA_FLAGS = {"fast": ["--fast"], "float32": [], "int8": ["--quantize", "int8"]}
+CONFIGS = ("pipeline", "fast", "float32", "int8", "bf16")
+DOCQA_FLAGS = {"fast": ["--fast"], "float32": [], "int8": ["--quantize", "int8"],
+               "bf16": ["--dtype", "bfloat16"]}
 
 # The reference: what a user of transformers 5.2.0 runs (the pipeline's defaults).
 PIPELINE_SCRIPT = """\
