@@ -1,6 +1,6 @@
 #!/bin/sh
 # The secrets docker-compose.yml reads, in ./secrets (or the folder given): random passwords
-# for Redis and PostgreSQL, the URLs docqa reads through DOCQA_BROKER_URL_FILE and
+# for Redis, PostgreSQL and Grafana's admin (monitoring profile), the URLs docqa reads through DOCQA_BROKER_URL_FILE and
 # DOCQA_DATABASE_URL_FILE (TLS: rediss://, sslmode=verify-full), and a private certificate
 # authority with one server certificate for both services. A file that exists is kept, so
 # running it again changes nothing; delete a file (and the URL that quotes it) to renew it.
@@ -19,6 +19,7 @@ umask 022
 password() { openssl rand -hex 24; }
 [ -s redis_password ] || password > redis_password
 [ -s postgres_password ] || password > postgres_password
+[ -s grafana_admin_password ] || password > grafana_admin_password
 
 if [ ! -s ca.crt ]; then
     (umask 077 && openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out ca.key)
@@ -40,5 +41,5 @@ fi
     "$(cat redis_password)" > broker_url
 [ -s database_url ] || printf 'postgresql+psycopg://docqa:%s@postgres:5432/docqa?sslmode=verify-full&sslrootcert=/run/secrets/tls_ca\n' \
     "$(cat postgres_password)" > database_url
-chmod 644 redis_password postgres_password broker_url database_url ca.crt tls.crt tls.key
+chmod 644 redis_password postgres_password grafana_admin_password broker_url database_url ca.crt tls.crt tls.key
 echo "secrets in $(pwd): $(ls | tr '\n' ' ')"

@@ -135,6 +135,9 @@ def test_no_password_is_written_into_the_compose_file():
     assert "ssl=on" in " ".join(SERVICES["postgres"]["command"])
     flower = SERVICES["flower"]
     assert flower["ports"] == ["127.0.0.1:5555:5555"], "Flower has no login: loopback only"
+    grafana = SERVICES["grafana"]  # not the image's admin/admin
+    assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD__FILE"] == "/run/secrets/grafana_admin_password"
+    assert grafana["secrets"] == ["grafana_admin_password"] and "grafana_admin_password" in COMPOSE["secrets"]
 
 
 def test_the_image_pins_torch_builds_cpu_and_gpu_variants_and_runs_as_a_user():

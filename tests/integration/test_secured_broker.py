@@ -99,8 +99,10 @@ def test_the_compose_secrets_and_redis_command_give_a_tls_broker_with_a_password
     made = subprocess.run([*MAKE_SECRETS, str(secrets)], check=False, capture_output=True, text=True)
     assert made.returncode == 0, made.stderr
     files = {p.name: p for p in secrets.iterdir()}
-    assert {"redis_password", "postgres_password", "broker_url", "database_url", "ca.crt", "ca.key", "tls.crt",
-            "tls.key"} <= files.keys()
+    assert {"redis_password", "postgres_password", "grafana_admin_password", "broker_url", "database_url", "ca.crt",
+            "ca.key", "tls.crt", "tls.key"} <= files.keys()
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert {Path(spec["file"]).name for spec in compose["secrets"].values()} <= files.keys(), "compose needs a file"
     assert secrets.stat().st_mode & 0o777 == 0o700
     assert files["ca.key"].stat().st_mode & 0o077 == 0, "the CA key is for the script alone"
     redis_password = files["redis_password"].read_text().strip()
@@ -122,7 +124,6 @@ def test_the_compose_secrets_and_redis_command_give_a_tls_broker_with_a_password
 
     # docker-compose.yml's redis command, run by sh here: /run/secrets/<name> is the file that
     # the compose secret <name> names, $$ is compose's escaped $, and the server runs as us.
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     mounted = {name: secrets / Path(spec["file"]).name for name, spec in compose["secrets"].items()}
     port = free_port()
 
