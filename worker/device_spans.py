@@ -47,11 +47,20 @@ def device_candidates(start_logits, end_logits, allowed, *, n_candidates: int, m
     Padding positions must be False in `allowed`. Computed in float32 whatever the
     model's dtype (as the reference upcasts bf16 logits).
     """
+    tensors = candidate_tensors(start_logits, end_logits, allowed, n_candidates=n_candidates,
+                                max_answer_len=max_answer_len)
+    return DeviceCandidates(*(t.cpu().numpy() for t in tensors))
+
+
+def candidate_tensors(start_logits, end_logits, allowed, *, n_candidates: int, max_answer_len: int) -> tuple:
+    """What `device_candidates` computes, left on the device: (starts, ends, scores, null
+    scores, start logits, end logits), for a caller that copies them back asynchronously."""
     import torch
 
     raw_s = start_logits.float()
     raw_e = end_logits.float()
-    masked = torch.tensor(MASKED_LOGIT, dtype=torch.float32, device=raw_s.device)
+    # A fill on the device, not a copy from host memory (which could wait for the stream).
+    masked = torch.full((), MASKED_LOGIT, dtype=torch.float32, device=raw_s.device)
     p_s = torch.softmax(torch.where(allowed, raw_s, masked), dim=-1)
     p_e = torch.softmax(torch.where(allowed, raw_e, masked), dim=-1)
     null = p_s[:, 0] * p_e[:, 0]
@@ -72,5 +81,4 @@ def device_candidates(start_logits, end_logits, allowed, *, n_candidates: int, m
     rows = torch.arange(b, device=raw_s.device).unsqueeze(-1)
     s_log = raw_s[rows, starts]
     e_log = raw_e[rows, ends.clamp(max=length - 1)]
-    host = [t.cpu().numpy() for t in (starts, ends, scores, null, s_log, e_log)]
-    return DeviceCandidates(*host)
+    return starts, ends, scores, null, s_log, e_log

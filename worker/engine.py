@@ -33,6 +33,7 @@ from docqa.core.windows import (
     tokenizer_key,
 )
 from docqa.worker.batching import bucket_rows, bucket_width, plan_batches
+from docqa.worker.device_spans import DeviceCandidates
 from docqa.worker.hardware import (
     CPU_BATCH_TOKENS,
     GPU_BATCH_TOKENS,
@@ -129,6 +130,32 @@ def learn_template(tokenizer) -> PairTemplate:
     )
 
 
+@dataclass
+class _InFlight:
+    """A batch whose forward was launched: what collecting its results needs."""
+
+    batch: list[int]  # window indexes, in row order
+    padded: int  # tokens in the batch, padding included
+    # CUDA: events (begin, done) around the forward and the copies back; the results are on
+    # the host once `done` has passed. Elsewhere: the forward's seconds (results ready).
+    timing: tuple | float
+    host: tuple | None  # numpy span path: start and end logits [rows, width], on the host once ready
+    groups: list | None  # device span path: [(rows, candidate tensors, CLS start, CLS end)], host copies
+
+
+def _to_host(tensor):
+    """A copy of `tensor` on the host: started asynchronously into page-locked memory from a
+    CUDA device (ready once the batch's event has passed; a new buffer each time, since the
+    windows' logits are kept until their answers are merged), the tensor itself on the CPU."""
+    if tensor.device.type != "cuda":
+        return tensor
+    import torch
+
+    host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+    host.copy_(tensor, non_blocking=True)
+    return host
+
+
 def _windows_allowing_empty(n_doc: int, n_question: int, params: AnswerParams, n_special: int) -> list[tuple[int, int]]:
     """Windows when the question or the document has no tokens (Engine.run(allow_empty=True)).
 
@@ -167,6 +194,7 @@ class Engine:
         span_path: str = "auto",
         pad_buckets: bool | str = "auto",
         compile: str = "off",
+        overlap: bool = True,
     ) -> None:
         if batch_tokens is not None and batch_tokens <= 0:
             raise ValueError(f"batch_tokens must be positive (got {batch_tokens})")
@@ -192,6 +220,9 @@ class Engine:
         self.span_path_request = span_path
         self.pad_buckets_request = pad_buckets
         self.compile_mode = compile
+        # Pipeline batches one deep (build and launch the next before decoding this one); off
+        # only to measure what the overlap is worth (benchmarks/gpu/check.py).
+        self.overlap = overlap
         self.compile_error: str | None = None  # why torch.compile failed (the model then runs eager)
         self._eager_model = None  # the model before torch.compile, while the compiled one is used
         self._tokenizer = None
@@ -208,7 +239,8 @@ class Engine:
         self.plans_refused = 0  # plans that disagreed with this engine's windows (its own used)
         self._tokenizer_key: str | None = None
         # Called after each forward with (windows, real tokens, padded tokens, seconds of the
-        # forward and the copy of its results to the host): the worker's metrics. None: nothing.
+        # forward and the copy of its results: on CUDA by the device's clock, so time the batch
+        # waited behind the one before is not counted): the worker's metrics. None: nothing.
         self.on_forward: Callable[[int, int, int, float], None] | None = None
 
     @classmethod
@@ -513,65 +545,115 @@ class Engine:
         Windows run in length-sorted batches under the token budget; each batch pads
         only to its longest window (with pad_buckets: to that window's bucket, and its
         rows to a power of two; padding rows hold one real token and are never read).
+
+        With `overlap` (the default) batches are pipelined one deep: batch k+1 is built
+        and its forward launched before batch k's results are decoded, and each batch's
+        results come back by an asynchronous copy. On a GPU the host's work (building the
+        next batch, ranking spans) then runs while the device computes; on a CPU, where a
+        forward returns when it is done, the same steps run in the same order of results.
         """
         import torch
 
         out: list = [None] * len(windows)
         if not windows:
             return out
-        tok = self._tokenizer
-        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
         lengths = [w[1].seq_len for w in windows]
-        use_types = self._template.type_ids is not None and "token_type_ids" in tok.model_input_names
-        on_device = self.span_path == "device"
-        buckets = self.pad_buckets
-        budget = self.batch_tokens
-        if buckets:
+        if self.pad_buckets:
             cap = self.max_model_len
             planned = [bucket_width(n, cap) for n in lengths]
         else:
             planned = lengths
+        in_flight: _InFlight | None = None
         with torch.inference_mode():
-            for batch in plan_batches(planned, budget, self.max_batch_windows):
-                width = max(planned[j] for j in batch)
-                n_rows = bucket_rows(len(batch), width, budget, self.max_batch_windows) if buckets else len(batch)
-                ids = np.full((n_rows, width), pad, dtype=np.int64)
-                mask = np.zeros((n_rows, width), dtype=np.int64)
-                mask[len(batch):, 0] = 1  # padding rows: one token each, so no row is all masked
-                types = np.zeros((n_rows, width), dtype=np.int64) if use_types else None
-                allowed = np.zeros((len(batch), width), dtype=bool) if on_device else None
-                for row, j in enumerate(batch):
-                    layout = windows[j][1]
-                    ids[row, : lengths[j]] = windows[j][2]
-                    mask[row, : lengths[j]] = 1
-                    if use_types:
-                        types[row, : lengths[j]] = self._type_row(layout)
-                    if on_device:
-                        allowed[row, : lengths[j]] = layout.allowed_mask()
-                inputs = {"input_ids": self._buffers.to_device(ids, 0), "attention_mask": self._buffers.to_device(mask, 1)}
-                if use_types:
-                    inputs["token_type_ids"] = self._buffers.to_device(types, 2)
-                allowed_t = self._buffers.to_device(allowed, 3) if on_device else None
-                started = time.perf_counter()
-                result = self._forward(inputs)
-                self.forward_calls += 1
-                if self._device == "cpu":
-                    self._trimmer.maybe_trim()
-                self.windows_run += len(batch)
-                if on_device:
-                    fetched = self._candidates_on_device(result, batch, allowed_t, windows, items)
-                    self._forward_done(batch, lengths, n_rows * width, started)
-                    self._unpack_device_candidates(fetched, batch, windows, out)
+            for k, batch in enumerate(plan_batches(planned, self.batch_tokens, self.max_batch_windows)):
+                # Input buffers alternate between two sets: the set batch k+1 writes was last
+                # read by batch k-1, which has been collected (its copies are done) by then.
+                launched = self._launch(batch, k % 2, windows, items, lengths, planned)
+                if not self.overlap:
+                    self._collect(launched, windows, items, lengths, out)
                     continue
-                start = result.start_logits[: len(batch)].float().cpu().numpy()
-                end = result.end_logits[: len(batch)].float().cpu().numpy()
-                self._forward_done(batch, lengths, n_rows * width, started)
-                for row, j in enumerate(batch):
-                    i, layout, _ = windows[j]
-                    s_log, e_log = start[row, : lengths[j]], end[row, : lengths[j]]
-                    cands, null = window_candidates(s_log, e_log, layout, items[i].params)
-                    out[j] = (cands, null, s_log, e_log)
+                if in_flight is not None:
+                    self._collect(in_flight, windows, items, lengths, out)
+                in_flight = launched
+            if in_flight is not None:
+                self._collect(in_flight, windows, items, lengths, out)
         return out
+
+    def _launch(self, batch: list[int], parity: int, windows, items, lengths: list[int], planned: list[int]) -> _InFlight:
+        """Build one batch, copy it to the device, run the forward and start copying back what
+        the host needs (all asynchronous on CUDA); the batch in flight."""
+        import torch
+
+        tok = self._tokenizer
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        use_types = self._template.type_ids is not None and "token_type_ids" in tok.model_input_names
+        on_device = self.span_path == "device"
+        width = max(planned[j] for j in batch)
+        n_rows = (bucket_rows(len(batch), width, self.batch_tokens, self.max_batch_windows) if self.pad_buckets
+                  else len(batch))
+        ids = np.full((n_rows, width), pad, dtype=np.int64)
+        mask = np.zeros((n_rows, width), dtype=np.int64)
+        mask[len(batch):, 0] = 1  # padding rows: one token each, so no row is all masked
+        types = np.zeros((n_rows, width), dtype=np.int64) if use_types else None
+        allowed = np.zeros((len(batch), width), dtype=bool) if on_device else None
+        for row, j in enumerate(batch):
+            layout = windows[j][1]
+            ids[row, : lengths[j]] = windows[j][2]
+            mask[row, : lengths[j]] = 1
+            if use_types:
+                types[row, : lengths[j]] = self._type_row(layout)
+            if on_device:
+                allowed[row, : lengths[j]] = layout.allowed_mask()
+        slot = 4 * parity
+        inputs = {"input_ids": self._buffers.to_device(ids, slot),
+                  "attention_mask": self._buffers.to_device(mask, slot + 1)}
+        if use_types:
+            inputs["token_type_ids"] = self._buffers.to_device(types, slot + 2)
+        allowed_t = self._buffers.to_device(allowed, slot + 3) if on_device else None
+        cuda = str(self._device).startswith("cuda")
+        started = time.perf_counter()
+        begin = None
+        if cuda:  # the batch's time on the device, from the device's own clock
+            begin = torch.cuda.Event(enable_timing=True)
+            begin.record()
+        result = self._forward(inputs)
+        self.forward_calls += 1
+        if self._device == "cpu":
+            self._trimmer.maybe_trim()
+        self.windows_run += len(batch)
+        if on_device:
+            groups = self._candidates_on_device(result, batch, allowed_t, windows, items)
+            host = None
+        else:
+            groups = None
+            host = (_to_host(result.start_logits[: len(batch)].float()), _to_host(result.end_logits[: len(batch)].float()))
+        if cuda:
+            done = torch.cuda.Event(enable_timing=True)
+            done.record()  # after the copies back: once it has passed, the results are on the host
+            return _InFlight(batch, n_rows * width, (begin, done), host, groups)
+        # Elsewhere the forward returned when it was done: its time is measured already.
+        return _InFlight(batch, n_rows * width, time.perf_counter() - started, host, groups)
+
+    def _collect(self, flight: _InFlight, windows, items, lengths: list[int], out: list) -> None:
+        """Wait for a batch's results on the host and rank each window's spans into `out`."""
+        if isinstance(flight.timing, tuple):
+            begin, done = flight.timing
+            done.synchronize()
+            seconds = begin.elapsed_time(done) / 1e3
+        else:
+            seconds = flight.timing
+        self._forward_done(flight.batch, lengths, flight.padded, seconds)
+        if flight.groups is not None:
+            fetched = [(rows, DeviceCandidates(*(t.numpy() for t in tensors)), cls_start.numpy(), cls_end.numpy())
+                       for rows, tensors, cls_start, cls_end in flight.groups]
+            self._unpack_device_candidates(fetched, flight.batch, windows, out)
+            return
+        start, end = (t.numpy() for t in flight.host)
+        for row, j in enumerate(flight.batch):
+            i, layout, _ = windows[j]
+            s_log, e_log = start[row, : lengths[j]], end[row, : lengths[j]]
+            cands, null = window_candidates(s_log, e_log, layout, items[i].params)
+            out[j] = (cands, null, s_log, e_log)
 
     def _forward(self, inputs: dict):
         """The model on one batch; a compiled model that fails to compile (no C compiler,
@@ -594,17 +676,18 @@ class Engine:
             self._model, self._eager_model = self._eager_model, None
             return self._model(**inputs)
 
-    def _forward_done(self, batch: list[int], lengths: list[int], padded: int, started: float) -> None:
+    def _forward_done(self, batch: list[int], lengths: list[int], padded: int, seconds: float) -> None:
         if self.on_forward is not None:
             real = sum(lengths[j] for j in batch)
-            self.on_forward(len(batch), real, padded, time.perf_counter() - started)
+            self.on_forward(len(batch), real, padded, seconds)
 
     def _candidates_on_device(self, result, batch, allowed_t, windows, items) -> list:
-        """Rank spans on the device and copy back only candidates, grouped by span parameters:
-        [(rows, DeviceCandidates, CLS start logits, CLS end logits)]. Ends synchronised."""
+        """Rank spans on the device and start copying back only candidates, grouped by span
+        parameters: [(rows, candidate tensors, CLS start logits, CLS end logits)], on the
+        host once the batch's event has passed."""
         import torch
 
-        from docqa.worker.device_spans import device_candidates
+        from docqa.worker.device_spans import candidate_tensors
 
         groups: dict[tuple[int, int], list[int]] = {}
         for row, j in enumerate(batch):
@@ -612,14 +695,16 @@ class Engine:
             groups.setdefault((p.n_candidates, p.max_answer_len), []).append(row)
         fetched = []
         for (n, max_len), rows in groups.items():
-            idx = torch.tensor(rows, device=allowed_t.device)
-            got = device_candidates(
+            if len(groups) == 1:  # every row (the usual case): a slice, no index to copy over
+                idx = slice(0, len(rows))
+            else:
+                idx = torch.tensor(rows, device=allowed_t.device)
+            got = candidate_tensors(
                 result.start_logits[idx], result.end_logits[idx], allowed_t[idx],
                 n_candidates=n, max_answer_len=max_len,
             )
-            cls_start = result.start_logits[idx, 0].float().cpu().numpy()
-            cls_end = result.end_logits[idx, 0].float().cpu().numpy()
-            fetched.append((rows, got, cls_start, cls_end))
+            fetched.append((rows, [_to_host(t) for t in got], _to_host(result.start_logits[idx, 0].float()),
+                            _to_host(result.end_logits[idx, 0].float())))
         return fetched
 
     def _unpack_device_candidates(self, fetched, batch, windows, out) -> None:

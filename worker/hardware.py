@@ -197,9 +197,10 @@ class HeapTrimmer:
 class PinnedBuffers:
     """Host arrays copied to a CUDA device through reused page-locked buffers, one per slot.
 
-    Safe to reuse: the previous batch's outputs were copied back (a synchronising copy)
-    before the next batch is written into a buffer. On any other device the array is
-    handed over as it is.
+    The copy is asynchronous, so a slot must not be written again before its last copy
+    ran: the engine alternates two sets of slots between batches, and writes a set only
+    after the batch that last used it was collected (its event passed, so its copies
+    in were done). On any other device the array is handed over as it is.
     """
 
     def __init__(self, device: str) -> None:

@@ -237,3 +237,41 @@ def test_answers_carry_their_windows_null_logits_and_a_comparable_margin(tiny_mo
             assert (a.text, a.window_index) == (b.text, b.window_index)
             assert b.null_start_logit == pytest.approx(a.null_start_logit, abs=1e-4)
             assert b.margin == pytest.approx(a.margin, abs=1e-3)
+
+
+@pytest.mark.parametrize("span_path", ["numpy", "device"])
+def test_overlapped_batches_launch_the_next_before_collecting_and_answer_as_one_at_a_time(tiny_model, span_path):
+    """The pipeline (batch k+1 built and launched before batch k is decoded) changes no
+    answer, score or window, and every batch is collected exactly once, in order."""
+    items = _items()
+    got = {}
+    for overlap in (False, True):
+        engine = Engine(tiny_model, device="cpu", span_path=span_path, batch_tokens=512, overlap=overlap).warm_up()
+        steps: list[tuple[str, tuple]] = []
+        launch, collect = engine._launch, engine._collect
+
+        def traced_launch(batch, *args, _launch=launch, _steps=steps):
+            _steps.append(("launch", tuple(batch)))
+            return _launch(batch, *args)
+
+        def traced_collect(flight, *args, _collect=collect, _steps=steps):
+            _steps.append(("collect", tuple(flight.batch)))
+            return _collect(flight, *args)
+
+        engine._launch, engine._collect = traced_launch, traced_collect
+        forwards: list[tuple] = []
+        engine.on_forward = lambda *call: forwards.append(call)
+        results = engine.run(items)
+        got[overlap] = [[(a.text, a.char_start, a.char_end, a.score, a.window_index) for a in r.answers]
+                        for r in results]
+        batches = [b for kind, b in steps if kind == "launch"]
+        assert len(batches) > 3 and [b for kind, b in steps if kind == "collect"] == batches
+        assert len(forwards) == len(batches) and all(seconds >= 0 for *_rest, seconds in forwards)
+        if overlap:  # launch 0, launch 1, collect 0, launch 2, collect 1, ..., collect last
+            expected = [("launch", batches[0])]
+            for k in range(1, len(batches)):
+                expected += [("launch", batches[k]), ("collect", batches[k - 1])]
+            assert steps == expected + [("collect", batches[-1])]
+        else:
+            assert steps == [step for b in batches for step in (("launch", b), ("collect", b))]
+    assert got[True] == got[False]
