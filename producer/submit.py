@@ -16,9 +16,11 @@ from docqa.producer.documents import InputError, SourceDocument, check_question
 from docqa.storage.submissions import SubmissionCounts
 from docqa.core.params import AnswerParams
 
-# Chunking tokenizes new documents a group at a time (one tokenizer call over the cores,
-# one transaction for their tokens, one for their plans): up to this many documents or
-# characters, whichever comes first (a larger document is a group alone).
+# Documents are stored one at a time (versions), then handled a group at a time: one
+# transaction for the group's jobs, one for their links to the submission, and with a
+# chunker one tokenizer call over the cores, one transaction for tokens and one for
+# plans. Up to this many documents or characters, whichever comes first (a larger
+# document is a group alone).
 GROUP_DOCUMENTS = 32
 GROUP_CHARACTERS = 2_000_000
 
@@ -65,9 +67,10 @@ def submit(
     `errors` and skipped; a question over `max_question_chars` is reported and skipped;
     the others go on. With a `chunker` (a function giving a producer.chunking.Chunker or
     None, called when first needed), the document of a new job is tokenized once per
-    tokenizer and each new job's windows are planned and stored, for workers to read: new
-    documents a group at a time (GROUP_DOCUMENTS / GROUP_CHARACTERS), their jobs sent once
-    their plans are stored. When the
+    tokenizer and each new job's windows are planned and stored, for workers to read.
+    Documents are stored one at a time and their jobs made a group at a time
+    (GROUP_DOCUMENTS / GROUP_CHARACTERS); new jobs are sent once their plans are stored.
+    When the
     broker refuses a message the jobs stay stored and queued
     (`unsent_job_ids`, `send_error`): a worker's reconciler sends them once the broker is
     back, or `docqa requeue` does.
@@ -78,7 +81,7 @@ def submit(
     pending: list[int] = []
     clean_questions = [q for q in (q.strip() for q in questions) if q]
 
-    group: list[tuple[int, str, bool, list[tuple[int, str]]]] = []  # (document, text, created, new jobs)
+    group: list[tuple[int, str, bool, list[str]]] = []  # (document, text, created, questions asked)
     group_chars = [0]
 
     def send(job_ids: list[int]) -> None:
@@ -87,27 +90,48 @@ def submit(
             if len(pending) >= chunk:
                 flush()
 
-    def plan_group() -> None:
+    def flush_group() -> None:
+        """Jobs for the group's documents (one transaction), their links to the submission
+        (one more), tokens and plans for the new ones, then send them."""
         if not group:
             return
-        ch = chunker()
-        if ch is not None:
-            texts = {doc_id: text for doc_id, text, _created, _jobs in group}
-            # Stored tokens are reused; a document new to the store has none to look up.
-            known = {doc_id for doc_id, _text, created, _jobs in group if not created}
-            tokens = repo.tokens_for(known, ch.key) if known else {}
-            missing = [doc_id for doc_id in texts if doc_id not in tokens]
-            if missing:
-                made = dict(zip(missing, ch.tokenize_many([texts[doc_id] for doc_id in missing])))
-                report.token_bytes += repo.add_tokens_many(ch.key, made.items())
-                report.tokens += sum(len(t) for t in made.values())
-                tokens.update(made)
-            plans = [(job_id, ch.plan(tokens[doc_id], q, params))
-                     for doc_id, _text, _created, jobs in group for job_id, q in jobs]
-            repo.add_plans([(job_id, plan) for job_id, plan in plans if plan is not None])
-        send([job_id for _doc_id, _text, _created, jobs in group for job_id, _q in jobs])
+        stored = repo.add_jobs_many([(doc_id, asked) for doc_id, _text, _created, asked in group], model=model,
+                                    revision=revision, params=params)
+        repo.add_submission_jobs(report.submission_id, [job.id for jobs in stored for job in jobs])
+        planned = []  # (document, text, created, [(new job, question)])
+        for (doc_id, text, created, asked), jobs in zip(group, stored):
+            new_jobs = [(job_id, q) for (job_id, new), q in zip(jobs, asked) if new]
+            report.jobs += len(jobs)
+            report.new_jobs += len(new_jobs)
+            report.existing_jobs += len(jobs) - len(new_jobs)
+            report.new_job_ids += [job_id for job_id, _q in new_jobs]
+            if new_jobs:  # a document whose jobs all exist costs nothing more
+                planned.append((doc_id, text, created, new_jobs))
         group.clear()
         group_chars[0] = 0
+        if planned and chunker is not None:
+            plan(planned)
+        # Sent once their plans are stored, so a worker finds them.
+        send([job_id for _doc_id, _text, _created, jobs in planned for job_id, _q in jobs])
+
+    def plan(planned: list[tuple[int, str, bool, list[tuple[int, str]]]]) -> None:
+        """Tokens (one tokenizer call for the documents that need them) and window plans."""
+        ch = chunker()
+        if ch is None:
+            return
+        texts = {doc_id: text for doc_id, text, _created, _jobs in planned}
+        # Stored tokens are reused; a document new to the store has none to look up.
+        known = {doc_id for doc_id, _text, created, _jobs in planned if not created}
+        tokens = repo.tokens_for(known, ch.key) if known else {}
+        missing = [doc_id for doc_id in texts if doc_id not in tokens]
+        if missing:
+            made = dict(zip(missing, ch.tokenize_many([texts[doc_id] for doc_id in missing])))
+            report.token_bytes += repo.add_tokens_many(ch.key, made.items())
+            report.tokens += sum(len(t) for t in made.values())
+            tokens.update(made)
+        plans = [(job_id, ch.plan(tokens[doc_id], q, params))
+                 for doc_id, _text, _created, jobs in planned for job_id, q in jobs]
+        repo.add_plans([(job_id, p) for job_id, p in plans if p is not None])
 
     def flush() -> None:
         if enqueue is not None and pending and report.send_error is None:
@@ -148,25 +172,11 @@ def submit(
         report.documents += 1
         report.new_documents += int(stored_doc.created)
         report.changed_documents += int(stored_doc.changed)
-        stored = repo.add_jobs(doc_id, asked, model=model, revision=revision, params=params)
-        repo.add_submission_jobs(report.submission_id, [job_id for job_id, _new in stored])
-        new_jobs = [(job_id, q) for (job_id, new), q in zip(stored, asked) if new]
-        report.jobs += len(stored)
-        report.new_jobs += len(new_jobs)
-        report.existing_jobs += len(stored) - len(new_jobs)
-        report.new_job_ids += [job_id for job_id, _q in new_jobs]
-        if not new_jobs:  # a document whose jobs all exist costs nothing more
-            continue
-        if chunker is None:
-            send([job_id for job_id, _q in new_jobs])
-            continue
-        # Tokens and plans for new jobs, a group of documents at a time; the group's jobs are
-        # sent once their plans are stored, so a worker finds them.
-        group.append((doc_id, doc.text, stored_doc.created, new_jobs))
+        group.append((doc_id, doc.text, stored_doc.created, asked))
         group_chars[0] += len(doc.text)
         if len(group) >= GROUP_DOCUMENTS or group_chars[0] >= GROUP_CHARACTERS:
-            plan_group()
-    plan_group()
+            flush_group()
+    flush_group()
     flush()
     repo.finish_submission(
         report.submission_id,

@@ -45,39 +45,56 @@ class Jobs(Transactions):
         same id, created only at its first occurrence. Raises NotFound for an unknown
         document and ValueError for a question the store cannot keep unchanged.
         """
+        return self.add_jobs_many([(document_id, questions)], model=model, revision=revision, params=params)[0]
+
+    def add_jobs_many(
+        self,
+        requests: Sequence[tuple[int, Sequence[str]]],
+        *,
+        model: str,
+        revision: str | None,
+        params: AnswerParams,
+    ) -> list[list[StoredJob]]:
+        """`add_jobs` for several (document id, questions) in one transaction (a producer's
+        group of documents): one list per request, aligned with its questions. A (document,
+        question) asked twice in the call is created at its first occurrence only."""
         if not isinstance(model, str) or not model:
             raise ValueError("model must be a non-empty string (hub id or local folder)")
         if not isinstance(params, AnswerParams):
             raise TypeError(f"params must be AnswerParams, not {type(params).__name__}")
         stored_revision = "" if revision is None else revision
-        digests: list[str] = []
-        for question in questions:
-            if not isinstance(question, str):
-                raise TypeError(f"questions must be str, not {type(question).__name__}")
-            check_storable(question, "question")
-            digests.append(text_sha256(question))
-        if not digests:
-            return []
-        question_of = dict(zip(digests, questions))
-        unique = list(dict.fromkeys(digests))
+        digested: list[tuple[int, list[str]]] = []
+        question_of: dict[str, str] = {}
+        for document_id, questions in requests:
+            digests = []
+            for question in questions:
+                if not isinstance(question, str):
+                    raise TypeError(f"questions must be str, not {type(question).__name__}")
+                check_storable(question, "question")
+                digest = text_sha256(question)
+                question_of[digest] = question
+                digests.append(digest)
+            digested.append((document_id, digests))
+        pairs = list(dict.fromkeys((doc, digest) for doc, digests in digested for digest in digests))
+        if not pairs:
+            return [[] for _ in requests]
         params_json = params.canonical_json()
         params_digest = params.digest()
-        identity = and_(
-            Job.document_id == document_id,
-            Job.model == model,
-            Job.revision == stored_revision,
-            Job.params_digest == params_digest,
-        )
-        ids: dict[str, int] = {}
-        created: set[str] = set()
+        ids: dict[tuple[int, str], int] = {}
+        created: set[tuple[int, str]] = set()
         with self._write() as session:
-            if session.execute(select(Document.id).where(Document.id == document_id)).first() is None:
-                raise NotFound(f"document {document_id} does not exist; store it before adding jobs")
+            documents = sorted({doc for doc, _digest in pairs})
+            known: set[int] = set()
+            for chunk in chunks(documents):
+                known.update(session.execute(select(Document.id).where(Document.id.in_(chunk))).scalars())
+            for doc in documents:
+                if doc not in known:
+                    raise NotFound(f"document {doc} does not exist; store it before adding jobs")
             now = utcnow()
-            for chunk in chunks(unique):
+            for chunk in chunks(pairs):
                 rows = [
                     {
-                        "document_id": document_id,
+                        "document_id": doc,
                         "question": question_of[digest],
                         "question_sha256": digest,
                         "model": model,
@@ -89,7 +106,7 @@ class Jobs(Transactions):
                         "created_at": now,
                         "updated_at": now,
                     }
-                    for digest in chunk
+                    for doc, digest in chunk
                 ]
                 stmt = (
                     self._insert(Job)
@@ -103,21 +120,34 @@ class Jobs(Transactions):
                             Job.params_digest,
                         ]
                     )
-                    .returning(Job.question_sha256, Job.id)
+                    .returning(Job.document_id, Job.question_sha256, Job.id)
                 )
-                for digest, job_id in session.execute(stmt):
-                    ids[digest] = job_id
-                    created.add(digest)
-            missing = [digest for digest in unique if digest not in ids]
-            for chunk in chunks(missing):
-                stmt = select(Job.question_sha256, Job.id).where(identity, Job.question_sha256.in_(chunk))
-                for digest, job_id in session.execute(stmt):
-                    ids[digest] = job_id
-        result: list[StoredJob] = []
-        for digest in digests:
-            result.append(StoredJob(ids[digest], digest in created))
-            created.discard(digest)
-        return result
+                for doc, digest, job_id in session.execute(stmt):
+                    ids[doc, digest] = job_id
+                    created.add((doc, digest))
+            missing = [pair for pair in pairs if pair not in ids]
+            by_document: dict[int, list[str]] = {}
+            for doc, digest in missing:
+                by_document.setdefault(doc, []).append(digest)
+            for doc, digests in by_document.items():  # jobs that existed already
+                for chunk in chunks(digests):
+                    stmt = select(Job.question_sha256, Job.id).where(
+                        Job.document_id == doc,
+                        Job.model == model,
+                        Job.revision == stored_revision,
+                        Job.params_digest == params_digest,
+                        Job.question_sha256.in_(chunk),
+                    )
+                    for digest, job_id in session.execute(stmt):
+                        ids[doc, digest] = job_id
+        out: list[list[StoredJob]] = []
+        for doc, digests in digested:
+            result = []
+            for digest in digests:
+                result.append(StoredJob(ids[doc, digest], (doc, digest) in created))
+                created.discard((doc, digest))
+            out.append(result)
+        return out
 
     def fail(self, job_id: int, error: str) -> bool:
         """Mark a job failed with `error` (a sentence a person can act on); return whether it changed.

@@ -142,6 +142,27 @@ def test_jobs_for_an_unknown_document_are_refused(repo: Repository, params: Answ
     assert repo.add_jobs(repo.add_document("t").id, [], model="m", revision=None, params=params) == []
 
 
+def test_jobs_of_many_documents_in_one_transaction(repo: Repository, params: AnswerParams) -> None:
+    a, b = repo.add_document("first text").id, repo.add_document("second text").id
+    known = repo.add_jobs(b, ["Old?"], model="m", revision=None, params=params)[0]
+    many = [f"q{i}?" for i in range(300)]  # 600 (document, question) pairs: more than one insert chunk
+    got = repo.add_jobs_many([(a, ["Who?", "What?", "Who?"]), (b, ["Old?", "Who?"]), (a, ["What?", "New?"]),
+                              (b, many), (a, many)], model="m", revision=None, params=params)
+    assert [[j.created for j in jobs] for jobs in got[:3]] == [[True, True, False], [False, True], [False, True]]
+    assert got[0][0].id == got[0][2].id and got[2][0].id == got[0][1].id  # the same pair: the same job
+    assert got[1][0] == known._replace(created=False)  # existed before the call
+    assert got[1][1].id != got[0][0].id  # same question, other document: another job
+    assert all(j.created for j in got[3] + got[4]) and len({j.id for j in got[3] + got[4]}) == 600
+    assert [[j.id for j in jobs] for jobs in got] == [  # as add_jobs gives them, one document at a time
+        [j.id for j in repo.add_jobs(doc, qs, model="m", revision=None, params=params)]
+        for doc, qs in ((a, ["Who?", "What?", "Who?"]), (b, ["Old?", "Who?"]), (a, ["What?", "New?"]), (b, many),
+                        (a, many))]
+    assert len(repo.queued_job_ids(limit=10_000)) == 1 + 4 + 600
+    with pytest.raises(NotFound, match="document 4242 does not exist"):  # nothing of the call is kept
+        repo.add_jobs_many([(a, ["Later?"]), (4242, ["Q"])], model="m", revision=None, params=params)
+    assert repo.add_jobs(a, ["Later?"], model="m", revision=None, params=params)[0].created
+
+
 # -- claim / complete / fail ---------------------------------------------------------
 
 
