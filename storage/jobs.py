@@ -3,11 +3,13 @@ parameters), counted, listed, failed with a reason."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.exc import OperationalError
 
 from docqa.core.params import AnswerParams
 from docqa.storage.columns import utcnow
@@ -16,6 +18,11 @@ from docqa.storage.identity import check_storable, text_sha256
 from docqa.storage.models import Document, Job, JobStatus, SubmissionJob
 from docqa.storage.records import Failure, JobRecord, StoredJob, document_label
 from docqa.storage.transactions import Transactions, chunks
+
+log = logging.getLogger(__name__)
+
+DEADLOCK_DETECTED = "40P01"  # PostgreSQL's SQLSTATE for a transaction it aborted as a deadlock
+DEADLOCK_RETRIES = 3
 
 
 class QueuedJob(NamedTuple):
@@ -75,9 +82,40 @@ class Jobs(Transactions):
                 question_of[digest] = question
                 digests.append(digest)
             digested.append((document_id, digests))
-        pairs = list(dict.fromkeys((doc, digest) for doc, digests in digested for digest in digests))
+        # Documents in id order whatever order the caller gives, so producers making jobs of
+        # the same documents do not wait on each other's uncommitted rows in opposite orders
+        # (PostgreSQL aborts one of them as a deadlock); a document's questions keep their
+        # order, so its job ids follow the order they were asked in. Two producers asking
+        # one document's questions in different orders can still meet: that deadlock is
+        # retried below.
+        pairs = sorted(dict.fromkeys((doc, digest) for doc, digests in digested for digest in digests),
+                       key=lambda pair: pair[0])  # stable: questions in asked order
         if not pairs:
             return [[] for _ in requests]
+        for attempt in range(DEADLOCK_RETRIES + 1):
+            try:
+                ids, created = self._insert_jobs(pairs, question_of, model=model, revision=stored_revision,
+                                                 params=params)
+                break
+            except OperationalError as exc:
+                if attempt == DEADLOCK_RETRIES or getattr(exc.orig, "sqlstate", None) != DEADLOCK_DETECTED:
+                    raise
+                log.info("making jobs met another producer's in a deadlock; trying again (%d)", attempt + 1)
+        out: list[list[StoredJob]] = []
+        for doc, digests in digested:
+            result = []
+            for digest in digests:
+                result.append(StoredJob(ids[doc, digest], (doc, digest) in created))
+                created.discard((doc, digest))
+            out.append(result)
+        return out
+
+    def _insert_jobs(
+        self, pairs: list[tuple[int, str]], question_of: dict[str, str], *, model: str, revision: str,
+        params: AnswerParams,
+    ) -> tuple[dict[tuple[int, str], int], set[tuple[int, str]]]:
+        """One transaction of add_jobs_many: the job id of each (document, question digest),
+        and the pairs this call created."""
         params_json = params.canonical_json()
         params_digest = params.digest()
         ids: dict[tuple[int, str], int] = {}
@@ -98,7 +136,7 @@ class Jobs(Transactions):
                         "question": question_of[digest],
                         "question_sha256": digest,
                         "model": model,
-                        "revision": stored_revision,
+                        "revision": revision,
                         "params": params_json,
                         "params_digest": params_digest,
                         "status": JobStatus.QUEUED,
@@ -134,20 +172,13 @@ class Jobs(Transactions):
                     stmt = select(Job.question_sha256, Job.id).where(
                         Job.document_id == doc,
                         Job.model == model,
-                        Job.revision == stored_revision,
+                        Job.revision == revision,
                         Job.params_digest == params_digest,
                         Job.question_sha256.in_(chunk),
                     )
                     for digest, job_id in session.execute(stmt):
                         ids[doc, digest] = job_id
-        out: list[list[StoredJob]] = []
-        for doc, digests in digested:
-            result = []
-            for digest in digests:
-                result.append(StoredJob(ids[doc, digest], (doc, digest) in created))
-                created.discard((doc, digest))
-            out.append(result)
-        return out
+        return ids, created
 
     def fail(self, job_id: int, error: str) -> bool:
         """Mark a job failed with `error` (a sentence a person can act on); return whether it changed.

@@ -40,8 +40,10 @@ class Plans(Transactions):
         from docqa.core.windows import encode_tokens
 
         now = utcnow()
+        # In document order whatever order the caller gives: two producers storing tokens of
+        # the same documents never wait on each other's rows in opposite orders (deadlock).
         rows = [{"document_id": doc_id, "tokenizer": tokenizer, "n_tokens": len(tokens), "data": encode_tokens(tokens),
-                 "created_at": now} for doc_id, tokens in documents]
+                 "created_at": now} for doc_id, tokens in sorted(documents, key=lambda item: item[0])]
         if not rows:
             return 0
         with self._write() as session:

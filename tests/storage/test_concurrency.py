@@ -154,3 +154,100 @@ def test_workers_topping_up_at_once_never_share_a_job(repos: list[Repository]) -
 
     claimed = run_together([drain(n) for n in range(4)])
     assert sorted(j for got in claimed for j in got) == ids
+
+
+def test_producers_making_jobs_of_the_same_documents_in_other_orders_neither_deadlock_nor_duplicate(
+        repos: list[Repository]) -> None:
+    """Groups of documents arrive in any order (producers read different files); the jobs of
+    a group are inserted in one statement in a fixed order, so two producers never wait on
+    each other's rows in opposite orders (PostgreSQL would abort one with a deadlock)."""
+    import random
+
+    docs = [repos[0].add_document(f"document {i}").id for i in range(40)]
+    questions = [f"q{i}?" for i in range(5)]
+
+    def producer(n: int) -> Callable[[], list[list]]:
+        order = docs[:]
+        random.Random(n).shuffle(order)
+        requests = [(doc, questions[::-1] if n % 2 else questions) for doc in order]
+        return lambda: [repos[n].add_jobs_many(requests[i:i + 20], model="m", revision=None, params=AnswerParams())
+                        for i in range(0, len(requests), 20)]
+
+    results = run_together([producer(n) for n in range(4)])
+    made: dict[int, int] = {}
+    for groups in results:
+        for group in groups:
+            for jobs in group:
+                for job in jobs:
+                    made[job.id] = made.get(job.id, 0) + job.created
+    assert len(made) == len(docs) * len(questions) and set(made.values()) == {1}
+    assert repos[0].counts()["queued"] == len(docs) * len(questions)
+
+
+def test_producers_storing_tokens_of_the_same_documents_in_other_orders_do_not_deadlock(
+        repos: list[Repository]) -> None:
+    import random
+
+    import numpy as np
+
+    from docqa.core.windows import DocumentTokens
+
+    docs = [repos[0].add_document(f"tokens of document {i}").id for i in range(400)]
+    tokens = DocumentTokens(ids=np.arange(5), offsets=np.array([[i, i + 1] for i in range(5)]), word_ids=np.arange(5))
+
+    def producer(n: int) -> Callable[[], int]:
+        order = docs[:]
+        random.Random(n).shuffle(order)
+        return lambda: sum(repos[n].add_tokens_many("tok", [(doc, tokens) for doc in order[i:i + 200]])
+                           for i in range(0, len(order), 200))
+
+    run_together([producer(n) for n in range(4)])
+    stored = repos[0].tokens_for(docs, "tok")
+    assert sorted(stored) == sorted(docs) and all(np.array_equal(t.ids, tokens.ids) for t in stored.values())
+
+
+def test_producers_asking_one_document_in_opposite_orders_meet_and_both_get_the_jobs(repos: list[Repository]) -> None:
+    """Two producers insert one document's 400 questions, one in the reverse order of the
+    other: on PostgreSQL they meet in the middle and one is aborted as a deadlock; it tries
+    again and both get every job, each created once. Job ids follow the first one's order."""
+    doc = repos[0].add_document("asked in opposite orders").id
+    questions = [f"question {i}?" for i in range(400)]
+    orders = [questions, questions[::-1]]
+    results = run_together([lambda n=n: repos[n].add_jobs(doc, orders[n], model="m", revision=None,
+                                                          params=AnswerParams()) for n in range(2)])
+    forward = {q: job for q, job in zip(orders[0], results[0])}
+    backward = {q: job for q, job in zip(orders[1], results[1])}
+    assert {q: j.id for q, j in forward.items()} == {q: j.id for q, j in backward.items()}
+    assert all(forward[q].created != backward[q].created for q in questions)  # each created by one of them
+    assert repos[0].counts()["queued"] >= 400
+
+
+def test_a_deadlock_while_making_jobs_is_tried_again(repos: list[Repository], monkeypatch) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    repo = repos[0]
+    doc = repo.add_document("tried again").id
+    real, calls = repo._insert_jobs, []
+
+    class Deadlock(Exception):
+        sqlstate = "40P01"
+
+    def once_deadlocked(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError("INSERT INTO jobs ...", {}, Deadlock("deadlock detected"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(repo, "_insert_jobs", once_deadlocked)
+    jobs = repo.add_jobs(doc, ["A?", "B?"], model="m", revision=None, params=AnswerParams())
+    assert len(calls) == 2 and all(j.created for j in jobs)
+
+    class Other(Exception):
+        sqlstate = "08006"  # the connection failed: not ours to retry
+
+    def broken(*args, **kwargs):
+        raise OperationalError("INSERT INTO jobs ...", {}, Other("connection lost"))
+
+    monkeypatch.setattr(repo, "_insert_jobs", broken)
+    with pytest.raises(OperationalError, match="connection lost"):
+        repo.add_jobs(doc, ["C?"], model="m", revision=None, params=AnswerParams())
