@@ -145,37 +145,45 @@ def submit(
             report.unsent_job_ids += pending
         pending.clear()
 
-    for doc in documents:
-        if progress is not None:
-            progress(doc)
-        if doc.error is not None:
-            report.errors.append(doc.error)
-            continue
-        asked = list(dict.fromkeys(clean_questions + [q.strip() for q in doc.questions if q.strip()]))
-        kept = []
-        for q in asked:
-            try:
-                check_question(q, max_question_chars, doc.source)
-            except InputError as exc:
-                report.errors.append(str(exc))
-            else:
-                kept.append(q)
-        asked = kept
-        if not asked:
-            report.errors.append(f"{doc.source}: no questions (give -q/--questions, or \"questions\" in the JSONL line)")
-            continue
-        stored_doc = repo.add_document(
-            doc.text, source=doc.source, external_id=doc.external_id, metadata=doc.metadata,
-            version_key=doc.version_key,
-        )
-        doc_id = stored_doc.id
-        report.documents += 1
-        report.new_documents += int(stored_doc.created)
-        report.changed_documents += int(stored_doc.changed)
-        group.append((doc_id, doc.text, stored_doc.created, asked))
-        group_chars[0] += len(doc.text)
-        if len(group) >= GROUP_DOCUMENTS or group_chars[0] >= GROUP_CHARACTERS:
-            flush_group()
+    try:
+        for doc in documents:
+            if progress is not None:
+                progress(doc)
+            if doc.error is not None:
+                report.errors.append(doc.error)
+                continue
+            asked = list(dict.fromkeys(clean_questions + [q.strip() for q in doc.questions if q.strip()]))
+            kept = []
+            for q in asked:
+                try:
+                    check_question(q, max_question_chars, doc.source)
+                except InputError as exc:
+                    report.errors.append(str(exc))
+                else:
+                    kept.append(q)
+            asked = kept
+            if not asked:
+                report.errors.append(
+                    f"{doc.source}: no questions (give -q/--questions, or \"questions\" in the JSONL line)")
+                continue
+            stored_doc = repo.add_document(
+                doc.text, source=doc.source, external_id=doc.external_id, metadata=doc.metadata,
+                version_key=doc.version_key,
+            )
+            doc_id = stored_doc.id
+            report.documents += 1
+            report.new_documents += int(stored_doc.created)
+            report.changed_documents += int(stored_doc.changed)
+            group.append((doc_id, doc.text, stored_doc.created, asked))
+            group_chars[0] += len(doc.text)
+            if len(group) >= GROUP_DOCUMENTS or group_chars[0] >= GROUP_CHARACTERS:
+                flush_group()
+    except KeyboardInterrupt:
+        # Ctrl-C between documents: the documents stored so far get their jobs (one group
+        # at most was waiting) and are sent as usual before the interrupt goes on up.
+        flush_group()
+        flush()
+        raise
     flush_group()
     flush()
     repo.finish_submission(

@@ -234,3 +234,20 @@ def test_damaged_tokens_or_plans_are_ignored_and_the_worker_windows_itself(tmp_p
                           model=tiny_model, revision=None)
     assert total.done == 2 and total.failed == 0
     assert engine.documents_tokenized == 1  # the damaged one; the other's tokens were read
+
+
+def test_ctrl_c_between_documents_leaves_no_stored_document_without_its_jobs(tmp_path, tiny_model, chunker) -> None:
+    repo = _store(tmp_path, "interrupted.db")
+    sent: list[int] = []
+
+    def documents():
+        for i in range(5):  # fewer than a group: without the handler none would have jobs
+            yield SourceDocument(source=f"d{i}", text=f"{TEXTS[i % len(TEXTS)]} Part {i}.")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        submit(documents(), QUESTIONS[:2], repo=repo, model=tiny_model, revision=None, params=AnswerParams(),
+               chunker=lambda: chunker, enqueue=sent.extend)
+    queued = repo.queued_job_ids()
+    assert len(queued) == 10 and sorted(sent) == queued  # every stored document's jobs, made and sent
+    assert sorted(repo.plans_for(queued)) == queued
