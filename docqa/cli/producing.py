@@ -173,6 +173,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     return exit_status(failed=failed, skipped=len(report.errors))
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM raises KeyboardInterrupt in the main thread, so a submission that is told to
+    stop (a scheduler's timeout, `kill`) ends as cleanly as one stopped with Ctrl-C."""
+    import signal
+
+    def stop(_signum, _frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     from docqa.worker.app import Dispatcher
 
@@ -192,9 +203,16 @@ def cmd_submit(args: argparse.Namespace) -> int:
     dispatcher = Dispatcher(app, repo, queue=settings.queue, batch_jobs=settings.worker_batch_jobs)
     started = time.perf_counter()
     walk = input_walk(args)
-    report = submit_inputs(
-        args, settings, repo, enqueue=lambda ids: dispatcher.send(ids, settings.model, settings.revision), walk=walk
-    )
+    stop_on_sigterm()  # `kill` ends it as Ctrl-C does: what was stored gets its jobs, sent
+    try:
+        report = submit_inputs(
+            args, settings, repo, enqueue=lambda ids: dispatcher.send(ids, settings.model, settings.revision),
+            walk=walk,
+        )
+    except KeyboardInterrupt:
+        print("docqa submit: stopped; every document stored so far has its jobs, sent to the broker. The same "
+              "command again submits the rest (stored documents and their jobs cost nothing twice)", file=sys.stderr)
+        raise
     retried = []
     if args.retry_failed:
         retried = repo.retry_failed(submission_id=report.submission_id)

@@ -381,3 +381,39 @@ def test_a_broker_restarted_without_persistence_loses_no_job(distributed_env, tm
     finally:
         workers.stop()
         own.stop()
+
+
+def test_a_producer_stopped_with_sigterm_leaves_every_stored_document_with_its_jobs_sent(distributed_env, tmp_path):
+    """`docqa submit` reading a JSONL stream (a FIFO) is told to stop (SIGTERM) while it waits
+    for more: the documents it stored have their jobs, on the broker, and it says how to go on."""
+    import redis
+
+    env = distributed_env
+    fifo = tmp_path / "stream.jsonl"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen([sys.executable, "-m", "docqa.cli", "submit", str(fifo), "-q", QUESTION], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        with open(fifo, "w", encoding="utf-8") as stream:  # opens once the producer opens its end
+            for i in range(3):  # fewer than a group: their jobs wait for the group to fill
+                line = {"id": f"stream-{uuid.uuid4().hex}", "text": f"The mill {i} stands by the river."}
+                stream.write(json.dumps(line) + "\n")
+            stream.flush()
+            repo = open_repo(env["DOCQA_DATABASE_URL"])
+            wait_for(lambda: _stored_stream_documents(repo) == 3, timeout=60, what="3 documents stored")
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "every document stored so far has its jobs" in err
+    queued = repo.queued_job_ids()
+    assert len(queued) == 3 and repo.counts()["queued"] == 3
+    depth = redis.Redis.from_url(env["DOCQA_BROKER_URL"]).llen(model_queue(env))
+    assert depth >= 1, "the jobs were made but never sent"
+
+
+def _stored_stream_documents(repo) -> int:
+    with repo.engine.connect() as conn:
+        return conn.execute(text("SELECT count(*) FROM documents WHERE external_id LIKE 'stream-%'")).scalar()
