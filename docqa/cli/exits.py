@@ -21,7 +21,7 @@ TABLE = (
     (USAGE, "usage error: a missing or invalid argument or option"),
     (SKIPPED, "done, but some inputs were skipped (each is named on stderr)"),
     (UNREACHABLE, "the store or the broker cannot be reached or opened"),
-    (INTERRUPTED, "interrupted (Ctrl-C)"),
+    (INTERRUPTED, "interrupted (Ctrl-C; SIGTERM for docqa submit)"),
 )
 
 
