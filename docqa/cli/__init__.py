@@ -95,6 +95,29 @@ def _main(argv: list[str] | None) -> int:
     except KeyboardInterrupt:
         print(f"docqa {args.command}: interrupted", file=sys.stderr)
         return exits.INTERRUPTED
+    except Exception as exc:
+        reason = _store_failure(exc)
+        if reason is None:
+            raise
+        # The store went away (or refused) after the command had opened it: one sentence, no
+        # traceback; what was written before stays written.
+        print(f"docqa {args.command}: error: the store failed while the command ran ({reason}); check that it "
+              "is reachable, then run the command again (what was already stored costs nothing twice)",
+              file=sys.stderr)
+        return exits.UNREACHABLE
+
+
+def _store_failure(exc: BaseException) -> str | None:
+    """The driver's first line when `exc` is the database failing (connection lost, server
+    shut down, out of disk: SQLAlchemy's OperationalError or InterfaceError), else None."""
+    if not type(exc).__module__.startswith("sqlalchemy") or "sqlalchemy.exc" not in sys.modules:
+        return None
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    if not isinstance(exc, (OperationalError, InterfaceError)):
+        return None
+    lines = str(exc.orig if exc.orig is not None else exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def _silence_stdout() -> None:

@@ -185,6 +185,8 @@ def stop_on_sigterm() -> None:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
     from docqa.worker.app import Dispatcher
 
     settings = build_settings(args)
@@ -213,6 +215,20 @@ def cmd_submit(args: argparse.Namespace) -> int:
         print("docqa submit: stopped; every document stored so far has its jobs, sent to the broker. The same "
               "command again submits the rest (stored documents and their jobs cost nothing twice)", file=sys.stderr)
         raise
+    except (OperationalError, InterfaceError) as exc:  # the store went away (or refused) mid-submission
+        first = str(exc.orig if exc.orig is not None else exc).strip().splitlines()
+        reason = first[0] if first else type(exc).__name__
+        if settings.database_url and "@" in settings.database_url:
+            from sqlalchemy.engine import make_url
+
+            password = make_url(settings.database_url).password
+            reason = reason.replace(str(password), "***") if password else reason
+        raise CliError(
+            f"the store at {safe_url(settings.database_url)} failed during the submission ({reason}). "
+            "Run the same command again once it is back: documents and jobs already stored cost nothing "
+            "twice, and stored documents that missed their jobs (at most the last group of 32) get them",
+            status=exits.UNREACHABLE,
+        ) from None
     retried = []
     if args.retry_failed:
         retried = repo.retry_failed(submission_id=report.submission_id)

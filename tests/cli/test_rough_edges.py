@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from docqa.cli import build_parser, exits
 from docqa.core.settings import Settings, env_name
 
@@ -254,3 +256,33 @@ def test_a_cached_hub_model_loads_from_the_cache_when_the_hub_is_unreachable(tmp
     assert out.returncode == 0, out.stderr
     assert '"model": "acme/tiny-qa"' in out.stdout
     print(f"cached model, hub unreachable: answered in {seconds:.1f} s")
+
+
+def test_a_store_that_fails_mid_command_gives_one_sentence_and_exit_4(tmp_path, monkeypatch, capsys):
+    """A database that goes away after the command opened it (server shut down, connection
+    lost) is named in one line with exit 4, as an unreachable one is, not a traceback."""
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    from docqa.cli import main
+    from docqa.storage.db import upgrade
+    from docqa.storage.repository import Repository
+
+    url = f"sqlite:///{tmp_path / 'docqa.db'}"
+    upgrade(url)
+
+    def gone(*_args, **_kwargs):
+        raise OperationalError("SELECT ...", {}, Exception("server closed the connection unexpectedly\nmore"))
+
+    monkeypatch.setattr(Repository, "iter_results", gone)
+    assert main(["results", "--database-url", url]) == exits.UNREACHABLE == 4
+    err = capsys.readouterr().err
+    assert err.startswith("docqa results: error: the store failed while the command ran "
+                          "(server closed the connection unexpectedly); check that it is reachable")
+    assert "Traceback" not in err and "more" not in err
+
+    def bug(*_args, **_kwargs):  # not an outage: a real error stays loud
+        raise IntegrityError("INSERT ...", {}, Exception("duplicate key"))
+
+    monkeypatch.setattr(Repository, "iter_results", bug)
+    with pytest.raises(IntegrityError):
+        main(["results", "--database-url", url])

@@ -417,3 +417,59 @@ def test_a_producer_stopped_with_sigterm_leaves_every_stored_document_with_its_j
 def _stored_stream_documents(repo) -> int:
     with repo.engine.connect() as conn:
         return conn.execute(text("SELECT count(*) FROM documents WHERE external_id LIKE 'stream-%'")).scalar()
+
+
+def test_a_producer_whose_database_goes_away_says_so_and_the_same_command_completes_it(redis_url, tmp_path):
+    """PostgreSQL stops while `docqa submit` reads a stream: it exits 4 with one sentence
+    (no traceback) that says what to do; the same command, once the store is back, leaves
+    every document with its job."""
+    from support import TINY_MODEL
+
+    pg = OwnPostgres()
+    pg.start()
+    try:
+        env = dict(os.environ, DOCQA_DATABASE_URL=pg.url, DOCQA_BROKER_URL=redis_url,
+                   DOCQA_QUEUE=f"docqa-producer-outage-{uuid.uuid4().hex[:8]}", DOCQA_MODEL=TINY_MODEL,
+                   HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+        lines = [json.dumps({"id": f"doc-{i}", "text": f"The mill {i} stands by the river."}) + "\n" for i in range(4)]
+        fifo = tmp_path / "stream.jsonl"
+        os.mkfifo(fifo)
+        proc = subprocess.Popen([sys.executable, "-m", "docqa.cli", "submit", str(fifo), "-q", QUESTION], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            with open(fifo, "w", encoding="utf-8") as stream:
+                stream.writelines(lines[:3])
+                stream.flush()
+                repo = open_repo(pg.url)
+                wait_for(lambda: _safe_count(repo, "documents") == 3, timeout=60, what="3 documents stored")
+                repo.engine.dispose()
+                pg.stop()
+                stream.write(lines[3])  # the next document finds the store gone
+            out, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 4, err
+        assert "failed during the submission" in err and "Run the same command again" in err, err
+        assert "Traceback" not in err, err
+        pg.start()
+        whole = tmp_path / "stream-again.jsonl"
+        whole.write_text("".join(lines), encoding="utf-8")
+        again = docqa(["submit", str(whole), "-q", QUESTION], env)
+        assert again.returncode == 0, again.stderr
+        repo = open_repo(pg.url)
+        try:
+            assert _safe_count(repo, "documents") == 4
+            assert repo.counts()["queued"] == 4  # each document has its job, none twice
+        finally:
+            repo.engine.dispose()
+    finally:
+        pg.remove()
+
+
+def _safe_count(repo, table: str) -> int:
+    try:
+        with repo.engine.connect() as conn:
+            return conn.execute(text(f"SELECT count(*) FROM {table}")).scalar()
+    except Exception:
+        return -1
