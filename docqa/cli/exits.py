@@ -12,7 +12,7 @@ OK = 0  # everything asked for was done
 FAILED = 1  # some jobs failed, or the work could not be done (a model that cannot be loaded, no such document)
 USAGE = 2  # bad usage or input (argparse's own status): a missing argument, a refused option value
 SKIPPED = 3  # the rest was done, but some inputs were skipped (each named on stderr)
-UNREACHABLE = 4  # the store or the broker cannot be reached or opened
+UNREACHABLE = 4  # the store or the broker cannot be reached or opened (or the store failed mid-command)
 INTERRUPTED = 130  # Ctrl-C
 
 TABLE = (
@@ -20,7 +20,7 @@ TABLE = (
     (FAILED, "some jobs failed, or the command could not do its work (e.g. no model)"),
     (USAGE, "usage error: a missing or invalid argument or option"),
     (SKIPPED, "done, but some inputs were skipped (each is named on stderr)"),
-    (UNREACHABLE, "the store or the broker cannot be reached or opened"),
+    (UNREACHABLE, "the store or the broker cannot be reached or opened, or the store failed mid-command"),
     (INTERRUPTED, "interrupted (Ctrl-C; SIGTERM for docqa submit)"),
 )
 
