@@ -70,8 +70,7 @@ def submit(
     tokenizer and each new job's windows are planned and stored, for workers to read.
     Documents are stored one at a time and their jobs made a group at a time
     (GROUP_DOCUMENTS / GROUP_CHARACTERS); new jobs are sent once their plans are stored.
-    When the
-    broker refuses a message the jobs stay stored and queued
+    When the broker refuses a message the jobs stay stored and queued
     (`unsent_job_ids`, `send_error`): a worker's reconciler sends them once the broker is
     back, or `docqa requeue` does.
     """
