@@ -34,10 +34,11 @@ class DeviceCandidates:
     end_logits: np.ndarray  # [B, k] raw end logit at each candidate's end
 
     def window(self, row: int) -> list[Candidate]:
-        keep = self.scores[row] > 0
+        # Python numbers at once (tolist): the same values as int()/float() of each element.
         return [
-            Candidate(int(s), int(e), float(v))
-            for s, e, v in zip(self.starts[row][keep], self.ends[row][keep], self.scores[row][keep])
+            Candidate(s, e, v)
+            for s, e, v in zip(self.starts[row].tolist(), self.ends[row].tolist(), self.scores[row].tolist())
+            if v > 0
         ]
 
 

@@ -245,19 +245,30 @@ def span_chars(
     return _token_chars(cand.start, layout, offsets)[0], _token_chars(cand.end, layout, offsets)[1]
 
 
-@dataclass
-class _Merged:
-    text: str
-    score: float
-    char_start: int
-    char_end: int
-    window_index: int | None
-    token_start: int | None
-    token_end: int | None
-    start_logit: float | None
-    end_logit: float | None
-    null_start_logit: float | None
-    null_end_logit: float | None
+def _span_chars_fast(
+    cand: Candidate, layout: WindowLayout, offsets: np.ndarray, word_ids: np.ndarray, align_to_words: bool
+) -> tuple[int, int]:
+    """`span_chars` with fewer lookups: only the start's word is walked back and only the
+    end's word forward (the characters used), and no tuples are built on the way."""
+    ctx, doc_start, doc_end = layout.context_offset, layout.doc_start, layout.doc_end
+    if align_to_words:
+        s_doc = cand.start - ctx + doc_start
+        e_doc = cand.end - ctx + doc_start
+        if doc_start <= s_doc < doc_end and doc_start <= e_doc < doc_end:
+            s_word, e_word = word_ids[s_doc], word_ids[e_doc]
+            if s_word >= 0 and e_word >= 0:
+                lo = s_doc  # the first token of the start's word inside the window
+                while lo - 1 >= doc_start and word_ids[lo - 1] == s_word:
+                    lo -= 1
+                hi = e_doc  # the last token of the end's word inside the window
+                while hi + 1 < doc_end and word_ids[hi + 1] == e_word:
+                    hi += 1
+                return int(offsets[lo, 0]), int(offsets[hi, 1])
+    n_context = doc_end - doc_start
+    s_pos, e_pos = cand.start - ctx, cand.end - ctx
+    char_start = int(offsets[doc_start + s_pos, 0]) if 0 <= s_pos < n_context else 0
+    char_end = int(offsets[doc_start + e_pos, 1]) if 0 <= e_pos < n_context else 0
+    return char_start, char_end
 
 
 def merge_answers(
@@ -275,58 +286,54 @@ def merge_answers(
     window's null logits (at CLS, position 0): `Answer.margin` is the answer's logits
     minus them, how much the model prefers this span to "no answer" in its window.
     """
-    merged: list[_Merged] = []
-    index: dict[object, _Merged] = {}
+    align, by_text = params.align_to_words, params.merge_by_text
+    # [score, char start, char end, window index, candidate, text]: the details of an
+    # answer (token span, logits) are looked up only for the top_k that are returned.
+    merged: list[list] = []
+    index: dict[object, list] = {}
     null_score = NO_NULL_SCORE
-    for w, (layout, cands, w_null, start_logits, end_logits) in enumerate(windows):
+    for w, (layout, cands, w_null, _start_logits, _end_logits) in enumerate(windows):
         null_score = min(null_score, w_null)
         for cand in cands:
-            cs, ce = span_chars(cand, layout, offsets, word_ids, params.align_to_words)
+            cs, ce = _span_chars_fast(cand, layout, offsets, word_ids, align)
             answer_text = text[cs:ce]
-            key = answer_text.lower() if params.merge_by_text else (cs, ce)
+            key = answer_text.lower() if by_text else (cs, ce)
             found = index.get(key)
             if found is not None:
-                found.score += cand.score
+                found[0] += cand.score
                 continue
-            tok_s = cand.start - layout.context_offset + layout.doc_start
-            tok_e = cand.end - layout.context_offset + layout.doc_start
-            item = _Merged(
+            item = [cand.score, cs, ce, w, cand, answer_text]
+            index[key] = item
+            merged.append(item)
+    if params.handle_impossible_answer:
+        merged.append([null_score, 0, 0, None, None, ""])
+    merged.sort(key=lambda m: m[0], reverse=True)
+    out = []
+    for rank, (score, cs, ce, w, cand, answer_text) in enumerate(merged[: params.top_k]):
+        if w is None:  # "no answer"
+            out.append(Answer(rank=rank, text=answer_text, score=score, char_start=cs, char_end=ce, window_index=None,
+                              window_char_start=None, window_char_end=None, token_start=None, token_end=None,
+                              start_logit=None, end_logit=None, null_start_logit=None, null_end_logit=None))
+            continue
+        layout, _cands, _null, start_logits, end_logits = windows[w]
+        tok_s = cand.start - layout.context_offset + layout.doc_start
+        tok_e = cand.end - layout.context_offset + layout.doc_start
+        out.append(
+            Answer(
+                rank=rank,
                 text=answer_text,
-                score=cand.score,
+                score=score,
                 char_start=cs,
                 char_end=ce,
                 window_index=w,
+                window_char_start=int(offsets[layout.doc_start, 0]),
+                window_char_end=int(offsets[layout.doc_end - 1, 1]),
                 token_start=tok_s if layout.doc_start <= tok_s < layout.doc_end else None,
                 token_end=tok_e if layout.doc_start <= tok_e < layout.doc_end else None,
                 start_logit=float(start_logits[cand.start]),
                 end_logit=float(end_logits[cand.end]),
                 null_start_logit=float(start_logits[0]),
                 null_end_logit=float(end_logits[0]),
-            )
-            index[key] = item
-            merged.append(item)
-    if params.handle_impossible_answer:
-        merged.append(_Merged("", null_score, 0, 0, None, None, None, None, None, None, None))
-    merged.sort(key=lambda m: m.score, reverse=True)
-    out = []
-    for rank, m in enumerate(merged[: params.top_k]):
-        layout = windows[m.window_index][0] if m.window_index is not None else None
-        out.append(
-            Answer(
-                rank=rank,
-                text=m.text,
-                score=m.score,
-                char_start=m.char_start,
-                char_end=m.char_end,
-                window_index=m.window_index,
-                window_char_start=int(offsets[layout.doc_start, 0]) if layout else None,
-                window_char_end=int(offsets[layout.doc_end - 1, 1]) if layout else None,
-                token_start=m.token_start,
-                token_end=m.token_end,
-                start_logit=m.start_logit,
-                end_logit=m.end_logit,
-                null_start_logit=m.null_start_logit,
-                null_end_logit=m.null_end_logit,
             )
         )
     return out

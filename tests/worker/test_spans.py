@@ -150,3 +150,35 @@ def test_banded_span_ranking_is_the_full_matrix_ranking():
                 decided += 1
     # both branches are exercised: the band decides most windows, ties and fillers go to the full matrix
     assert decided > 500 and handed_over > 100
+
+
+def test_merge_finds_each_span_exactly_where_span_chars_does():
+    """merge_answers's own lookup (only the start's word walked back, the end's forward)
+    against span_chars on random documents, windows cut mid-word, CLS and question
+    positions, with and without word alignment."""
+    from docqa.worker.spans import _span_chars_fast
+
+    rng = np.random.default_rng(5)
+    checked = 0
+    for _ in range(200):
+        n = int(rng.integers(1, 40))
+        word_sizes = rng.integers(1, 4, size=n)  # tokens per word
+        word_ids = np.repeat(np.arange(n), word_sizes)[:n]
+        word_ids[rng.random(n) < 0.1] = -1  # tokens outside any word
+        lengths = rng.integers(1, 5, size=n)
+        starts = np.cumsum(np.concatenate([[0], lengths[:-1] + rng.integers(0, 2, size=n - 1)]))
+        offsets = np.stack([starts, starts + lengths], axis=1)
+        doc_start = int(rng.integers(0, n))
+        doc_end = int(rng.integers(doc_start + 1, n + 1))
+        ctx = int(rng.integers(1, 5))
+        layout = WindowLayout(seq_len=ctx + (doc_end - doc_start) + 1, context_offset=ctx, doc_start=doc_start,
+                              doc_end=doc_end)
+        for _c in range(10):
+            s = int(rng.integers(0, layout.seq_len))
+            e = int(rng.integers(s, layout.seq_len))
+            cand = Candidate(s, e, 0.5)
+            for align in (True, False):
+                assert _span_chars_fast(cand, layout, offsets, word_ids, align) == span_chars(
+                    cand, layout, offsets, word_ids, align), (cand, layout, align)
+                checked += 1
+    assert checked == 4000
