@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from docqa.storage.errors import StoreError
@@ -171,17 +171,32 @@ def check_connection(engine: Engine) -> None:
         with engine.connect() as connection:
             connection.exec_driver_sql("SELECT 1")
     except DBAPIError as exc:
-        raise StoreError(f"cannot reach the database at {safe_url(engine)}: {_reason(exc, engine)}") from exc
+        raise StoreError(f"cannot reach the database at {safe_url(engine)}: {failure_reason(exc, engine.url)}") from exc
 
 
-def _reason(exc: DBAPIError, engine: Engine) -> str:
-    """The driver's own explanation, first line only, never showing the password."""
+def failure_reason(exc: DBAPIError, url: str | URL | None = None) -> str:
+    """The driver's own explanation of `exc`, first line only, with `url`'s password (if
+    any) replaced by ***."""
     reason = str(exc.orig if exc.orig is not None else exc).strip().splitlines()
     text = reason[0] if reason else type(exc).__name__
-    password = engine.url.password
+    password = None
+    if url is not None:
+        try:
+            password = (make_url(url) if isinstance(url, str) else url).password
+        except (ArgumentError, ValueError):  # unparsable: safe_url says so where the URL is shown
+            password = None
     if password:
         text = text.replace(str(password), "***")
     return text
+
+
+def store_failure(exc: BaseException, url: str | URL | None = None) -> str | None:
+    """`failure_reason` when `exc` is the database itself failing (connection lost, server
+    shut down, out of disk: SQLAlchemy's OperationalError or InterfaceError), else None: a
+    constraint or programming error is a bug, not an outage."""
+    if not isinstance(exc, (OperationalError, InterfaceError)):
+        return None
+    return failure_reason(exc, url)
 
 
 def alembic_config(url: str | URL | None = None) -> Config:
@@ -217,7 +232,7 @@ def current_revision(engine: Engine) -> str | None:
                 return None
             versions = connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
     except DBAPIError as exc:
-        raise StoreError(f"cannot reach the database at {safe_url(engine)}: {_reason(exc, engine)}") from exc
+        raise StoreError(f"cannot reach the database at {safe_url(engine)}: {failure_reason(exc, engine.url)}") from exc
     if len(versions) > 1:
         raise StoreError(
             f"database {safe_url(engine)} records several schema revisions ({', '.join(sorted(versions))}); "

@@ -108,16 +108,13 @@ def _main(argv: list[str] | None) -> int:
 
 
 def _store_failure(exc: BaseException) -> str | None:
-    """The driver's first line when `exc` is the database failing (connection lost, server
-    shut down, out of disk: SQLAlchemy's OperationalError or InterfaceError), else None."""
-    if not type(exc).__module__.startswith("sqlalchemy") or "sqlalchemy.exc" not in sys.modules:
+    """storage.db.store_failure, for an exception that came from SQLAlchemy (storage.db is
+    imported only then: a command that never opened a store does not load it here)."""
+    if not type(exc).__module__.startswith("sqlalchemy"):
         return None
-    from sqlalchemy.exc import InterfaceError, OperationalError
+    from docqa.storage.db import store_failure
 
-    if not isinstance(exc, (OperationalError, InterfaceError)):
-        return None
-    lines = str(exc.orig if exc.orig is not None else exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
+    return store_failure(exc)
 
 
 def _silence_stdout() -> None:

@@ -185,8 +185,7 @@ def stop_on_sigterm() -> None:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from sqlalchemy.exc import InterfaceError, OperationalError
-
+    from docqa.storage.db import store_failure
     from docqa.worker.app import Dispatcher
 
     settings = build_settings(args)
@@ -215,14 +214,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
         print("docqa submit: stopped; every document stored so far has its jobs, sent to the broker. The same "
               "command again submits the rest (stored documents and their jobs cost nothing twice)", file=sys.stderr)
         raise
-    except (OperationalError, InterfaceError) as exc:  # the store went away (or refused) mid-submission
-        first = str(exc.orig if exc.orig is not None else exc).strip().splitlines()
-        reason = first[0] if first else type(exc).__name__
-        if settings.database_url and "@" in settings.database_url:
-            from sqlalchemy.engine import make_url
-
-            password = make_url(settings.database_url).password
-            reason = reason.replace(str(password), "***") if password else reason
+    except Exception as exc:
+        reason = store_failure(exc, settings.database_url)
+        if reason is None:
+            raise
+        # The store went away (or refused) mid-submission: what to do, in one sentence.
         raise CliError(
             f"the store at {safe_url(settings.database_url)} failed during the submission ({reason}). "
             "Run the same command again once it is back: documents and jobs already stored cost nothing "
