@@ -191,34 +191,6 @@ def window_candidates(
     return spans, null_score
 
 
-def _word_chars(doc_pos: int, layout: WindowLayout, offsets: np.ndarray, word_ids: np.ndarray) -> tuple[int, int] | None:
-    """Character span of the word holding document token `doc_pos`, seen from this window.
-
-    Only the word's tokens inside the window count (a word cut by the window's edge
-    maps to its part in the window), as in the reference's per-window encoding.
-    None when the token belongs to no word.
-    """
-    word = word_ids[doc_pos]
-    if word < 0:
-        return None
-    lo = doc_pos
-    while lo - 1 >= layout.doc_start and word_ids[lo - 1] == word:
-        lo -= 1
-    hi = doc_pos
-    while hi + 1 < layout.doc_end and word_ids[hi + 1] == word:
-        hi += 1
-    return int(offsets[lo, 0]), int(offsets[hi, 1])
-
-
-def _token_chars(pos: int, layout: WindowLayout, offsets: np.ndarray) -> tuple[int, int]:
-    """Offsets of the token at window position `pos`; special tokens map to (0, 0)."""
-    doc_pos = pos - layout.context_offset
-    if 0 <= doc_pos < layout.n_context:
-        o = offsets[layout.doc_start + doc_pos]
-        return int(o[0]), int(o[1])
-    return 0, 0
-
-
 def span_chars(
     cand: Candidate,
     layout: WindowLayout,
@@ -229,27 +201,12 @@ def span_chars(
     """Character [start, end) of a candidate in the document.
 
     With align_to_words the span widens to the words holding its first and last
-    tokens; a token outside any word (CLS) falls back to plain token offsets for the
-    whole span, as in the reference.
+    tokens, counting only their tokens inside the window (a word cut by the window's edge
+    maps to its part in the window, as in the reference's per-window encoding); a token
+    outside any word (CLS) falls back to plain token offsets for the whole span, as in
+    the reference, and a special token's offsets are (0, 0). Only the start's word is
+    walked back and the end's forward: the characters the span uses.
     """
-    if align_to_words:
-        s_doc = cand.start - layout.context_offset + layout.doc_start
-        e_doc = cand.end - layout.context_offset + layout.doc_start
-        s_in = layout.doc_start <= s_doc < layout.doc_end
-        e_in = layout.doc_start <= e_doc < layout.doc_end
-        if s_in and e_in:
-            sw = _word_chars(s_doc, layout, offsets, word_ids)
-            ew = _word_chars(e_doc, layout, offsets, word_ids)
-            if sw is not None and ew is not None:
-                return sw[0], ew[1]
-    return _token_chars(cand.start, layout, offsets)[0], _token_chars(cand.end, layout, offsets)[1]
-
-
-def _span_chars_fast(
-    cand: Candidate, layout: WindowLayout, offsets: np.ndarray, word_ids: np.ndarray, align_to_words: bool
-) -> tuple[int, int]:
-    """`span_chars` with fewer lookups: only the start's word is walked back and only the
-    end's word forward (the characters used), and no tuples are built on the way."""
     ctx, doc_start, doc_end = layout.context_offset, layout.doc_start, layout.doc_end
     if align_to_words:
         s_doc = cand.start - ctx + doc_start
@@ -295,7 +252,7 @@ def merge_answers(
     for w, (layout, cands, w_null, _start_logits, _end_logits) in enumerate(windows):
         null_score = min(null_score, w_null)
         for cand in cands:
-            cs, ce = _span_chars_fast(cand, layout, offsets, word_ids, align)
+            cs, ce = span_chars(cand, layout, offsets, word_ids, align)
             answer_text = text[cs:ce]
             key = answer_text.lower() if by_text else (cs, ce)
             found = index.get(key)
