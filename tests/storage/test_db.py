@@ -8,6 +8,7 @@ from sqlalchemy.exc import IntegrityError
 
 from docqa.storage.db import check_connection, ensure_schema, make_engine, normalise_url, safe_url, upgrade
 from docqa.storage.errors import StoreError
+from released_together import exit_codes
 
 
 @pytest.mark.parametrize(
@@ -59,19 +60,9 @@ def test_processes_opening_one_new_sqlite_file_at_once_all_connect(tmp_path) -> 
     """Switching a new file to WAL needs it alone; SQLite answers "database is locked" at once
     to the others (no busy wait), which made 1 in 10 of four processes starting on a new
     store fail. 10 rounds of 4 processes, each round a new file."""
-    import multiprocessing
-
-    context = multiprocessing.get_context("fork")
     for round_ in range(10):
         url = f"sqlite:///{tmp_path / f'new-{round_}.db'}"
-        start = context.Event()
-        procs = [context.Process(target=_open_when_released, args=(url, start)) for _ in range(4)]
-        for p in procs:
-            p.start()
-        start.set()
-        for p in procs:
-            p.join(60)
-        assert [p.exitcode for p in procs] == [0, 0, 0, 0], f"round {round_}"
+        assert exit_codes(_open_when_released, (url,)) == [0, 0, 0, 0], f"round {round_}"
 
 
 def test_foreign_keys_are_enforced(store_url: str) -> None:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import multiprocessing
+import multiprocessing.synchronize
 import subprocess
 import sys
-import multiprocessing.synchronize
 from collections.abc import Iterator
 
 import pytest
@@ -18,6 +17,7 @@ from docqa.storage.db import alembic_config, current_revision, ensure_schema, he
 from docqa.storage.errors import StoreError
 from docqa.storage.models import Base
 from docqa.storage.repository import Repository
+from released_together import exit_codes
 
 TABLES = {
     "alembic_version", "documents", "document_keys", "document_versions", "document_tokens", "job_plans", "jobs", "answers", "store_info", "submissions", "submission_jobs", "workers", "leaders",
@@ -78,15 +78,7 @@ def _upgrade_when_released(url: str, start: multiprocessing.synchronize.Event) -
 
 def test_many_processes_upgrading_at_once_all_succeed(empty_url: str) -> None:
     # Processes, as in production: Alembic itself is not thread-safe.
-    context = multiprocessing.get_context("fork")
-    start = context.Event()
-    procs = [context.Process(target=_upgrade_when_released, args=(empty_url, start)) for _ in range(4)]
-    for p in procs:
-        p.start()
-    start.set()
-    for p in procs:
-        p.join(60)
-    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    assert exit_codes(_upgrade_when_released, (empty_url,)) == [0, 0, 0, 0]
     engine = make_engine(empty_url)
     try:
         assert current_revision(engine) == head_revision()
