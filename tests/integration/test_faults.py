@@ -400,7 +400,7 @@ def test_a_producer_stopped_with_sigterm_leaves_every_stored_document_with_its_j
                 stream.write(json.dumps(line) + "\n")
             stream.flush()
             repo = open_repo(env["DOCQA_DATABASE_URL"])
-            wait_for(lambda: _stored_stream_documents(repo) == 3, timeout=60, what="3 documents stored")
+            wait_for(lambda: _safe_count(repo, "documents") == 3, timeout=60, what="3 documents stored")
             proc.send_signal(signal.SIGTERM)
             out, err = proc.communicate(timeout=60)
     finally:
@@ -412,11 +412,6 @@ def test_a_producer_stopped_with_sigterm_leaves_every_stored_document_with_its_j
     assert len(queued) == 3 and repo.counts()["queued"] == 3
     depth = redis.Redis.from_url(env["DOCQA_BROKER_URL"]).llen(model_queue(env))
     assert depth >= 1, "the jobs were made but never sent"
-
-
-def _stored_stream_documents(repo) -> int:
-    with repo.engine.connect() as conn:
-        return conn.execute(text("SELECT count(*) FROM documents WHERE external_id LIKE 'stream-%'")).scalar()
 
 
 def test_a_producer_whose_database_goes_away_says_so_and_the_same_command_completes_it(redis_url, tmp_path):
