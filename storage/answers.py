@@ -1,7 +1,10 @@
 """Answers: written idempotently (a job's answers are replaced, never appended) with the
-offset invariant checked in the database, and read back joined with their provenance.
+offset invariant checked in the database, and read back per document with its provenance.
 
-Invariant for every stored answer: `document.text[char_start:char_end] == answer.text`.
+A job's answers are computed once for its text and reported once for every document that
+asked the job's question. Invariant for every stored answer:
+`text[char_start:char_end] == answer.text` for its job's text, hence for every document
+that has that text.
 """
 
 from __future__ import annotations
@@ -10,19 +13,18 @@ import math
 import itertools
 from collections.abc import Collection, Iterator, Mapping, Sequence
 
-from sqlalchemy import Text, case, cast, delete, func, select, text, tuple_, update
+from sqlalchemy import Text, case, cast, delete, false, func, or_, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
 from docqa.core.answer import Answer
 from docqa.storage.columns import utcnow
 from docqa.storage.errors import NotFound
-from docqa.storage.models import AnswerRow, Document, Job, JobStatus, SubmissionJob
+from docqa.storage.models import (
+    AnswerRow, Document, DocumentJob, Job, JobStatus, SubmissionDocument, SubmissionJob, TextRow,
+)
 from docqa.storage.records import ResultRecord, answer_from_row
-from docqa.storage.transactions import CHUNK, Transactions
+from docqa.storage.transactions import CHUNK, PG_RESULTS_LOCK_KEY, Transactions
 
-# PostgreSQL advisory lock held while a job's answers are written, so answer ids become
-# visible in increasing order (see `iter_results`).
-PG_ANSWERS_LOCK_KEY = 0x646F6361  # "doca"
 
 
 class Answers(Transactions):
@@ -33,8 +35,8 @@ class Answers(Transactions):
 
         `model_label` is "model@revision" or the model alone. Refuses (ValueError, nothing
         written) answers whose ranks repeat, whose numbers are not finite, or whose
-        offsets do not select their text in the stored document: the invariant
-        `document.text[char_start:char_end] == answer.text` holds for every stored answer.
+        offsets do not select their text in the job's stored text: the invariant
+        `text[char_start:char_end] == answer.text` holds for every stored answer.
         A job that was marked failed meanwhile (its lease ran out) becomes done.
         Raises NotFound for a job that does not exist.
         """
@@ -72,24 +74,24 @@ class Answers(Transactions):
         with self._write() as session:
             # In id order, so two workers completing overlapping batches cannot deadlock;
             # two deliveries of one job completing at once take turns here.
-            lock = select(Job.id, Job.document_id).where(Job.id.in_(checked)).order_by(Job.id)
+            lock = select(Job.id, Job.text_id).where(Job.id.in_(checked)).order_by(Job.id)
             if self._postgres:
                 lock = lock.with_for_update()
-            documents = dict(session.execute(lock).all())
+            texts = dict(session.execute(lock).all())
             for job_id in list(checked):
-                if job_id not in documents:
+                if job_id not in texts:
                     refused[job_id] = NotFound(f"job {job_id} does not exist")
                     del checked[job_id]
                 elif checked[job_id]:
                     try:
-                        _check_offsets(session, job_id, documents[job_id], checked[job_id])
+                        _check_offsets(session, job_id, texts[job_id], checked[job_id])
                     except ValueError as exc:
                         refused[job_id] = exc
                         del checked[job_id]
             if not checked:
                 return refused
             if self._postgres:
-                session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_ANSWERS_LOCK_KEY})
+                session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_RESULTS_LOCK_KEY})
             session.execute(delete(AnswerRow).where(AnswerRow.job_id.in_(checked)))
             rows = [
                 {
@@ -150,53 +152,68 @@ class Answers(Transactions):
         after_answer_id: int = 0,
         batch: int = 500,
     ) -> Iterator[ResultRecord]:
-        """Answers joined with their jobs and documents, in `order`:
+        """Answers per document: each answer of a job once for every document that asked the
+        job's question, under that document's id, path, metadata and version, in `order`:
 
-        - "answer" (default): by increasing answer id. To follow new results, poll again
-          with after_answer_id (or after) set to the last answer_id seen: answer ids become
-          visible in increasing order (SQLite writes one transaction at a time; on
-          PostgreSQL `complete` serialises answer writes), so no answer is skipped. A job
-          answered again gets new answer ids and shows up again.
-        - "reference": by the reference pipeline's score, highest first.
+        - "answer" (default): by answer id, then document id;
+        - "reference": by the reference pipeline's score, highest first;
         - "margin": by margin (comparable across windows and documents), highest first;
           answers without one (the null answer, answers stored before schema 0003) last.
 
         Reads `batch` rows per short transaction (keyset paging), holding nothing open
-        while the caller consumes them; `after` is a record's `cursor(order)` to resume
-        after it. Filters combine: submission, job, document ids, question text, the job's
-        model, answer rank (None: every rank), document metadata equal to the given
-        strings (`where`, top-level keys; numbers and booleans compare as their JSON text,
-        e.g. "2024", "true"). Documents replaced by a newer version are left out unless
-        all_versions.
+        while the caller consumes them; `after` is a record's `result_cursor(order)` to
+        resume after it (a bare answer id, or after_answer_id, resumes after that answer).
+        To follow results as they land, use `follow_results`. Filters combine: submission
+        (its documents and the jobs it asked), job, document ids, question text, the job's
+        model, answer rank (None: every rank), document metadata equal to the given strings
+        (`where`, top-level keys; numbers and booleans compare as their JSON text, e.g.
+        "2024", "true"). Versions a newer one replaced are left out unless all_versions.
         """
         if batch < 1:
             raise ValueError(f"batch must be at least 1, got {batch}")
         key = _order_key(order)
         position = _parse_cursor(order, after if after is not None else (after_answer_id or None))
+        filters = dict(document_ids=document_ids, question=question, model=model, rank=rank, where=where,
+                       all_versions=all_versions, submission_id=submission_id, job_id=job_id, document_id=document_id)
+        yield from self._pages(key, position, filters, batch)
+
+    def _pages(self, key, position, filters: dict, batch: int, *conditions) -> Iterator[ResultRecord]:
+        """iter_results' records after `position`, `batch` rows per read, with more conditions."""
         while True:
-            stmt = self._result_columns(key).limit(batch)
-            stmt = self._filtered(
-                stmt, document_ids=document_ids, question=question, model=model, rank=rank, where=where,
-                all_versions=all_versions, submission_id=submission_id, job_id=job_id, document_id=document_id,
-            )
-            if key is None:
-                if position is not None:
-                    stmt = stmt.where(AnswerRow.id > position[1])
-                stmt = stmt.order_by(AnswerRow.id)
-            else:
-                # Best first, newest first among equals: one row comparison, so the
-                # (key, id) index is walked backwards from the cursor, not sorted.
-                if position is not None:
-                    stmt = stmt.where(tuple_(key, AnswerRow.id) < tuple_(*position))
-                stmt = stmt.order_by(key.desc(), AnswerRow.id.desc())
+            stmt = _after(self._filtered(_result_columns(key), **filters), key, position)
             with self._read() as session:
-                rows = session.execute(stmt).all()
+                rows = session.execute(stmt.where(*conditions).limit(batch)).all()
             records = [_record(row) for row in rows]
             yield from records
             if len(records) < batch:
                 return
-            last = rows[-1]
-            position = (None if key is None else last[-1], records[-1].answer_id)
+            position = (None if key is None else rows[-1][-1], records[-1].answer_id, records[-1].document_id)
+
+    def follow_results(
+        self, position: FollowPosition | None = None, **filters,
+    ) -> tuple[list[ResultRecord], FollowPosition]:
+        """One pass of following results as they land: the records that became visible since
+        `position` (None: all so far), in answer order, and the position to pass next time.
+
+        A record appears when its answer is written (a job done) or when a document is
+        linked to a job answered before (a document that shares an answered text). Both
+        answer ids and link ids become visible in increasing order (SQLite writes one
+        transaction at a time; on PostgreSQL answers and links are written under one
+        advisory lock), so following by the two highest ids seen misses and repeats
+        nothing. `filters` are those of iter_results (order and cursors excepted).
+        """
+        answers_seen, links_seen = position if position is not None else (0, 0)
+        with self._read() as session:
+            links_now = session.execute(select(func.max(DocumentJob.id))).scalar() or 0
+        # New answers, for documents linked up to links_now (later links: the next pass).
+        start = None if not answers_seen else (None, answers_seen, _LAST_DOCUMENT)
+        out = list(self._pages(None, start, filters, 500, DocumentJob.id <= links_now))
+        # Links made since the last pass to answers already seen then.
+        if links_now > links_seen and answers_seen:
+            out += self._pages(None, None, filters, 500, DocumentJob.id > links_seen, DocumentJob.id <= links_now,
+                               AnswerRow.id <= answers_seen)
+        last_answer = max([answers_seen] + [r.answer_id for r in out])
+        return out, (last_answer, links_now)
 
     def top_results(
         self,
@@ -212,8 +229,10 @@ class Answers(Transactions):
         submission_id: int | None = None,
     ) -> list[ResultRecord]:
         """The `top` answers to `question` across all documents, by margin (highest first)
-        unless `order` says "reference": which documents answer this question best.
-        Answers without a margin (stored before schema 0003, or the null answer) come last."""
+        unless `order` says "reference": which documents answer this question best. Each
+        document is an entry of its own: two documents with one text are two entries with
+        equal scores. Answers without a margin (stored before schema 0003, or the null
+        answer) come last."""
         if top < 1:
             raise ValueError(f"top must be at least 1, got {top}")
         if order == "answer":
@@ -228,33 +247,23 @@ class Answers(Transactions):
             )
         )
 
-    @staticmethod
-    def _result_columns(key=None):
-        columns = [
-            AnswerRow, Job.document_id, Job.question, Job.params, Document.external_id, Document.source,
-            Document.sha256, Document.meta, Document.version, Document.superseded_at,
-        ]
-        if key is not None:
-            columns.append(key)
-        return (
-            select(*columns)
-            .join(Job, AnswerRow.job_id == Job.id)
-            .join(Document, Job.document_id == Document.id)
-        )
-
     def _filtered(
         self, stmt, *, document_ids=None, question=None, model=None, rank=None, where=None, all_versions=False,
         submission_id=None, job_id=None, document_id=None,
     ):
         if document_ids is not None:
-            stmt = stmt.where(Job.document_id.in_(sorted(set(document_ids))))
+            ids = sorted(set(document_ids))
+            stmt = stmt.where(DocumentJob.document_id.in_(ids) if ids else false())
         if document_id is not None:
-            stmt = stmt.where(Job.document_id == document_id)
+            stmt = stmt.where(DocumentJob.document_id == document_id)
         if job_id is not None:
             stmt = stmt.where(AnswerRow.job_id == job_id)
         if submission_id is not None:
             stmt = stmt.where(
-                AnswerRow.job_id.in_(select(SubmissionJob.job_id).where(SubmissionJob.submission_id == submission_id))
+                DocumentJob.document_id.in_(
+                    select(SubmissionDocument.document_id).where(SubmissionDocument.submission_id == submission_id)
+                ),
+                DocumentJob.job_id.in_(select(SubmissionJob.job_id).where(SubmissionJob.submission_id == submission_id)),
             )
         if question is not None:
             from docqa.storage.identity import text_sha256
@@ -267,7 +276,7 @@ class Answers(Transactions):
         for name, value in (where or {}).items():
             stmt = stmt.where(self._metadata_text(name) == str(value))
         if not all_versions:
-            stmt = stmt.where(Document.superseded_at.is_(None))
+            stmt = stmt.where(Document.latest)
         return stmt
 
     def _metadata_text(self, name: str):
@@ -285,9 +294,47 @@ class Answers(Transactions):
         )
 
 
+# Where a follower of results stands: (highest answer id, highest document link id) seen.
+FollowPosition = tuple[int, int]
 # Answers without a margin sort below every real one (AnswerRow.sort_margin).
 NO_MARGIN = -1e308
 ORDERS = ("answer", "reference", "margin")
+# A bare answer id as a cursor resumes after every document's record of that answer.
+_LAST_DOCUMENT = 2**31 - 1  # the largest id an INTEGER column holds
+
+
+def _result_columns(key=None):
+    """Answers joined with the links of the documents that asked their jobs."""
+    columns = [
+        AnswerRow, Job.question, Job.params, Job.text_id, TextRow.sha256, Document.id,
+        Document.external_id, Document.source, Document.meta, Document.version, Document.latest,
+    ]
+    if key is not None:
+        columns.append(key)
+    return (
+        select(*columns)
+        .join(Job, AnswerRow.job_id == Job.id)
+        .join(TextRow, TextRow.id == Job.text_id)
+        .join(DocumentJob, DocumentJob.job_id == Job.id)
+        .join(Document, Document.id == DocumentJob.document_id)
+    )
+
+
+def _after(stmt, key, position):
+    """Order `stmt` by `key` (None: answer id) and keep the rows after `position`."""
+    if key is None:
+        if position is not None:
+            _value, answer_id, document_id = position
+            stmt = stmt.where(AnswerRow.id >= answer_id,
+                              or_(AnswerRow.id > answer_id, Document.id > document_id))
+        return stmt.order_by(AnswerRow.id, Document.id)
+    # Best first, newest first among equals, then by document: the (key, id) index is
+    # walked backwards from the cursor, not sorted.
+    if position is not None:
+        value, answer_id, document_id = position
+        stmt = stmt.where(tuple_(key, AnswerRow.id) <= tuple_(value, answer_id),
+                          or_(tuple_(key, AnswerRow.id) < tuple_(value, answer_id), Document.id < document_id))
+    return stmt.order_by(key.desc(), AnswerRow.id.desc(), Document.id.desc())
 
 
 def _order_key(order: str):
@@ -303,32 +350,38 @@ def _order_key(order: str):
 def result_cursor(record: ResultRecord, order: str = "answer") -> str:
     """The cursor that resumes an `iter_results(order=order)` listing after `record`."""
     if order == "answer":
-        return str(record.answer_id)
+        return f"{record.answer_id}:{record.document_id}"
     value = record.score if order == "reference" else (record.margin if record.margin is not None else NO_MARGIN)
-    return f"{value!r}:{record.answer_id}"
+    return f"{value!r}:{record.answer_id}:{record.document_id}"
 
 
-def _parse_cursor(order: str, cursor) -> tuple[float | None, int] | None:
+def _parse_cursor(order: str, cursor) -> tuple[float | None, int, int] | None:
+    """(order value, answer id, document id) from a cursor; a cursor without a document id
+    (older releases, a bare answer id) resumes after all records of its answer."""
     if cursor is None or cursor == "" or cursor == 0:
         return None
     text_cursor = str(cursor)
+    parts = text_cursor.split(":")
     try:
-        if order == "answer":
-            return None, int(text_cursor)
-        value, _, answer_id = text_cursor.rpartition(":")
-        return float(value), int(answer_id)
+        if order == "answer" and len(parts) <= 2:
+            return None, int(parts[0]), int(parts[1]) if len(parts) == 2 else _LAST_DOCUMENT
+        if order != "answer" and len(parts) in (2, 3):
+            # Descending: a cursor without a document id is below every document of its answer.
+            return float(parts[0]), int(parts[1]), int(parts[2]) if len(parts) == 3 else -_LAST_DOCUMENT
     except ValueError:
-        raise ValueError(
-            f"cursor {text_cursor!r} does not fit order {order!r}: pass the cursor of a page read in the same order"
-        ) from None
+        pass
+    raise ValueError(
+        f"cursor {text_cursor!r} does not fit order {order!r}: pass the cursor of a page read in the same order"
+    )
 
 
 def _record(row) -> ResultRecord:
-    a, doc_id, question, params, external_id, source, digest, meta, version, superseded_at = row[:10]
+    (a, question, params, text_id, digest, doc_id, external_id, source, meta, version, latest) = row[:11]
     return ResultRecord.from_row(
         a, document_id=doc_id, question=question, external_id=external_id, source=source, sha256=digest,
-        metadata=meta, params=params, version=version, superseded=superseded_at is not None,
+        metadata=meta, params=params, version=version, superseded=not latest, text_id=text_id,
     )
+    return record
 
 
 def _check_answers(job_id: int, answers: Sequence[Answer]) -> None:
@@ -357,13 +410,13 @@ def _check_answers(job_id: int, answers: Sequence[Answer]) -> None:
             )
 
 
-def _check_offsets(session: Session, job_id: int, document_id: int, answers: Sequence[Answer]) -> None:
+def _check_offsets(session: Session, job_id: int, text_id: int, answers: Sequence[Answer]) -> None:
     # substr counts characters (code points) on SQLite and on a UTF8 PostgreSQL
     # database, like Python str indices; only the answers' spans leave the database.
-    columns = [Document.length] + [
-        func.substr(Document.text, a.char_start + 1, a.char_end - a.char_start) for a in answers
+    columns = [TextRow.length] + [
+        func.substr(TextRow.text, a.char_start + 1, a.char_end - a.char_start) for a in answers
     ]
-    row = session.execute(select(*columns).where(Document.id == document_id)).one()
+    row = session.execute(select(*columns).where(TextRow.id == text_id)).one()
     length, spans = row[0], row[1:]
     for a, span in zip(answers, spans):
         if a.char_end > length:

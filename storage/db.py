@@ -43,7 +43,7 @@ PG_MIGRATION_LOCK_KEY = 0x646F6371  # "docq"
 # The newest revision in migrations/versions (a test holds it to Alembic's own answer).
 # A database already at it is confirmed with one SELECT: Alembic, a quarter of a second
 # of imports, is loaded only to migrate, so a re-run that finds nothing new stays cheap.
-SCHEMA_HEAD = "0005"
+SCHEMA_HEAD = "0006"
 # Alembic keeps the running migration in module globals: one upgrade per process at a time.
 _UPGRADE_LOCK = threading.Lock()
 
@@ -272,13 +272,37 @@ def ensure_schema(engine: Engine) -> str:
 
 
 def _run_upgrade(engine: Engine) -> None:
+    _migrate(engine, "upgrade", "head")
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Run Alembic `downgrade revision` in one transaction (tests, and going back a release)."""
+    _migrate(engine, "downgrade", revision)
+
+
+def _migrate(engine: Engine, direction: str, revision: str) -> None:
+    """One migration run in one transaction. On SQLite, foreign keys are off while it runs
+    (rebuilding a table drops the old one, which would otherwise cascade to its children)
+    and checked before commit, as SQLite's procedure for altering tables says."""
     from alembic import command
 
     config = alembic_config()
     locking = engine.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
-    with _UPGRADE_LOCK, locking.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+    with _UPGRADE_LOCK, locking.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:  # outside any transaction: SQLite ignores this pragma inside one
+            connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with connection.begin():
+                config.attributes["connection"] = connection
+                getattr(command, direction)(config, revision)
+                if sqlite:
+                    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        raise StoreError(f"the schema migration left rows without their parent: {broken[:5]}")
+        finally:
+            if sqlite:
+                connection.connection.driver_connection.execute("PRAGMA foreign_keys=ON")
 
 
 def _check_usable(engine: Engine) -> str | None:
@@ -293,7 +317,7 @@ def _check_usable(engine: Engine) -> str | None:
         tables = set(inspect(connection).get_table_names())
     current = current_revision(engine)
     if current is None:
-        clash = tables & {"documents", "jobs", "answers"}
+        clash = tables & {"documents", "texts", "jobs", "answers"}
         if clash:
             raise StoreError(
                 f"database {safe_url(engine)} already has table(s) {', '.join(sorted(clash))} "

@@ -1,13 +1,15 @@
-"""What identifies stored text: sha256 digests, and text the store refuses to hold.
+"""What identifies stored things: texts by sha256, documents by key; text the store refuses.
 
-A document is identified by the sha256 hex of its text encoded as UTF-8, exactly as
-given (no normalisation: offsets must point into what the user gave). A question is
-identified the same way inside a job's identity.
+A text is identified by the sha256 hex of its UTF-8 encoding, exactly as given (no
+normalisation: offsets must point into what the user gave). A question is identified
+the same way inside a job's identity. A document is identified by its key: its id, its
+file's real path, or, with neither, its source and its text together.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 
 
 def text_sha256(text: str) -> str:
@@ -41,3 +43,25 @@ def check_storable(text: str, what: str) -> None:
             "keep it unchanged (PostgreSQL refuses it). Remove NUL characters before submitting "
             "(binary files are not documents)"
         )
+
+
+def id_key(external_id: str) -> str:
+    """The key of a document submitted with an id (JSONL, Client, HTTP)."""
+    return f"id:{external_id}"
+
+
+def path_key(path: str) -> str:
+    """The key of a document read from the file at `path`: its real path (symlinks
+    resolved, as the producer reads it), so any spelling of the path names it."""
+    return f"path:{os.path.realpath(path)}"
+
+
+def anonymous_key(source: str, text_digest: str) -> str:
+    """The key of a document with neither id nor path (stdin, an unnamed text): one per
+    (source, text), so the same input again is the same document, never a new version."""
+    return "anon:" + hashlib.sha256(f"{source}\n{text_digest}".encode("utf-8")).hexdigest()
+
+
+def is_versioned(key: str) -> bool:
+    """Whether documents under `key` have versions (ids and paths do; unnamed ones do not)."""
+    return not key.startswith("anon:")

@@ -1,5 +1,5 @@
-"""Jobs: created once per identity (document, question, model, revision, answer
-parameters), counted, listed, failed with a reason."""
+"""Jobs: created once per identity (text, question, model, revision, answer parameters),
+linked to every document that asks them, counted, listed, failed with a reason."""
 
 from __future__ import annotations
 
@@ -8,16 +8,16 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, or_, select, text, update
 from sqlalchemy.exc import OperationalError
 
 from docqa.core.params import AnswerParams
 from docqa.storage.columns import utcnow
 from docqa.storage.errors import NotFound
 from docqa.storage.identity import check_storable, text_sha256
-from docqa.storage.models import Document, Job, JobStatus, SubmissionJob
+from docqa.storage.models import Document, DocumentJob, Job, JobStatus, SubmissionJob
 from docqa.storage.records import Failure, JobRecord, StoredJob, document_label
-from docqa.storage.transactions import Transactions, chunks
+from docqa.storage.transactions import PG_RESULTS_LOCK_KEY, Transactions, chunks
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,35 @@ class QueuedJob(NamedTuple):
     attempts: int
 
 
+def _digest(question: str, question_of: dict[str, str]) -> str:
+    """The question's sha256 (remembered in question_of); errors for what the store cannot keep."""
+    if not isinstance(question, str):
+        raise TypeError(f"questions must be str, not {type(question).__name__}")
+    check_storable(question, "question")
+    digest = text_sha256(question)
+    question_of[digest] = question
+    return digest
+
+
+class _JobIdentity(NamedTuple):
+    """What a job's identity holds besides its text and question."""
+
+    model: str
+    revision: str
+    params: AnswerParams
+
+    @property
+    def params_digest(self) -> str:
+        return self.params.digest()
+
+    def row(self, text_id: int, question: str, digest: str, now: datetime) -> dict:
+        return {
+            "text_id": text_id, "question": question, "question_sha256": digest, "model": self.model,
+            "revision": self.revision, "params": self.params.canonical_json(), "params_digest": self.params_digest,
+            "status": JobStatus.QUEUED, "attempts": 0, "created_at": now, "updated_at": now,
+        }
+
+
 class Jobs(Transactions):
     """Creating jobs and reading their state; `fail` records why one could not be answered."""
 
@@ -46,7 +75,9 @@ class Jobs(Transactions):
         revision: str | None,
         params: AnswerParams,
     ) -> list[StoredJob]:
-        """Create a queued job per question unless its identity exists; one (id, created) per question.
+        """Ask `questions` of a document: a queued job per question of its text unless that
+        job exists (another document with the text, or an earlier submission, asked it), and
+        the document's link to each job. One (id, created) per question.
 
         The result is aligned with `questions`; a question repeated in the list gets the
         same id, created only at its first occurrence. Raises NotFound for an unknown
@@ -63,122 +94,112 @@ class Jobs(Transactions):
         params: AnswerParams,
     ) -> list[list[StoredJob]]:
         """`add_jobs` for several (document id, questions) in one transaction (a producer's
-        group of documents): one list per request, aligned with its questions. A (document,
-        question) asked twice in the call is created at its first occurrence only."""
+        group of documents): one list per request, aligned with its questions. A job two
+        requests need (two documents with one text) is created at its first occurrence only."""
         if not isinstance(model, str) or not model:
             raise ValueError("model must be a non-empty string (hub id or local folder)")
         if not isinstance(params, AnswerParams):
             raise TypeError(f"params must be AnswerParams, not {type(params).__name__}")
-        stored_revision = "" if revision is None else revision
-        digested: list[tuple[int, list[str]]] = []
         question_of: dict[str, str] = {}
-        for document_id, questions in requests:
-            digests = []
-            for question in questions:
-                if not isinstance(question, str):
-                    raise TypeError(f"questions must be str, not {type(question).__name__}")
-                check_storable(question, "question")
-                digest = text_sha256(question)
-                question_of[digest] = question
-                digests.append(digest)
-            digested.append((document_id, digests))
-        # Documents in id order whatever order the caller gives, so producers making jobs of
-        # the same documents do not wait on each other's uncommitted rows in opposite orders
-        # (PostgreSQL aborts one of them as a deadlock); a document's questions keep their
-        # order, so its job ids follow the order they were asked in. Two producers asking
-        # one document's questions in different orders can still meet: that deadlock is
-        # retried below.
-        pairs = sorted(dict.fromkeys((doc, digest) for doc, digests in digested for digest in digests),
-                       key=lambda pair: pair[0])  # stable: questions in asked order
-        if not pairs:
+        asked = [(doc, [_digest(q, question_of) for q in questions]) for doc, questions in requests]
+        if not any(digests for _doc, digests in asked):
             return [[] for _ in requests]
+        identity = _JobIdentity(model, "" if revision is None else revision, params)
         for attempt in range(DEADLOCK_RETRIES + 1):
             try:
-                ids, created = self._insert_jobs(pairs, question_of, model=model, revision=stored_revision,
-                                                 params=params)
+                job_of, created = self._insert_jobs(asked, question_of, identity)
                 break
             except OperationalError as exc:
                 if attempt == DEADLOCK_RETRIES or getattr(exc.orig, "sqlstate", None) != DEADLOCK_DETECTED:
                     raise
                 log.info("making jobs met another producer's in a deadlock; trying again (%d)", attempt + 1)
         out: list[list[StoredJob]] = []
-        for doc, digests in digested:
-            result = []
+        for doc, digests in asked:
+            stored = []
             for digest in digests:
-                result.append(StoredJob(ids[doc, digest], (doc, digest) in created))
-                created.discard((doc, digest))
-            out.append(result)
+                job_id = job_of[doc, digest]
+                stored.append(StoredJob(job_id, job_id in created))
+                created.discard(job_id)  # reported created at its first occurrence only
+            out.append(stored)
         return out
 
     def _insert_jobs(
-        self, pairs: list[tuple[int, str]], question_of: dict[str, str], *, model: str, revision: str,
-        params: AnswerParams,
-    ) -> tuple[dict[tuple[int, str], int], set[tuple[int, str]]]:
-        """One transaction of add_jobs_many: the job id of each (document, question digest),
-        and the pairs this call created."""
-        params_json = params.canonical_json()
-        params_digest = params.digest()
-        ids: dict[tuple[int, str], int] = {}
-        created: set[tuple[int, str]] = set()
+        self, asked: list[tuple[int, list[str]]], question_of: dict[str, str], identity: _JobIdentity,
+    ) -> tuple[dict[tuple[int, str], int], set[int]]:
+        """One transaction of add_jobs_many: the job of each (document, question digest), and
+        the ids of the jobs this call created."""
         with self._write() as session:
-            documents = sorted({doc for doc, _digest in pairs})
-            known: set[int] = set()
-            for chunk in chunks(documents):
-                known.update(session.execute(select(Document.id).where(Document.id.in_(chunk))).scalars())
-            for doc in documents:
-                if doc not in known:
-                    raise NotFound(f"document {doc} does not exist; store it before adding jobs")
-            now = utcnow()
-            for chunk in chunks(pairs):
-                rows = [
-                    {
-                        "document_id": doc,
-                        "question": question_of[digest],
-                        "question_sha256": digest,
-                        "model": model,
-                        "revision": revision,
-                        "params": params_json,
-                        "params_digest": params_digest,
-                        "status": JobStatus.QUEUED,
-                        "attempts": 0,
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                    for doc, digest in chunk
-                ]
-                stmt = (
-                    self._insert(Job)
-                    .values(rows)
-                    .on_conflict_do_nothing(
-                        index_elements=[
-                            Job.document_id,
-                            Job.question_sha256,
-                            Job.model,
-                            Job.revision,
-                            Job.params_digest,
-                        ]
-                    )
-                    .returning(Job.document_id, Job.question_sha256, Job.id)
+            text_of = self._texts_of(session, sorted({doc for doc, _digests in asked}))
+            # Texts in id order whatever order the caller gives, so producers making jobs of
+            # the same texts do not wait on each other's uncommitted rows in opposite orders
+            # (PostgreSQL aborts one of them as a deadlock); a text's questions keep their
+            # order, so its job ids follow the order they were asked in. Two producers asking
+            # one text's questions in different orders can still meet: that deadlock is
+            # retried by the caller.
+            pairs = sorted(dict.fromkeys((text_of[doc], digest) for doc, digests in asked for digest in digests),
+                           key=lambda pair: pair[0])
+            ids, created = self._job_rows(session, pairs, question_of, identity)
+            job_of = {(doc, digest): ids[text_of[doc], digest] for doc, digests in asked for digest in digests}
+            self._link_documents(session, sorted(set((doc, job_id) for (doc, _digest), job_id in job_of.items())))
+        return job_of, created
+
+    @staticmethod
+    def _texts_of(session, documents: list[int]) -> dict[int, int]:
+        """Each document's text id; NotFound for a document that does not exist."""
+        text_of: dict[int, int] = {}
+        for chunk in chunks(documents):
+            text_of.update(session.execute(select(Document.id, Document.text_id).where(Document.id.in_(chunk))).all())
+        for doc in documents:
+            if doc not in text_of:
+                raise NotFound(f"document {doc} does not exist; store it before adding jobs")
+        return text_of
+
+    def _job_rows(
+        self, session, pairs: list[tuple[int, str]], question_of: dict[str, str], identity: _JobIdentity,
+    ) -> tuple[dict[tuple[int, str], int], set[int]]:
+        """The job id of each (text, question digest), inserting those that do not exist; and
+        the ids inserted."""
+        ids: dict[tuple[int, str], int] = {}
+        created: set[int] = set()
+        now = utcnow()
+        for chunk in chunks(pairs):
+            rows = [identity.row(text_id, question_of[digest], digest, now) for text_id, digest in chunk]
+            stmt = (
+                self._insert(Job).values(rows)
+                .on_conflict_do_nothing(index_elements=[Job.text_id, Job.question_sha256, Job.model, Job.revision,
+                                                        Job.params_digest])
+                .returning(Job.text_id, Job.question_sha256, Job.id)
+            )
+            for text_id, digest, job_id in session.execute(stmt):
+                ids[text_id, digest] = job_id
+                created.add(job_id)
+        by_text: dict[int, list[str]] = {}
+        for text_id, digest in pairs:
+            if (text_id, digest) not in ids:  # jobs that existed already
+                by_text.setdefault(text_id, []).append(digest)
+        for text_id, digests in by_text.items():
+            for chunk in chunks(digests):
+                stmt = select(Job.question_sha256, Job.id).where(
+                    Job.text_id == text_id, Job.model == identity.model, Job.revision == identity.revision,
+                    Job.params_digest == identity.params_digest, Job.question_sha256.in_(chunk),
                 )
-                for doc, digest, job_id in session.execute(stmt):
-                    ids[doc, digest] = job_id
-                    created.add((doc, digest))
-            missing = [pair for pair in pairs if pair not in ids]
-            by_document: dict[int, list[str]] = {}
-            for doc, digest in missing:
-                by_document.setdefault(doc, []).append(digest)
-            for doc, digests in by_document.items():  # jobs that existed already
-                for chunk in chunks(digests):
-                    stmt = select(Job.question_sha256, Job.id).where(
-                        Job.document_id == doc,
-                        Job.model == model,
-                        Job.revision == revision,
-                        Job.params_digest == params_digest,
-                        Job.question_sha256.in_(chunk),
-                    )
-                    for digest, job_id in session.execute(stmt):
-                        ids[doc, digest] = job_id
+                for digest, job_id in session.execute(stmt):
+                    ids[text_id, digest] = job_id
         return ids, created
+
+    def _link_documents(self, session, links: list[tuple[int, int]]) -> None:
+        """Record that each document asked each job's question (once)."""
+        if not links:
+            return
+        if self._postgres:
+            # Links become visible in id order, as answers do (see Answers.follow_results).
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_RESULTS_LOCK_KEY})
+        for chunk in chunks(links):
+            session.execute(
+                self._insert(DocumentJob)
+                .values([{"document_id": doc, "job_id": job_id} for doc, job_id in chunk])
+                .on_conflict_do_nothing(index_elements=[DocumentJob.document_id, DocumentJob.job_id])
+            )
 
     def fail(self, job_id: int, error: str) -> bool:
         """Mark a job failed with `error` (a sentence a person can act on); return whether it changed.
@@ -249,10 +270,17 @@ class Jobs(Transactions):
         return {status.value: found.get(status, 0) for status in JobStatus}
 
     def failures(self, limit: int = 100) -> list[Failure]:
-        """Failed jobs, by job id, with what identifies their document and why they failed."""
+        """Failed jobs, by job id, with the first document that asked each (and how many
+        others did) and why they failed."""
+        askers = (
+            select(DocumentJob.job_id, func.min(DocumentJob.document_id).label("first"),
+                   func.count().label("n")).group_by(DocumentJob.job_id).subquery()
+        )
         stmt = (
-            select(Job.id, Job.question, Job.error, Document.id, Document.external_id, Document.source)
-            .join(Document, Job.document_id == Document.id)
+            select(Job.id, Job.question, Job.error, askers.c.first, askers.c.n, Document.external_id,
+                   Document.source)
+            .outerjoin(askers, askers.c.job_id == Job.id)
+            .outerjoin(Document, Document.id == askers.c.first)
             .where(Job.status == JobStatus.FAILED)
             .order_by(Job.id)
             .limit(limit)
@@ -262,11 +290,11 @@ class Jobs(Transactions):
         return [
             Failure(
                 job_id=job_id,
-                document=document_label(doc_id, external_id, source),
+                document=_askers_label(first, n, external_id, source),
                 question=question,
                 error=error if error is not None else "failed without a recorded reason",
             )
-            for job_id, question, error, doc_id, external_id, source in rows
+            for job_id, question, error, first, n, external_id, source in rows
         ]
 
     def mark_sent(self, job_ids: Iterable[int], *, now: datetime | None = None) -> None:
@@ -319,13 +347,15 @@ class Jobs(Transactions):
         with self._read() as session:
             return int(session.execute(stmt).scalar_one())
 
-    def queued_by_model(self) -> dict[str, int]:
-        """Queued jobs per model label ('model' or 'model@revision')."""
+    def queued_by_model(self, submission_id: int | None = None) -> dict[str, int]:
+        """Queued jobs (of one submission, or all) per model label ('model' or 'model@revision')."""
         from docqa.core.labels import model_label
 
         stmt = select(Job.model, Job.revision, func.count()).where(Job.status == JobStatus.QUEUED).group_by(
             Job.model, Job.revision
         )
+        if submission_id is not None:
+            stmt = stmt.where(Job.id.in_(select(SubmissionJob.job_id).where(SubmissionJob.submission_id == submission_id)))
         with self._read() as session:
             return {model_label(m, r or None): n for m, r, n in session.execute(stmt)}
 
@@ -351,7 +381,7 @@ class Jobs(Transactions):
         if job_ids is not None:
             conditions.append(Job.id.in_(sorted(set(job_ids))))
         if document_id is not None:
-            conditions.append(Job.document_id == document_id)
+            conditions.append(Job.id.in_(select(DocumentJob.job_id).where(DocumentJob.document_id == document_id)))
         if submission_id is not None:
             conditions.append(
                 Job.id.in_(select(SubmissionJob.job_id).where(SubmissionJob.submission_id == submission_id))
@@ -370,6 +400,13 @@ class Jobs(Transactions):
                     .execution_options(synchronize_session=False)
                 )
         return [QueuedJob(i, m, r if r != "" else None, 0) for i, m, r in rows]
+
+
+def _askers_label(first: int | None, n: int | None, external_id: str | None, source: str | None) -> str:
+    if first is None:
+        return "no document"
+    label = document_label(first, external_id, source)
+    return label if n == 1 else f"{label} and {n - 1} other document{'s' if n > 2 else ''}"
 
 
 def _unsent(older_than: float, now: datetime | None):

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from docqa.core.params import AnswerParams
 from docqa.storage.columns import utcnow
-from docqa.storage.models import Document, Job, JobStatus
+from docqa.storage.models import Job, JobStatus, TextRow
 from docqa.storage.records import ClaimedJob
 from docqa.storage.transactions import Transactions, chunks
 
@@ -60,7 +60,7 @@ class Leases(Transactions):
         now: datetime | None = None,
         fresh_only: bool = False,
     ) -> list[ClaimedJob]:
-        """Take the given jobs that are free to run; return them (by job id) with their document text.
+        """Take the given jobs that are free to run; return them (by job id) with their text.
 
         A job is free when it is queued, or running under a lease that ran out (its
         worker is presumed dead). Each claimed job becomes running under `worker` until
@@ -172,7 +172,7 @@ class Leases(Transactions):
                 session.execute(
                     select(
                         Job.id,
-                        Job.document_id,
+                        Job.text_id,
                         Job.question,
                         Job.model,
                         Job.revision,
@@ -181,25 +181,25 @@ class Leases(Transactions):
                     ).where(Job.id.in_(chunk))
                 ).all()
             )
-        # One copy of each document's text, however many of its jobs are claimed.
-        documents: dict[int, tuple[str, str]] = {}
-        doc_ids = sorted({job.document_id for job in jobs})
-        for chunk in chunks(doc_ids):
-            for doc_id, digest, body in session.execute(
-                select(Document.id, Document.sha256, Document.text).where(Document.id.in_(chunk))
+        # One copy of each text, however many of its jobs are claimed.
+        texts: dict[int, tuple[str, str]] = {}
+        text_ids = sorted({job.text_id for job in jobs})
+        for chunk in chunks(text_ids):
+            for text_id, digest, body in session.execute(
+                select(TextRow.id, TextRow.sha256, TextRow.text).where(TextRow.id.in_(chunk))
             ):
-                documents[doc_id] = (digest, body)
+                texts[text_id] = (digest, body)
         params_cache: dict[str, AnswerParams] = {}
         claimed = []
         for job in sorted(jobs, key=lambda row: row.id):
             params = params_cache.get(job.params)
             if params is None:
                 params = params_cache[job.params] = AnswerParams.model_validate_json(job.params)
-            digest, body = documents[job.document_id]
+            digest, body = texts[job.text_id]
             claimed.append(
                 ClaimedJob(
                     job_id=job.id,
-                    document_id=job.document_id,
+                    text_id=job.text_id,
                     sha256=digest,
                     text=body,
                     question=job.question,

@@ -1,15 +1,27 @@
-"""The SQL schema: documents, question jobs and their answers.
+"""The SQL schema: what users submitted (documents), what is computed (texts, jobs,
+answers), and what links them.
 
-The job table is the source of truth for work (the broker only delivers job ids).
-Invariants the rows keep:
+    submissions --< submission_documents >-- documents --< document_jobs >-- jobs --< answers
+         |                                       |                            |
+         +----------< submission_jobs >----------|------------------------- --+
+                                                 v                            v
+                                               texts --< text_tokens        job_plans
 
-- `Document.text` is exactly what was submitted; `Document.sha256` is the sha256 hex of
-  its UTF-8 encoding and is unique, so one text is stored once.
-- A job's identity is (document, question, model, revision, answer parameters); the
-  unique constraint `uq_jobs_identity` makes submitting it again find the existing job.
-- For every answer row, `document.text[char_start:char_end] == text` (Python str indices,
-  end exclusive); token indices index the document's own tokenization, end inclusive.
+A document is one submitted item (an id, a path, or an unnamed text; a version under its
+key; its metadata); a text is content, stored once. Jobs, tokens and answers belong to
+texts, so documents that share a text share that work; answers are reported per document
+through `document_jobs`. The job table is the source of truth for work (the broker only
+delivers job ids). Invariants the rows keep:
+
+- `TextRow.text` is exactly what was submitted; `TextRow.sha256` is the sha256 hex of its
+  UTF-8 encoding and is unique, so one text is stored once.
+- A job's identity is (text, question, model, revision, answer parameters); the unique
+  constraint `uq_jobs_identity` makes asking it again find the existing job.
+- For every answer row, `text[char_start:char_end] == answer text` (Python str indices,
+  end exclusive) in its job's text; token indices index that text's own tokenization, end
+  inclusive.
 - Each job has at most one set of answers: (job_id, rank) is unique, rank is 0-based.
+- A text is referred to by at least one document; a job by at least one document link.
 
 All timestamps are timezone-aware UTC. Keep this module and `migrations/` in step:
 `tests/storage/test_migrations.py` compares them.
@@ -67,56 +79,44 @@ class JobStatus(enum.StrEnum):
     FAILED = "failed"
 
 
-class Document(Base):
-    """A document's text, stored once per distinct text (by sha256)."""
+class TextRow(Base):
+    """A text, stored once however many documents have it (by sha256), exactly as given.
 
-    __tablename__ = "documents"
+    Compute hangs off texts: tokens, jobs and answers. A text is removed only when no
+    document refers to it any more.
+    """
+
+    __tablename__ = "texts"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     sha256: Mapped[str] = mapped_column(String(64), unique=True)
     text: Mapped[str] = mapped_column(Text)
-    # Where the text came from: a file path, "stdin" or "jsonl:<file>:<line>".
-    source: Mapped[str | None] = mapped_column(Text)
-    # The JSONL record's "id", if it had one.
-    external_id: Mapped[str | None] = mapped_column(Text)
-    # `metadata` is reserved by declarative classes; the column keeps the plain name.
-    meta: Mapped[Any | None] = mapped_column("metadata", JSON(none_as_null=True))
     # len(text): Python str characters (code points).
     length: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    # The version number this text was last recorded as under its key (see
-    # DocumentVersion); NULL for a document submitted without an id or a file path.
-    version: Mapped[int | None] = mapped_column(Integer)
-    # Set while none of the document's version rows is latest: newer content replaced it.
-    superseded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
-    jobs: Mapped[list[Job]] = relationship(back_populates="document")
+    jobs: Mapped[list[Job]] = relationship(back_populates="text_row")
 
 
-class DocumentKey(Base):
-    """A version key's last version number: numbers are never reused while the key has
-    versions stored; concurrent producers of one key lock this row in turn."""
+class Document(Base):
+    """One submitted item: its key, its version under that key, where it came from, its
+    metadata, and the text it had.
 
-    __tablename__ = "document_keys"
-
-    key: Mapped[str] = mapped_column(Text, primary_key=True)
-    last_version: Mapped[int] = mapped_column(Integer)
-
-
-class DocumentVersion(Base):
-    """Version `version` of the document named `key` had this document's text.
-
-    `key` is "id:<external id>" or "path:<absolute file path>". Versions count 1, 2, ...
-    per key; exactly one row per key is `latest` (a partial unique index). Reverting to an
-    earlier text adds a new version pointing at the existing document (its answers exist).
+    `key` is "id:<external id>" (a JSONL / Client / HTTP id), "path:<real file path>", or
+    "anon:<sha256 of source and text>" for an item with neither (stdin, an unnamed text):
+    such a document is the same document only when both its source and its text are.
+    Versions count 1, 2, ... per id or path key (NULL for "anon:" keys); exactly one row
+    per key is `latest` (a partial unique index says so). Going back to an earlier text
+    adds a new version pointing at the stored text, whose answers exist.
     """
 
-    __tablename__ = "document_versions"
+    __tablename__ = "documents"
     __table_args__ = (
-        UniqueConstraint("key", "version", name="uq_document_versions_key"),
-        Index("ix_document_versions_document_id", "document_id"),
+        UniqueConstraint("key", "version", name="uq_documents_key"),
+        Index("ix_documents_text_id", "text_id"),
+        Index("ix_documents_source", "source"),
         Index(
-            "uq_document_versions_latest_key",
+            "uq_documents_latest_key",
             "key",
             unique=True,
             sqlite_where=sql_text("latest"),
@@ -125,20 +125,62 @@ class DocumentVersion(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # No cascade: a text goes only once no document refers to it (Documents.delete_documents).
+    text_id: Mapped[int] = mapped_column(ForeignKey("texts.id"))
     key: Mapped[str] = mapped_column(Text)
-    version: Mapped[int] = mapped_column(Integer)
-    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
+    version: Mapped[int | None] = mapped_column(Integer)
     latest: Mapped[bool] = mapped_column(Boolean)
+    # Where it came from, as given: a file path, "stdin", "<file>.jsonl:<line>", "document <n>".
+    source: Mapped[str | None] = mapped_column(Text)
+    # The JSONL / Client / HTTP "id", if it had one.
+    external_id: Mapped[str | None] = mapped_column(Text)
+    # `metadata` is reserved by declarative classes; the column keeps the plain name.
+    meta: Mapped[Any | None] = mapped_column("metadata", JSON(none_as_null=True))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # When a newer version of its key replaced it (NULL while latest).
+    superseded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    text_row: Mapped[TextRow] = relationship()
+
+
+class DocumentKey(Base):
+    """An id or path key's last version number: numbers are never reused while the key has
+    versions stored; concurrent producers of one key lock this row in turn."""
+
+    __tablename__ = "document_keys"
+
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    last_version: Mapped[int] = mapped_column(Integer)
+
+
+class DocumentJob(Base):
+    """Document `document_id` asked the question job `job_id` answers (for its text).
+
+    Answers are reported once per such link, under the document's own id, path, metadata
+    and version. `id` grows with creation: a follower reads new links after the last one
+    it saw (on PostgreSQL links and answers are written under one advisory lock, so ids
+    become visible in increasing order).
+    """
+
+    __tablename__ = "document_jobs"
+    __table_args__ = (
+        UniqueConstraint("document_id", "job_id", name="uq_document_jobs_document_id"),
+        Index("ix_document_jobs_job_id", "job_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
 
 
 class Job(Base):
-    """One question about one document, answered with one model and parameters."""
+    """One question about one text, answered with one model and parameters: computed once
+    however many documents have the text (DocumentJob links them)."""
 
     __tablename__ = "jobs"
     __table_args__ = (
         UniqueConstraint(
-            "document_id",
+            "text_id",
             "question_sha256",
             "model",
             "revision",
@@ -149,7 +191,7 @@ class Job(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
+    text_id: Mapped[int] = mapped_column(ForeignKey("texts.id", ondelete="CASCADE"))
     question: Mapped[str] = mapped_column(Text)
     # sha256 hex of the question's UTF-8: keeps the unique index small for long questions.
     question_sha256: Mapped[str] = mapped_column(String(64))
@@ -175,7 +217,7 @@ class Job(Base):
     # When a broker message for this job was last sent (NULL: never, e.g. embedded mode).
     last_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
-    document: Mapped[Document] = relationship(back_populates="jobs")
+    text_row: Mapped[TextRow] = relationship(back_populates="jobs")
     answers: Mapped[list[AnswerRow]] = relationship(
         back_populates="job", order_by="AnswerRow.rank", cascade="all, delete-orphan"
     )
@@ -198,7 +240,7 @@ class AnswerRow(Base):
     text: Mapped[str] = mapped_column(Text)
     # Probability-like score of the reference pipeline (double precision everywhere).
     score: Mapped[float] = mapped_column(Double)
-    # Offsets into the document text: Python str indices, end exclusive.
+    # Offsets into the job's text: Python str indices, end exclusive.
     char_start: Mapped[int] = mapped_column(Integer)
     char_end: Mapped[int] = mapped_column(Integer)
     # The window the span came from, and that window's character range; NULL for the
@@ -206,7 +248,7 @@ class AnswerRow(Base):
     window_index: Mapped[int | None] = mapped_column(Integer)
     window_char_start: Mapped[int | None] = mapped_column(Integer)
     window_char_end: Mapped[int | None] = mapped_column(Integer)
-    # Token indices into the document's tokenization (no special tokens), end inclusive.
+    # Token indices into the text's tokenization (no special tokens), end inclusive.
     token_start: Mapped[int | None] = mapped_column(Integer)
     token_end: Mapped[int | None] = mapped_column(Integer)
     start_logit: Mapped[float | None] = mapped_column(Double)
@@ -252,8 +294,21 @@ class Submission(Base):
     input_errors: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # Documents whose id or path came with new content (a new version).
     changed_documents: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Distinct texts among its documents, and those it stored first.
+    texts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    new_texts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # What made it, beyond the command: a schedule's source name (`docqa schedule`).
     label: Mapped[str | None] = mapped_column(Text)
+
+
+class SubmissionDocument(Base):
+    """A document a submission gave (new, a new version, or unchanged)."""
+
+    __tablename__ = "submission_documents"
+    __table_args__ = (Index("ix_submission_documents_document_id", "document_id"),)
+
+    submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id", ondelete="CASCADE"), primary_key=True)
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True)
 
 
 class SubmissionJob(Base):
@@ -292,15 +347,15 @@ class Leader(Base):
 
 
 class TokensRow(Base):
-    """A document's tokenization under one tokenizer, made once by the producer.
+    """A text's tokenization under one tokenizer, made once by the producer.
 
     `tokenizer` is the sha256 of the tokenizer's definition (`core.windows.tokenizer_key`);
     `data` is `core.windows.encode_tokens` of the tokens (ids, offsets, word ids).
     """
 
-    __tablename__ = "document_tokens"
+    __tablename__ = "text_tokens"
 
-    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True)
+    text_id: Mapped[int] = mapped_column(ForeignKey("texts.id", ondelete="CASCADE"), primary_key=True)
     tokenizer: Mapped[str] = mapped_column(String(64), primary_key=True)
     n_tokens: Mapped[int] = mapped_column(Integer)
     data: Mapped[bytes] = mapped_column(LargeBinary)
@@ -309,7 +364,7 @@ class TokensRow(Base):
 
 class PlanRow(Base):
     """A job's windows, fixed at submit: JSON [[token_start, token_end, char_start, char_end], ...]
-    (token ends exclusive, into the document's tokens under `tokenizer`)."""
+    (token ends exclusive, into its text's tokens under `tokenizer`)."""
 
     __tablename__ = "job_plans"
 

@@ -1,4 +1,5 @@
-"""Tokens and window plans the producer made: stored once, read by workers and `docqa windows`."""
+"""Tokens and window plans the producer made: stored once per text (tokens) and per job
+(plans), read by workers and `docqa windows`."""
 
 from __future__ import annotations
 
@@ -23,27 +24,27 @@ log = logging.getLogger(__name__)
 
 
 class Plans(Transactions):
-    """Document tokens (per tokenizer) and job window plans."""
+    """Text tokens (per tokenizer) and job window plans."""
 
-    def has_tokens(self, document_id: int, tokenizer: str) -> bool:
+    def has_tokens(self, text_id: int, tokenizer: str) -> bool:
         with self._read() as session:
-            return session.get(TokensRow, (document_id, tokenizer)) is not None
+            return session.get(TokensRow, (text_id, tokenizer)) is not None
 
-    def add_tokens(self, document_id: int, tokenizer: str, tokens: DocumentTokens) -> int:
-        """Store a document's tokens under `tokenizer` (once: a second store is a no-op).
+    def add_tokens(self, text_id: int, tokenizer: str, tokens: DocumentTokens) -> int:
+        """Store a text's tokens under `tokenizer` (once: a second store is a no-op).
         Returns the stored size in bytes."""
-        return self.add_tokens_many(tokenizer, [(document_id, tokens)])
+        return self.add_tokens_many(tokenizer, [(text_id, tokens)])
 
-    def add_tokens_many(self, tokenizer: str, documents: Iterable[tuple[int, DocumentTokens]]) -> int:
-        """Store several documents' tokens under `tokenizer` in one transaction (a document
-        that has them already keeps its own). Returns the bytes of what was given."""
+    def add_tokens_many(self, tokenizer: str, texts: Iterable[tuple[int, DocumentTokens]]) -> int:
+        """Store several texts' tokens under `tokenizer` in one transaction (a text that has
+        them already keeps its own). Returns the bytes of what was given."""
         from docqa.core.windows import encode_tokens
 
         now = utcnow()
-        # In document order whatever order the caller gives: two producers storing tokens of
-        # the same documents never wait on each other's rows in opposite orders (deadlock).
-        rows = [{"document_id": doc_id, "tokenizer": tokenizer, "n_tokens": len(tokens), "data": encode_tokens(tokens),
-                 "created_at": now} for doc_id, tokens in sorted(documents, key=lambda item: item[0])]
+        # In text order whatever order the caller gives: two producers storing tokens of the
+        # same texts never wait on each other's rows in opposite orders (deadlock).
+        rows = [{"text_id": text_id, "tokenizer": tokenizer, "n_tokens": len(tokens), "data": encode_tokens(tokens),
+                 "created_at": now} for text_id, tokens in sorted(texts, key=lambda item: item[0])]
         if not rows:
             return 0
         with self._write() as session:
@@ -51,24 +52,24 @@ class Plans(Transactions):
                 session.execute(self._insert(TokensRow).values(list(chunk)).on_conflict_do_nothing())
         return sum(len(row["data"]) for row in rows)
 
-    def tokens_for(self, document_ids: Collection[int], tokenizer: str) -> dict[int, DocumentTokens]:
-        """The stored tokens of those documents under `tokenizer` (documents without are absent)."""
+    def tokens_for(self, text_ids: Collection[int], tokenizer: str) -> dict[int, DocumentTokens]:
+        """The stored tokens of those texts under `tokenizer` (texts without are absent)."""
         from docqa.core.windows import decode_tokens
 
         out: dict[int, DocumentTokens] = {}
-        ids = sorted(set(document_ids))
+        ids = sorted(set(text_ids))
         with self._read() as session:
             for chunk in chunks(ids):
                 rows = session.execute(
-                    select(TokensRow.document_id, TokensRow.data).where(
-                        TokensRow.document_id.in_(chunk), TokensRow.tokenizer == tokenizer
+                    select(TokensRow.text_id, TokensRow.data).where(
+                        TokensRow.text_id.in_(chunk), TokensRow.tokenizer == tokenizer
                     )
                 ).all()
-                for doc_id, data in rows:
+                for text_id, data in rows:
                     try:
-                        out[doc_id] = decode_tokens(bytes(data))
+                        out[text_id] = decode_tokens(bytes(data))
                     except (ValueError, zlib.error) as exc:  # damaged: the worker tokenizes instead
-                        log.warning("stored tokens of document %s are unreadable (%s); tokenizing it again", doc_id, exc)
+                        log.warning("stored tokens of text %s are unreadable (%s); tokenizing it again", text_id, exc)
         return out
 
     def add_plans(self, plans: Iterable[tuple[int, WindowPlan]]) -> None:
@@ -104,18 +105,19 @@ class Plans(Transactions):
     def plans_of_documents(
         self, document_ids: Collection[int], *, question: str | None = None, model: str | None = None
     ) -> list[tuple[int, int, str, str, WindowPlan | None]]:
-        """(job id, document id, question, model, plan or None) for the jobs of those
-        documents, by job id; filtered by exact question text and model."""
+        """(job id, document id, question, model, plan or None) for the jobs those documents
+        asked, by job id then document id; filtered by exact question text and model."""
         from docqa.core.windows import WindowPlan
         from docqa.storage.identity import text_sha256
-        from docqa.storage.models import Job
+        from docqa.storage.models import DocumentJob, Job
 
         stmt = (
-            select(Job.id, Job.document_id, Job.question, Job.model, PlanRow.tokenizer, PlanRow.question_tokens,
-                   PlanRow.windows)
+            select(Job.id, DocumentJob.document_id, Job.question, Job.model, PlanRow.tokenizer,
+                   PlanRow.question_tokens, PlanRow.windows)
+            .join(DocumentJob, DocumentJob.job_id == Job.id)
             .outerjoin(PlanRow, PlanRow.job_id == Job.id)
-            .where(Job.document_id.in_(sorted(set(document_ids))))
-            .order_by(Job.id)
+            .where(DocumentJob.document_id.in_(sorted(set(document_ids))))
+            .order_by(Job.id, DocumentJob.document_id)
         )
         if question is not None:
             stmt = stmt.where(Job.question_sha256 == text_sha256(question))

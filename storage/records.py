@@ -17,10 +17,12 @@ from docqa.storage.models import AnswerRow, Document, Job, JobStatus
 
 
 class StoredDocument(NamedTuple):
-    """Result of `Repository.add_document`: created is False when the text was already stored.
+    """Result of `Repository.add_document`.
 
-    With a version key: `version` is the key's latest version number after this call, and
-    `changed` is True when the key had another text before (a new version was recorded).
+    `created`: a new document (a new id, path or unnamed item, or a new version of one);
+    `version`: its version under its id or path (None for an unnamed document); `changed`:
+    its id or path had another text before (a new version was recorded); `text_id`: its
+    text; `text_created`: this call stored the text (no document had it before).
     """
 
     id: int
@@ -28,6 +30,8 @@ class StoredDocument(NamedTuple):
     created: bool
     version: int | None = None
     changed: bool = False
+    text_id: int = 0
+    text_created: bool = False
 
 
 class StoredJob(NamedTuple):
@@ -38,15 +42,18 @@ class StoredJob(NamedTuple):
 
 
 class DeletedCounts(NamedTuple):
-    """What `Repository.delete_documents` removed (or, dry run, would remove)."""
+    """What `Repository.delete_documents` removed (or, dry run, would remove): the documents,
+    and the jobs, answers and texts that no remaining document needed."""
 
     documents: int
     jobs: int
     answers: int
+    texts: int = 0
 
 
 class Failure(NamedTuple):
-    """A failed job for a report: `document` is its external id and/or source, else "document <id>"."""
+    """A failed job for a report: `document` names the first document that asked it (its
+    external id and/or source), with how many others did."""
 
     job_id: int
     document: str
@@ -63,7 +70,7 @@ class ClaimedJob:
     """
 
     job_id: int
-    document_id: int
+    text_id: int
     sha256: str
     text: str
     question: str
@@ -75,6 +82,9 @@ class ClaimedJob:
 
 @dataclass(frozen=True, slots=True)
 class DocumentRecord:
+    """A document with its text. `version` is None for a document without id or path;
+    `latest` is False once a newer version of its id or path replaced it."""
+
     id: int
     sha256: str
     text: str
@@ -83,18 +93,26 @@ class DocumentRecord:
     meta: Any
     length: int
     created_at: datetime
+    text_id: int = 0
+    key: str = ""
+    version: int | None = None
+    latest: bool = True
 
     @classmethod
-    def from_row(cls, row: Document) -> DocumentRecord:
+    def from_row(cls, row: Document, sha256: str, text: str) -> DocumentRecord:
         return cls(
             id=row.id,
-            sha256=row.sha256,
-            text=row.text,
+            sha256=sha256,
+            text=text,
             source=row.source,
             external_id=row.external_id,
             meta=row.meta,
-            length=row.length,
+            length=len(text),
             created_at=row.created_at,
+            text_id=row.text_id,
+            key=row.key,
+            version=row.version,
+            latest=row.latest,
         )
 
 
@@ -103,7 +121,7 @@ class JobRecord:
     """A job row; `revision` is None when the job has none."""
 
     id: int
-    document_id: int
+    text_id: int
     question: str
     model: str
     revision: str | None
@@ -122,7 +140,7 @@ class JobRecord:
     def from_row(cls, row: Job) -> JobRecord:
         return cls(
             id=row.id,
-            document_id=row.document_id,
+            text_id=row.text_id,
             question=row.question,
             model=row.model,
             revision=row.revision if row.revision != "" else None,
@@ -141,7 +159,9 @@ class JobRecord:
 
 @dataclass(frozen=True, slots=True)
 class ResultRecord:
-    """One answer joined with its job and document: a row of an export."""
+    """One answer of one document: the answer of its job (computed once per text) under the
+    id, path, metadata and version of a document that asked that job's question. Two
+    documents with one text give two records with the same answer_id and job_id."""
 
     answer_id: int
     document_id: int
@@ -175,6 +195,8 @@ class ResultRecord:
     # was submitted without an id or path), and whether a newer version replaced it.
     document_version: int | None = None
     superseded: bool = False
+    # The text the answer was computed on (shared by every document with that text).
+    text_id: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The record as a plain dict (shallow: several times faster than dataclasses.asdict,
@@ -185,6 +207,7 @@ class ResultRecord:
     def from_row(
         cls, a: AnswerRow, *, document_id: int, question: str, external_id: str | None, source: str | None, sha256: str,
         metadata: Any = None, params: str | None = None, version: int | None = None, superseded: bool = False,
+        text_id: int | None = None,
     ) -> ResultRecord:
         """An answer row joined with what its job and document say."""
         return cls(
@@ -215,6 +238,7 @@ class ResultRecord:
             params=None if params is None else json.loads(params),
             document_version=version,
             superseded=superseded,
+            text_id=text_id,
         )
 
 

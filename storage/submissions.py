@@ -9,17 +9,23 @@ from typing import NamedTuple
 from sqlalchemy import func, select, update
 
 from docqa.storage.columns import utcnow
-from docqa.storage.models import Job, JobStatus, Submission, SubmissionJob
+from docqa.storage.models import Job, JobStatus, Submission, SubmissionDocument, SubmissionJob
 from docqa.storage.transactions import Transactions, chunks
 
 
 class SubmissionCounts(NamedTuple):
+    """What a submission amounted to. `jobs`: the distinct jobs its documents' questions
+    needed (documents that share a text share jobs); `texts`: the distinct texts of its
+    documents; `new_*`: those it stored first."""
+
     documents: int
     new_documents: int
     jobs: int
     new_jobs: int
     input_errors: int
     changed_documents: int = 0
+    texts: int = 0
+    new_texts: int = 0
 
 
 class SubmissionRecord(NamedTuple):
@@ -35,11 +41,14 @@ class SubmissionRecord(NamedTuple):
     jobs: int
     new_jobs: int
     input_errors: int
+    texts: int = 0
+    new_texts: int = 0
 
     @classmethod
     def from_row(cls, row: Submission) -> SubmissionRecord:
         return cls(row.id, row.command, row.label, row.model, row.created_at, row.finished_at, row.documents,
-                   row.new_documents, row.changed_documents, row.jobs, row.new_jobs, row.input_errors)
+                   row.new_documents, row.changed_documents, row.jobs, row.new_jobs, row.input_errors, row.texts,
+                   row.new_texts)
 
 
 class Submissions(Transactions):
@@ -54,21 +63,20 @@ class Submissions(Transactions):
 
     def add_submission_jobs(self, submission_id: int, job_ids: Iterable[int]) -> None:
         """Link jobs (new or already known) to a submission; linking twice is harmless."""
-        ids = sorted(set(job_ids))
+        self._link_submission(SubmissionJob, SubmissionJob.job_id, submission_id, job_ids)
+
+    def add_submission_documents(self, submission_id: int, document_ids: Iterable[int]) -> None:
+        """Link documents (new, new versions or unchanged) to a submission; twice is harmless."""
+        self._link_submission(SubmissionDocument, SubmissionDocument.document_id, submission_id, document_ids)
+
+    def _link_submission(self, table, column, submission_id: int, ids: Iterable[int]) -> None:
+        ids = sorted(set(ids))
         if not ids:
             return
         with self._write() as session:
             for chunk in chunks(ids):
-                known = set(
-                    session.execute(
-                        select(SubmissionJob.job_id).where(
-                            SubmissionJob.submission_id == submission_id, SubmissionJob.job_id.in_(chunk)
-                        )
-                    ).scalars()
-                )
-                rows = [{"submission_id": submission_id, "job_id": j} for j in chunk if j not in known]
-                if rows:
-                    session.execute(self._insert(SubmissionJob).values(rows).on_conflict_do_nothing())
+                rows = [{"submission_id": submission_id, column.key: i} for i in chunk]
+                session.execute(self._insert(table).values(rows).on_conflict_do_nothing())
 
     def finish_submission(self, submission_id: int, counts: SubmissionCounts) -> None:
         """Record what the submission amounted to, once all its documents were read."""

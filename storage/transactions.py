@@ -20,6 +20,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from docqa.storage.db import SQLITE_BEGIN_OPTION, session_factory
 
+# PostgreSQL advisory lock held while answers or document links are written, so their ids
+# become visible in increasing order (a follower reads "after the last id seen" safely).
+PG_RESULTS_LOCK_KEY = 0x646F6361  # "doca"
+
 # Ids per IN (...) list or rows per multi-row INSERT: far below SQLite's and
 # PostgreSQL's bound-parameter limits.
 CHUNK = 500

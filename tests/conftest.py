@@ -200,8 +200,8 @@ class _MigratedPostgres:
                 if version != [(head,)]:
                     return False
                 conn.execute(
-                    "TRUNCATE answers, submission_jobs, submissions, job_plans, jobs, document_tokens, document_versions, "
-                    "document_keys, documents, workers "
+                    "TRUNCATE answers, submission_jobs, submission_documents, submissions, job_plans, document_jobs, "
+                    "jobs, text_tokens, document_keys, documents, texts, workers "
                     "RESTART IDENTITY CASCADE"
                 )
                 conn.execute("UPDATE leaders SET holder = '', until = '2000-01-01T00:00:00+00:00'")

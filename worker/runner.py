@@ -190,11 +190,11 @@ class JobRunner:
         # then tokenizes no document, only the questions.
         key = self.engine.tokenizer_key
         plans = self.repo.plans_for([j.job_id for j in jobs])
-        tokens = self.repo.tokens_for({j.document_id for j in jobs}, key)
+        tokens = self.repo.tokens_for({j.text_id for j in jobs}, key)
         items = []
         for j in jobs:
             plan = plans.get(j.job_id)
-            doc_tokens = tokens.get(j.document_id)
+            doc_tokens = tokens.get(j.text_id)
             if plan is not None and (plan.tokenizer != key or doc_tokens is None):
                 plan = None
             items.append(QAItem(j.text, j.question, j.params, tokens=doc_tokens, plan=plan))

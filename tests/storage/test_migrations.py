@@ -20,7 +20,8 @@ from docqa.storage.repository import Repository
 from released_together import exit_codes
 
 TABLES = {
-    "alembic_version", "documents", "document_keys", "document_versions", "document_tokens", "job_plans", "jobs", "answers", "store_info", "submissions", "submission_jobs", "workers", "leaders",
+    "alembic_version", "texts", "documents", "document_keys", "document_jobs", "text_tokens", "job_plans", "jobs",
+    "answers", "store_info", "submissions", "submission_jobs", "submission_documents", "workers", "leaders",
 }
 
 

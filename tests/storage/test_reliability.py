@@ -114,16 +114,17 @@ def test_deleting_documents_takes_their_jobs_and_answers_and_an_in_flight_job_wr
     keep = repo.add_document("Kept text.", external_id="keep")
     (kept_job,) = repo.add_jobs(keep.id, ["Q?"], model="m", revision=None, params=params)
     j1, j2, _j3 = _jobs(repo, params)  # "The Rhine flows to the North Sea."
-    doc_id = repo.job(j1).document_id
+    [doc_id] = repo.documents_of_job(j1)
     sid = repo.start_submission(command="submit", model="m", revision=None)
     repo.add_submission_jobs(sid, [j1, j2, kept_job.id])
+    repo.add_submission_documents(sid, [doc_id, keep.id])
     repo.claim([j1], worker="w", lease_seconds=60)
     answer = Answer(rank=0, text="Rhine", score=0.5, char_start=4, char_end=9)
     repo.claim([j2], worker="w", lease_seconds=60)
     repo.complete(j2, [answer], model_label="m")
-    assert repo.delete_documents([doc_id], dry_run=True) == (1, 3, 1)
-    assert repo.job(j1) is not None  # a dry run removes nothing
-    assert repo.delete_documents([doc_id]) == (1, 3, 1)
+    assert repo.delete_documents([doc_id], dry_run=True) == (1, 3, 1, 1)
+    assert repo.job(j1) is not None and repo.document(doc_id) is not None  # a dry run removes nothing
+    assert repo.delete_documents([doc_id]) == (1, 3, 1, 1)
     assert repo.document(doc_id) is None and repo.job(j1) is None and list(repo.iter_results(job_id=j2)) == []
     refused = repo.complete_many([(j1, [answer])], model_label="m")  # the worker finishing j1 afterwards
     assert isinstance(refused[j1], NotFound)

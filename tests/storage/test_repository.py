@@ -58,12 +58,13 @@ def test_document_text_is_stored_byte_for_byte(repo: Repository) -> None:
     assert stored.created_at.tzinfo is not None and stored.created_at.utcoffset() == timedelta(0)
 
 
-def test_documents_dedupe_by_sha256_and_keep_the_first_provenance(repo: Repository) -> None:
+def test_one_text_is_stored_once_and_each_document_keeps_its_provenance(repo: Repository) -> None:
     first = repo.add_document(TRICKY, source="a.txt")
-    again = repo.add_document(TRICKY, source="b.txt", external_id="x")
-    assert first.created and not again.created
-    assert again.id == first.id and again.sha256 == first.sha256
-    assert repo.document(first.id).source == "a.txt"
+    again = repo.add_document(TRICKY, source="b.txt", external_id="x", version_key="id:x")
+    assert first.created and again.created and (first.text_created, again.text_created) == (True, False)
+    assert again.id != first.id and again.text_id == first.text_id and again.sha256 == first.sha256
+    assert (repo.document(first.id).source, repo.document(first.id).external_id) == ("a.txt", None)
+    assert (repo.document(again.id).source, repo.document(again.id).external_id) == ("b.txt", "x")
 
 
 def test_texts_a_normaliser_would_merge_stay_distinct(repo: Repository) -> None:
@@ -166,12 +167,12 @@ def test_jobs_of_many_documents_in_one_transaction(repo: Repository, params: Ans
 # -- claim / complete / fail ---------------------------------------------------------
 
 
-def test_claim_hands_out_queued_jobs_with_their_document(repo: Repository, params: AnswerParams) -> None:
+def test_claim_hands_out_queued_jobs_with_their_text(repo: Repository, params: AnswerParams) -> None:
     doc, (j1, j2) = submit(repo, params)
     claimed = repo.claim([j2, j1, j1], worker="host:1", lease_seconds=60)
     assert [c.job_id for c in claimed] == [j1, j2]
     c = claimed[0]
-    assert (c.document_id, c.sha256, c.text, c.question) == (doc.id, doc.sha256, TRICKY, "Who?")
+    assert (c.text_id, c.sha256, c.text, c.question) == (doc.text_id, doc.sha256, TRICKY, "Who?")
     assert (c.model, c.revision, c.params, c.attempts) == ("m", None, params, 1)
     job = repo.job(j1)
     assert job.status is JobStatus.RUNNING and job.worker == "host:1"

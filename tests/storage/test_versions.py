@@ -1,5 +1,6 @@
-"""Document versions: the same id or path with new content is a new version; results show
-the latest unless all versions are asked for; one latest version even under races."""
+"""Document versions: the same id or path with new content is a new version (a document of
+its own, pointing at its text); results show the latest unless all versions are asked for;
+one latest version even under races; versions never leak from one key to another."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from sqlalchemy import func, select
 
 from docqa.core.params import AnswerParams
 from docqa.storage.db import make_engine
-from docqa.storage.models import DocumentVersion
+from docqa.storage.models import Document
 from docqa.storage.repository import Repository
 
 from tests.storage.test_repository import answer_at
@@ -23,52 +24,60 @@ def answered(repo: Repository, params: AnswerParams, doc_id: int, text: str, que
 
 
 def versions(repo: Repository, key: str) -> list[tuple[int, int, bool]]:
+    """(version, text id, latest) of each version of `key`."""
     with repo._read() as session:
         rows = session.execute(
-            select(DocumentVersion.version, DocumentVersion.document_id, DocumentVersion.latest)
-            .where(DocumentVersion.key == key)
-            .order_by(DocumentVersion.version)
+            select(Document.version, Document.text_id, Document.latest).where(Document.key == key)
+            .order_by(Document.version)
         ).all()
     return [tuple(r) for r in rows]
 
 
 def test_new_content_is_a_new_version_and_results_show_the_latest(repo: Repository, params: AnswerParams) -> None:
     v1 = repo.add_document("First text.", external_id="doc", version_key="id:doc", metadata={"rev": 1})
-    assert (v1.created, v1.version, v1.changed) == (True, 1, False)
-    again = repo.add_document("First text.", external_id="doc", version_key="id:doc")
+    assert (v1.created, v1.version, v1.changed, v1.text_created) == (True, 1, False, True)
+    again = repo.add_document("First text.", external_id="doc", version_key="id:doc", metadata={"rev": "1b"})
     assert (again.id, again.created, again.version, again.changed) == (v1.id, False, 1, False)
+    assert repo.document(v1.id).meta == {"rev": "1b"}  # the same document, described as given last
     answered(repo, params, v1.id, "First text.")
 
     v2 = repo.add_document("Second text.", external_id="doc", version_key="id:doc", metadata={"rev": 2})
     assert (v2.created, v2.version, v2.changed) == (True, 2, True)
     answered(repo, params, v2.id, "Second text.")
-    assert versions(repo, "id:doc") == [(1, v1.id, False), (2, v2.id, True)]
+    assert versions(repo, "id:doc") == [(1, v1.text_id, False), (2, v2.text_id, True)]
 
     latest = list(repo.iter_results())
     assert [(r.document_id, r.document_version, r.superseded) for r in latest] == [(v2.id, 2, False)]
     every = list(repo.iter_results(all_versions=True))
     assert [(r.document_id, r.document_version, r.superseded) for r in every] == [(v1.id, 1, True), (v2.id, 2, False)]
+    assert [r.document_metadata for r in every] == [{"rev": "1b"}, {"rev": 2}]
     # The id names every version; results of it show the latest unless asked for all.
     assert repo.resolve_documents("doc") == [v1.id, v2.id]
     assert [r.document_id for r in repo.iter_results(document_ids=repo.resolve_documents("doc"))] == [v2.id]
     assert [r.document_id for r in repo.top_results(question="Q?", top=5)] == [v2.id]
 
-    # Back to the first text: a third version that points at the stored document (its
-    # answers exist, nothing to answer again).
+    # Back to the first text: version 3, a document of its own on the stored text, whose
+    # job exists (asking it again creates nothing, so nothing is answered again).
     v3 = repo.add_document("First text.", external_id="doc", version_key="id:doc")
-    assert (v3.id, v3.created, v3.version, v3.changed) == (v1.id, False, 3, True)
-    assert versions(repo, "id:doc") == [(1, v1.id, False), (2, v2.id, False), (3, v1.id, True)]
-    assert [(r.document_id, r.document_version) for r in repo.iter_results()] == [(v1.id, 3)]
+    assert (v3.created, v3.version, v3.changed, v3.text_id, v3.text_created) == (True, 3, True, v1.text_id, False)
+    assert v3.id not in (v1.id, v2.id)
+    [(_job, created)] = repo.add_jobs(v3.id, ["Q?"], model="m", revision=None, params=params)
+    assert created is False
+    assert versions(repo, "id:doc") == [(1, v1.text_id, False), (2, v2.text_id, False), (3, v1.text_id, True)]
+    assert [(r.document_id, r.document_version) for r in repo.iter_results()] == [(v3.id, 3)]
 
 
-def test_one_text_under_two_keys_stays_current_while_either_key_has_it(repo: Repository) -> None:
-    shared = repo.add_document("Shared text.", external_id="a", version_key="id:a")
-    assert repo.add_document("Shared text.", external_id="b", version_key="id:b").id == shared.id
-    repo.add_document("A moved on.", external_id="a", version_key="id:a")
-    assert repo.document_superseded(shared.id) is False  # still b's latest
-    assert repo.resolve_documents("b") == [shared.id]  # found by the second key's id too
-    repo.add_document("B moved on.", external_id="b", version_key="id:b")
-    assert repo.document_superseded(shared.id) is True
+def test_one_text_under_two_keys_is_two_documents_with_their_own_versions(repo: Repository, params) -> None:
+    a = repo.add_document("Shared text.", external_id="a", version_key="id:a")
+    b = repo.add_document("Shared text.", external_id="b", version_key="id:b")
+    assert a.id != b.id and a.text_id == b.text_id and (a.text_created, b.text_created) == (True, False)
+    for doc in (a, b):
+        repo.add_jobs(doc.id, ["Q?"], model="m", revision=None, params=params)
+    assert repo.counts()["queued"] == 1  # one text, one question: one job
+    a2 = repo.add_document("A moved on.", external_id="a", version_key="id:a")
+    assert repo.document_superseded(a.id) is True and repo.document_superseded(b.id) is False
+    assert repo.resolve_documents("b") == [b.id] and repo.resolve_documents("a") == [a.id, a2.id]
+    assert versions(repo, "id:b") == [(1, b.text_id, True)]  # a's new version is not b's
 
 
 def test_deleting_the_latest_version_restores_the_one_before(repo: Repository, params: AnswerParams) -> None:
@@ -76,10 +85,20 @@ def test_deleting_the_latest_version_restores_the_one_before(repo: Repository, p
     v2 = repo.add_document("New.", source="/data/a.txt", version_key="path:/data/a.txt")
     answered(repo, params, v1.id, "Old.")
     repo.delete_documents([v2.id])
-    assert versions(repo, "path:/data/a.txt") == [(1, v1.id, True)]
+    assert versions(repo, "path:/data/a.txt") == [(1, v1.text_id, True)]
     assert [(r.document_id, r.superseded) for r in repo.iter_results()] == [(v1.id, False)]
     v3 = repo.add_document("Newer.", source="/data/a.txt", version_key="path:/data/a.txt")
     assert v3.version == 3  # numbers are never reused
+
+
+def test_unnamed_documents_are_one_per_source_and_text(repo: Repository) -> None:
+    first = repo.add_document("Typed in.", source="stdin")
+    assert (first.created, first.version, first.changed) == (True, None, False)
+    assert repo.add_document("Typed in.", source="stdin").id == first.id  # the same input again
+    other = repo.add_document("Typed in.", source="notes.jsonl:3")
+    assert other.id != first.id and other.text_id == first.text_id
+    assert repo.add_document("Typed again.", source="stdin").id not in (first.id, other.id)  # not a version
+    assert repo.resolve_documents("notes.jsonl:3") == [other.id]
 
 
 def test_metadata_filter_and_orders(repo: Repository, params: AnswerParams) -> None:
@@ -147,10 +166,8 @@ def test_concurrent_producers_leave_exactly_one_latest_version_on_postgres(postg
         assert [v for v, _doc, _latest in rows] == list(range(1, 41))
         assert [latest for _v, _doc, latest in rows] == [False] * 39 + [True]
         with repo._read() as session:
-            from docqa.storage.models import Document
-
             current = session.execute(
-                select(func.count()).select_from(Document).where(Document.superseded_at.is_(None))
+                select(func.count()).select_from(Document).where(Document.key == "id:same-id", Document.latest)
             ).scalar_one()
         assert current == 1
     finally:
@@ -180,7 +197,10 @@ def test_upgrading_a_store_gives_existing_ids_their_versions(sqlite_url: str) ->
         repo = Repository.from_engine(engine)
         assert versions(repo, "id:x") == [(1, 1, False), (2, 3, True)]
         assert versions(repo, "id:y") == [(1, 2, True)]
-        assert [repo.document_superseded(i) for i in (1, 2, 3, 4)] == [True, False, False, False]
+        x1, x2 = repo.resolve_documents("x")
+        assert [repo.document_superseded(i) for i in (x1, x2, *repo.resolve_documents("y"))] == [True, False, False]
+        [unnamed] = repo.resolve_documents("document 4")  # no id, no source: named by its text's row
+        assert repo.document(unnamed).text == "no id" and repo.document(unnamed).version is None
         # The next text for x continues the numbering.
         assert repo.add_document("x three", external_id="x", version_key="id:x").version == 3
     finally:
