@@ -53,7 +53,12 @@ class Progress:
 
 @dataclass(frozen=True)
 class SubmitSummary:
-    """What `submit` stored: documents and jobs, new or already known; inputs it could not use."""
+    """What `submit` stored; inputs it could not use.
+
+    Every document counts, whatever its text; `texts` counts their distinct texts and
+    `jobs` the distinct jobs their questions needed (documents that share a text share
+    its jobs). `existing_jobs` were in the store before this submission.
+    """
 
     documents: int
     new_documents: int
@@ -61,8 +66,17 @@ class SubmitSummary:
     new_jobs: int
     existing_jobs: int
     errors: tuple[str, ...]
-    # Documents whose id or path came with new content: a new version, answered anew.
+    # Documents whose id or path came with new content: a new version.
     changed_documents: int = 0
+    texts: int = 0
+    new_texts: int = 0
+    questions: int = 0  # (document, question) pairs asked
+
+    @classmethod
+    def of(cls, report) -> SubmitSummary:
+        """The summary of a producer's SubmitReport."""
+        return cls(report.documents, report.new_documents, report.jobs, report.new_jobs, report.existing_jobs,
+                   tuple(report.errors), report.changed_documents, report.texts, report.new_texts, report.questions)
 
 
 class Submission:
@@ -94,10 +108,10 @@ class Submission:
             time.sleep(POLL_SECONDS)
 
     def answers(self, *, rank: int | None = 0, all_versions: bool = True) -> Iterator:
-        """This submission's answers (`ResultRecord`s with provenance), by answer id: each
-        job's best (rank 0) unless `rank` says another, or None for every rank. Documents
-        a later submission replaced with a newer version are included (marked superseded)
-        unless all_versions=False."""
+        """This submission's answers (`ResultRecord`s with provenance), by answer id, one per
+        document it gave and question it asked: each job's best (rank 0) unless `rank` says
+        another, or None for every rank. Documents a later submission replaced with a newer
+        version are included (marked superseded) unless all_versions=False."""
         return self.client.answers(submission=self.id, rank=rank, all_versions=all_versions)
 
 
@@ -142,6 +156,7 @@ class Client:
         revision: str | None = None,
         retry_failed: bool = False,
         label: str | None = None,
+        check_model: bool = True,
         **answer_params: Any,
     ) -> Submission:
         """Store documents and one job per (document, question); answer them here (embedded)
@@ -151,9 +166,13 @@ class Client:
         a folder read recursively, or a .jsonl file) or a mapping `{"id", "text",
         "metadata"?, "questions"?}`. Questions asked of every document come from
         `questions`; a mapping may add its own. Inputs that cannot be used are listed in
-        `submission.summary.errors`; the others are stored. Jobs that exist already (same
-        text, question, model and parameters) are not created or run again. `label` is
-        recorded with the submission (`docqa schedule` names its source with it).
+        `submission.summary.errors`; the others are stored, each as a document of its own
+        (named by its "id", its path, or for a plain text its position "document <n>").
+        Jobs that exist already (same text, question, model and parameters, whichever
+        document asked them) are not created or run again. `label` is recorded with the
+        submission (`docqa schedule` names its source with it). Distributed, a model that
+        no live worker serves and this host cannot load (a mistyped one) is refused with
+        SubmitError before anything is stored, unless check_model=False.
         """
         from docqa.core.params import AnswerParams
         from docqa.producer.submit import submit
@@ -177,6 +196,10 @@ class Client:
                 raise SubmitError(str(exc)) from None
         if isinstance(documents, (str, os.PathLike, Mapping)):
             documents = [documents]
+        if not any(q.strip() for q in asked) and isinstance(documents, (list, tuple)) and not any(
+                isinstance(d, Mapping) and d.get("questions") for d in documents):
+            raise SubmitError("no question to ask: pass questions=[...] (asked of every document), or "
+                              "\"questions\" in a document mapping")
         repo = self._repo
         enqueue = None
         if not self.embedded:
@@ -186,6 +209,14 @@ class Client:
                     "store the workers use, Client(embedded=True) to answer in this process, or "
                     "shared_sqlite=True if every worker runs on this host with this same file"
                 )
+            if check_model:
+                from docqa.producer.models import UnservedModel, check_model_served
+
+                try:
+                    check_model_served(repo, settings.model, settings.revision,
+                                       seen_within=settings.live_worker_seconds)
+                except UnservedModel as exc:
+                    raise SubmitError(str(exc).replace("--no-model-check", "check_model=False")) from None
             dispatcher = self._dispatch()
             enqueue = lambda ids: dispatcher.send(ids, settings.model, settings.revision)  # noqa: E731
         report = submit(
@@ -213,9 +244,7 @@ class Client:
             )
         if self.embedded:
             self._answer_here(settings)
-        summary = SubmitSummary(report.documents, report.new_documents, report.jobs, report.new_jobs,
-                                report.existing_jobs, tuple(report.errors), report.changed_documents)
-        return Submission(self, report.submission_id, summary)
+        return Submission(self, report.submission_id, SubmitSummary.of(report))
 
     def _chunker(self, settings: Settings):
         """The producer-side tokenizer for this model (cached), or None (see chunker_for)."""
@@ -267,6 +296,10 @@ class Client:
     ) -> Iterator:
         """Stored answers with provenance (`ResultRecord`s), filtered as given.
 
+        Each answer comes once for every document that asked its question, under that
+        document's id, path, metadata and version (documents that share a text share the
+        answer: same answer_id, their own document_id).
+
         - `document`: an id, a JSONL id or a source path (every version of it);
         - `rank`: 0 (default) is each job's best answer; another number that rank only;
           None every rank;
@@ -286,18 +319,34 @@ class Client:
         order: str = "margin",
     ) -> list:
         """The `top` best answers (rank 0 of each job) to `question` across the latest versions
-        of all documents, by margin (or "reference" score): which documents answer it best."""
+        of all documents, by margin (or "reference" score): which documents answer it best.
+        Each document is an entry: two documents with one text are two entries."""
         return self._repo.top_results(question=question, top=top, model=model, rank=0, where=where_text(where),
                                       order=order)
 
-    def delete(self, *, document: int | str | None = None, submission: int | None = None, dry_run: bool = False):
-        """Remove documents (one reference: id, JSONL id or source path; or all of a
-        submission's) with their jobs and answers; returns the counts removed."""
-        if (document is None) == (submission is None):
-            raise ValueError("say what to delete: document=... or submission=...")
-        ids = (self._repo.resolve_documents(document) if document is not None
-               else self._repo.documents_of_submission(submission))
-        return self._repo.delete_documents(ids, dry_run=dry_run)
+    def delete(
+        self, *, document: int | str | None = None, submission: int | None = None, path: str | None = None,
+        id: str | None = None, dry_run: bool = False,  # noqa: A002 (the JSONL field's name)
+    ):
+        """Remove documents with every version: one reference (`document`: an internal id, an
+        id or a source path; or exactly a file `path` or an `id`), or all of a `submission`'s.
+        Their texts, jobs and answers go only where no remaining document has them. Returns
+        the counts removed; LookupError when nothing is named so."""
+        given = [x for x in (document, submission, path, id) if x is not None]
+        if len(given) != 1:
+            raise ValueError("say what to delete: one of document=..., path=..., id=... or submission=...")
+        repo = self._repo
+        if submission is not None:
+            ids = repo.documents_of_submission(submission)
+        elif path is not None:
+            ids = repo.resolve_path(path)
+        elif id is not None:
+            ids = repo.resolve_external_id(str(id))
+        else:
+            ids = repo.resolve_documents(document)
+        if not ids and submission is None:
+            raise LookupError(f"no document is named {given[0]!r}")
+        return repo.delete_documents(ids, dry_run=dry_run)
 
     def retry(
         self, *, job_ids: Iterable[int] | None = None, document: int | None = None, submission: int | None = None,

@@ -121,6 +121,10 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
                 check_question(q, settings.max_question_chars)
         except InputError as exc:
             raise HTTPException(status_code=422, detail=str(exc)) from None
+        if not _asks_anything(body):
+            raise HTTPException(status_code=422, detail=(
+                'questions: no question to ask; give "questions": ["..."] (asked of every document), '
+                'or "questions" in a document object'))
         with submit_lock:
             try:
                 # Documents as given: texts or objects {"id", "text", "metadata", "questions"}; one
@@ -132,14 +136,8 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
                 raise HTTPException(status_code=422, detail=str(exc)) from None
             except ConnectionError as exc:
                 raise HTTPException(status_code=503, detail=str(exc)) from None
-        summary = sub.summary
-        out: dict[str, Any] = {
-            "submission_id": sub.id,
-            "documents": summary.documents, "new_documents": summary.new_documents,
-            "changed_documents": summary.changed_documents,
-            "jobs": summary.jobs, "new_jobs": summary.new_jobs, "existing_jobs": summary.existing_jobs,
-            "errors": list(summary.errors),
-        }
+        out: dict[str, Any] = {"submission_id": sub.id, **dataclasses.asdict(sub.summary)}
+        out["errors"] = list(sub.summary.errors)
         try:
             progress = sub.wait(timeout=wait) if wait else sub.progress()
         except TimeoutError:
@@ -187,9 +185,11 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
                 return rec.as_dict()
             from docqa.core.offsets import record_in_unit
 
-            if rec.document_id not in texts:
-                texts[rec.document_id] = repo.document(rec.document_id).text
-            return record_in_unit(rec.as_dict(), texts[rec.document_id], offsets)
+            if rec.text_id not in texts:
+                if len(texts) > 256:
+                    texts.clear()
+                texts[rec.text_id] = repo.text_of(rec.text_id)
+            return record_in_unit(rec.as_dict(), texts[rec.text_id], offsets)
 
         document_ids = None if document is None else repo.resolve_documents(document)
         try:
@@ -229,17 +229,43 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
         next_cursor = result_cursor(last, order) if len(page) == limit else None
         return _json({"answers": page, "next_cursor": next_cursor})
 
-    @app.delete("/v1/documents/{ref}", dependencies=[Depends(authorized)])
+    def delete(dry_run: bool, **named) -> dict:
+        try:
+            counts = client.delete(dry_run=dry_run, **named)
+        except LookupError as exc:
+            raise HTTPException(status_code=404, detail=str(exc)) from None
+        return {"dry_run": dry_run, **counts._asdict()}
+
+    @app.delete("/v1/documents", dependencies=[Depends(authorized)])
+    def delete_named(
+        path: str | None = Query(None, description="the file path it was read from (any spelling of it)"),
+        id: str | None = Query(None, description="the id it was submitted with"),  # noqa: A002
+        document: str | None = Query(None, description="an internal id, an id or a source path"),
+        dry_run: bool = False,
+    ) -> dict:
+        """Remove one document, every version (give exactly one of path, id, document); its
+        text, jobs and answers go only where no remaining document has them."""
+        named = {k: v for k, v in (("path", path), ("id", id), ("document", document)) if v is not None}
+        if len(named) != 1:
+            raise HTTPException(status_code=422, detail="name the document with exactly one of ?path=, ?id= or "
+                                "?document=")
+        return delete(dry_run, **named)
+
+    @app.delete("/v1/documents/{ref:path}", dependencies=[Depends(authorized)])
     def delete_document(ref: str, dry_run: bool = False) -> dict:
-        """Remove the documents `ref` names (an id, a JSONL id or a source path) with their
-        jobs and answers."""
-        ids = client._repo.resolve_documents(ref)
-        if not ids:
-            raise HTTPException(status_code=404, detail=f"no document is named {ref!r}")
-        counts = client._repo.delete_documents(ids, dry_run=dry_run)
-        return {"document_ids": ids, "dry_run": dry_run, **counts._asdict()}
+        """Remove the document `ref` names (an internal id, an id or a source path; a path's
+        slashes may be written as they are or as %2F), every version."""
+        return delete(dry_run, document=ref)
 
     return app
+
+
+def _asks_anything(body: SubmissionIn) -> bool:
+    """Whether the submission asks a question of at least one document."""
+    if any(q.strip() for q in body.questions):
+        return True
+    return any(isinstance(d, dict) and isinstance(d.get("questions"), list)
+               and any(isinstance(q, str) and q.strip() for q in d["questions"]) for d in body.documents)
 
 
 def _quietly(work) -> None:

@@ -2,8 +2,9 @@
 
 The same code serves both modes: embedded (`docqa run`) passes no `enqueue` and runs
 the jobs in process afterwards; distributed (`docqa submit`) passes a function that
-puts job ids on the broker. Jobs that already exist (same document text, question,
-model and parameters) are not created or enqueued again.
+puts job ids on the broker. Every submitted item is a document of its own; jobs that
+already exist (same text, question, model and parameters) are not created or enqueued
+again, whichever document asked them first.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
+from docqa.core.text import plural
 from docqa.producer.documents import InputError, SourceDocument, check_question
 from docqa.storage.submissions import SubmissionCounts
 from docqa.core.params import AnswerParams
@@ -27,12 +29,15 @@ GROUP_CHARACTERS = 2_000_000
 
 @dataclass
 class SubmitReport:
-    documents: int = 0  # documents read without error
-    new_documents: int = 0
+    documents: int = 0  # documents read without error (each one counts, whatever its text)
+    new_documents: int = 0  # not in the store before: a new id, path or unnamed text, or a new version
     changed_documents: int = 0  # an id or path that came with new content: a new version
-    jobs: int = 0  # jobs the input asked for
+    texts: int = 0  # distinct texts among the documents
+    new_texts: int = 0  # texts no document in the store had before
+    questions: int = 0  # (document, question) pairs asked
+    jobs: int = 0  # distinct jobs those need: one per (text, question)
     new_jobs: int = 0
-    existing_jobs: int = 0
+    existing_jobs: int = 0  # jobs the store had before this submission (answered or on their way)
     enqueued_messages: int = 0
     errors: list[str] = field(default_factory=list)  # one sentence per input that could not be used
     new_job_ids: list[int] = field(default_factory=list)
@@ -40,8 +45,144 @@ class SubmitReport:
     send_error: str | None = None  # why the broker refused, once
     submission_id: int | None = None
     seconds: float = 0.0
-    tokens: int = 0  # tokens of the documents tokenized here (chunker given)
+    tokens: int = 0  # tokens of the texts tokenized here (chunker given)
     token_bytes: int = 0  # what storing them took
+
+    @property
+    def shared_documents(self) -> int:
+        """Documents whose text another document of this submission had first."""
+        return self.documents - self.texts
+
+    def summary(self) -> str:
+        """'5 documents (5 new; 2 distinct texts: 3 documents repeat another's text; 2 new
+        texts), 5 questions: 2 jobs (2 new, 0 in the store before)'."""
+        changed = f", {self.changed_documents} changed" if self.changed_documents else ""
+        shared = (f": {plural(self.shared_documents, 'document repeats', 'documents repeat')} another's text"
+                  if self.shared_documents else "")
+        return (
+            f"{plural(self.documents, 'document')} ({self.new_documents} new{changed}; "
+            f"{plural(self.texts, 'distinct text')}{shared}; {self.new_texts} new), "
+            f"{plural(self.questions, 'question')} asked: {plural(self.jobs, 'job')} "
+            f"({self.new_jobs} new, {self.existing_jobs} in the store before)"
+        )
+
+
+@dataclass
+class _Group:
+    """Stored documents waiting for their jobs: (document, text id, text, text new, questions)."""
+
+    items: list[tuple[int, int, str, bool, list[str]]] = field(default_factory=list)
+    characters: int = 0
+
+    def full(self) -> bool:
+        return len(self.items) >= GROUP_DOCUMENTS or self.characters >= GROUP_CHARACTERS
+
+
+class _Submission:
+    """One submission's state while its documents are read: see `submit`."""
+
+    def __init__(self, repo, report: SubmitReport, *, model, revision, params, enqueue, chunk, chunker) -> None:
+        self.repo, self.report = repo, report
+        self.model, self.revision, self.params = model, revision, params
+        self.enqueue, self.chunk, self.chunker = enqueue, chunk, chunker
+        self.group = _Group()
+        self.pending: list[int] = []  # new job ids not sent yet
+        self.texts_seen: set[int] = set()
+        self.jobs_seen: set[int] = set()
+
+    def add(self, doc: SourceDocument, asked: list[str]) -> None:
+        """Store one document (its version key row-locked, alone); its jobs wait for the group."""
+        stored = self.repo.add_document(doc.text, source=doc.source, external_id=doc.external_id,
+                                        metadata=doc.metadata, version_key=doc.version_key)
+        r = self.report
+        r.documents += 1
+        r.new_documents += int(stored.created)
+        r.changed_documents += int(stored.changed)
+        if stored.text_id not in self.texts_seen:
+            self.texts_seen.add(stored.text_id)
+            r.texts += 1
+            r.new_texts += int(stored.text_created)
+        self.group.items.append((stored.id, stored.text_id, doc.text, stored.text_created, asked))
+        self.group.characters += len(doc.text)
+        if self.group.full():
+            self.flush_group()
+
+    def flush_group(self) -> None:
+        """The group's jobs (one transaction), its links to the submission, tokens and plans
+        for new jobs, then send the new jobs."""
+        items, self.group = self.group.items, _Group()
+        if not items:
+            return
+        stored = self.repo.add_jobs_many([(doc, asked) for doc, _t, _text, _new, asked in items], model=self.model,
+                                         revision=self.revision, params=self.params)
+        self.repo.add_submission_jobs(self.report.submission_id, [job.id for jobs in stored for job in jobs])
+        self.repo.add_submission_documents(self.report.submission_id, [doc for doc, *_rest in items])
+        planned: dict[int, tuple[str, bool, list[tuple[int, str]]]] = {}  # text id -> (text, new, new jobs)
+        for (_doc, text_id, text, text_new, asked), jobs in zip(items, stored):
+            self.count(jobs)
+            new_jobs = [(job.id, q) for job, q in zip(jobs, asked) if job.created]
+            if new_jobs:  # a document whose jobs all exist costs nothing more
+                planned.setdefault(text_id, (text, text_new, []))[2].extend(new_jobs)
+        if planned and self.chunker is not None:
+            self.plan(planned)
+        # Sent once their plans are stored, so a worker finds them.
+        self.send([job_id for _text, _new, jobs in planned.values() for job_id, _q in jobs])
+
+    def count(self, jobs) -> None:
+        r = self.report
+        r.questions += len(jobs)
+        for job in jobs:
+            if job.id in self.jobs_seen:
+                continue
+            self.jobs_seen.add(job.id)
+            r.jobs += 1
+            if job.created:
+                r.new_jobs += 1
+                r.new_job_ids.append(job.id)
+            else:
+                r.existing_jobs += 1
+
+    def plan(self, planned: dict[int, tuple[str, bool, list[tuple[int, str]]]]) -> None:
+        """Tokens (one tokenizer call for the texts that need them) and window plans."""
+        ch = self.chunker()
+        if ch is None:
+            return
+        # Stored tokens are reused; a text new to the store has none to look up.
+        known = [text_id for text_id, (_text, new, _jobs) in planned.items() if not new]
+        tokens = self.repo.tokens_for(known, ch.key) if known else {}
+        missing = [text_id for text_id in planned if text_id not in tokens]
+        if missing:
+            made = dict(zip(missing, ch.tokenize_many([planned[text_id][0] for text_id in missing])))
+            self.report.token_bytes += self.repo.add_tokens_many(ch.key, made.items())
+            self.report.tokens += sum(len(t) for t in made.values())
+            tokens.update(made)
+        plans = [(job_id, ch.plan(tokens[text_id], q, self.params))
+                 for text_id, (_text, _new, jobs) in planned.items() for job_id, q in jobs]
+        self.repo.add_plans([(job_id, p) for job_id, p in plans if p is not None])
+
+    def send(self, job_ids: list[int]) -> None:
+        for job_id in job_ids:
+            self.pending.append(job_id)
+            if len(self.pending) >= self.chunk:
+                self.flush()
+
+    def flush(self) -> None:
+        """Send the pending job ids as one message (unless the broker refused one already)."""
+        r = self.report
+        if self.enqueue is not None and self.pending and r.send_error is None:
+            try:
+                self.enqueue(list(self.pending))
+            except Exception as exc:  # broker down: the store keeps the jobs, queued
+                r.send_error = f"{type(exc).__name__}: {exc}"
+            else:
+                r.enqueued_messages += 1
+        if r.send_error is not None:
+            r.unsent_job_ids += self.pending
+        self.pending.clear()
+
+    def finish(self) -> None:
+        self.flush_group()
+        self.flush()
 
 
 def submit(
@@ -63,134 +204,59 @@ def submit(
     """Store each document and its jobs as one submission; enqueue new jobs in chunks of
     `chunk` job ids (`enqueue` sends one message and records that it was sent).
 
-    A document that could not be read, or that has no questions, is reported in
-    `errors` and skipped; a question over `max_question_chars` is reported and skipped;
-    the others go on. With a `chunker` (a function giving a producer.chunking.Chunker or
-    None, called when first needed), the document of a new job is tokenized once per
-    tokenizer and each new job's windows are planned and stored, for workers to read.
-    Documents are stored one at a time and their jobs made a group at a time
-    (GROUP_DOCUMENTS / GROUP_CHARACTERS); new jobs are sent once their plans are stored.
-    When the broker refuses a message the jobs stay stored and queued
-    (`unsent_job_ids`, `send_error`): a worker's reconciler sends them once the broker is
-    back, or `docqa requeue` does.
+    Every document read is a document of its own (its id, path or source; its metadata);
+    its text is stored once, and a job is made once per (text, question), so a document
+    whose text another one has costs a row, not a forward pass or a tokenization. A
+    document that could not be read, or that has no questions, is reported in `errors`
+    and skipped; a question over `max_question_chars` is reported and skipped; the others
+    go on. With a `chunker` (a function giving a producer.chunking.Chunker or None, called
+    when first needed), each new job's text is tokenized once per tokenizer and its
+    windows planned and stored, for workers to read. Documents are stored one at a time
+    and their jobs made a group at a time (GROUP_DOCUMENTS / GROUP_CHARACTERS); new jobs
+    are sent once their plans are stored. When the broker refuses a message the jobs stay
+    stored and queued (`unsent_job_ids`, `send_error`): a worker's reconciler sends them
+    once the broker is back, or `docqa requeue` does. On KeyboardInterrupt between
+    documents, the documents stored so far get their jobs, sent as usual, before it goes on.
     """
     started = time.perf_counter()
     report = SubmitReport()
     report.submission_id = repo.start_submission(command=command, model=model, revision=revision, label=label)
-    pending: list[int] = []
-    clean_questions = [q for q in (q.strip() for q in questions) if q]
-
-    group: list[tuple[int, str, bool, list[str]]] = []  # (document, text, created, questions asked)
-    group_chars = [0]
-
-    def send(job_ids: list[int]) -> None:
-        for job_id in job_ids:
-            pending.append(job_id)
-            if len(pending) >= chunk:
-                flush()
-
-    def flush_group() -> None:
-        """Jobs for the group's documents (one transaction), their links to the submission
-        (one more), tokens and plans for the new ones, then send them."""
-        if not group:
-            return
-        stored = repo.add_jobs_many([(doc_id, asked) for doc_id, _text, _created, asked in group], model=model,
-                                    revision=revision, params=params)
-        repo.add_submission_jobs(report.submission_id, [job.id for jobs in stored for job in jobs])
-        planned = []  # (document, text, created, [(new job, question)])
-        for (doc_id, text, created, asked), jobs in zip(group, stored):
-            new_jobs = [(job_id, q) for (job_id, new), q in zip(jobs, asked) if new]
-            report.jobs += len(jobs)
-            report.new_jobs += len(new_jobs)
-            report.existing_jobs += len(jobs) - len(new_jobs)
-            report.new_job_ids += [job_id for job_id, _q in new_jobs]
-            if new_jobs:  # a document whose jobs all exist costs nothing more
-                planned.append((doc_id, text, created, new_jobs))
-        group.clear()
-        group_chars[0] = 0
-        if planned and chunker is not None:
-            plan(planned)
-        # Sent once their plans are stored, so a worker finds them.
-        send([job_id for _doc_id, _text, _created, jobs in planned for job_id, _q in jobs])
-
-    def plan(planned: list[tuple[int, str, bool, list[tuple[int, str]]]]) -> None:
-        """Tokens (one tokenizer call for the documents that need them) and window plans."""
-        ch = chunker()
-        if ch is None:
-            return
-        texts = {doc_id: text for doc_id, text, _created, _jobs in planned}
-        # Stored tokens are reused; a document new to the store has none to look up.
-        known = {doc_id for doc_id, _text, created, _jobs in planned if not created}
-        tokens = repo.tokens_for(known, ch.key) if known else {}
-        missing = [doc_id for doc_id in texts if doc_id not in tokens]
-        if missing:
-            made = dict(zip(missing, ch.tokenize_many([texts[doc_id] for doc_id in missing])))
-            report.token_bytes += repo.add_tokens_many(ch.key, made.items())
-            report.tokens += sum(len(t) for t in made.values())
-            tokens.update(made)
-        plans = [(job_id, ch.plan(tokens[doc_id], q, params))
-                 for doc_id, _text, _created, jobs in planned for job_id, q in jobs]
-        repo.add_plans([(job_id, p) for job_id, p in plans if p is not None])
-
-    def flush() -> None:
-        if enqueue is not None and pending and report.send_error is None:
-            try:
-                enqueue(list(pending))
-            except Exception as exc:  # broker down: the store keeps the jobs, queued
-                report.send_error = f"{type(exc).__name__}: {exc}"
-            else:
-                report.enqueued_messages += 1
-        if report.send_error is not None:
-            report.unsent_job_ids += pending
-        pending.clear()
-
+    state = _Submission(repo, report, model=model, revision=revision, params=params, enqueue=enqueue, chunk=chunk,
+                        chunker=chunker)
+    common = [q for q in (q.strip() for q in questions) if q]
     try:
         for doc in documents:
             if progress is not None:
                 progress(doc)
-            if doc.error is not None:
-                report.errors.append(doc.error)
-                continue
-            asked = list(dict.fromkeys(clean_questions + [q.strip() for q in doc.questions if q.strip()]))
-            kept = []
-            for q in asked:
-                try:
-                    check_question(q, max_question_chars, doc.source)
-                except InputError as exc:
-                    report.errors.append(str(exc))
-                else:
-                    kept.append(q)
-            asked = kept
-            if not asked:
-                report.errors.append(
-                    f"{doc.source}: no questions (give -q/--questions, or \"questions\" in the JSONL line)")
-                continue
-            stored_doc = repo.add_document(
-                doc.text, source=doc.source, external_id=doc.external_id, metadata=doc.metadata,
-                version_key=doc.version_key,
-            )
-            doc_id = stored_doc.id
-            report.documents += 1
-            report.new_documents += int(stored_doc.created)
-            report.changed_documents += int(stored_doc.changed)
-            group.append((doc_id, doc.text, stored_doc.created, asked))
-            group_chars[0] += len(doc.text)
-            if len(group) >= GROUP_DOCUMENTS or group_chars[0] >= GROUP_CHARACTERS:
-                flush_group()
-    except KeyboardInterrupt:
-        # Ctrl-C between documents: the documents stored so far get their jobs (one group
-        # at most was waiting) and are sent as usual before the interrupt goes on up.
-        flush_group()
-        flush()
+            asked = _questions_of(doc, common, max_question_chars, report.errors)
+            if asked:
+                state.add(doc, asked)
+    except KeyboardInterrupt:  # between documents: what was stored gets its jobs, then it goes on up
+        state.finish()
         raise
-    flush_group()
-    flush()
-    repo.finish_submission(
-        report.submission_id,
-        SubmissionCounts(
-            report.documents, report.new_documents, report.jobs, report.new_jobs, len(report.errors),
-            report.changed_documents,
-        ),
-    )
+    state.finish()
+    repo.finish_submission(report.submission_id, SubmissionCounts(
+        report.documents, report.new_documents, report.jobs, report.new_jobs, len(report.errors),
+        report.changed_documents, report.texts, report.new_texts,
+    ))
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _questions_of(doc: SourceDocument, common: list[str], max_chars: int | None, errors: list[str]) -> list[str]:
+    """The questions to ask `doc` (the common ones, then its own, once each), or [] with the
+    reason in `errors` when it cannot be used."""
+    if doc.error is not None:
+        errors.append(doc.error)
+        return []
+    kept = []
+    for q in dict.fromkeys(common + [q.strip() for q in doc.questions if q.strip()]):
+        try:
+            check_question(q, max_chars, doc.source)
+        except InputError as exc:
+            errors.append(str(exc))
+        else:
+            kept.append(q)
+    if not kept:
+        errors.append(f"{doc.source}: no questions (give -q/--questions, or \"questions\" in the JSONL line)")
+    return kept

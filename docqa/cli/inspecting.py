@@ -24,7 +24,7 @@ RESULT_FIELDS = (
     "question", "rank", "text", "score", "char_start", "char_end", "window_index",
     "window_char_start", "window_char_end", "token_start", "token_end", "start_logit",
     "end_logit", "null_start_logit", "null_end_logit", "margin", "model", "document_metadata", "params",
-    "document_version", "superseded",
+    "document_version", "superseded", "text_id",
 )
 
 
@@ -202,11 +202,11 @@ def cmd_results(args: argparse.Namespace) -> int:
         if args.offsets != "codepoints":
             from docqa.core.offsets import record_in_unit
 
-            if rec.document_id not in texts:
+            if rec.text_id not in texts:
                 if len(texts) > 256:
                     texts.clear()
-                texts[rec.document_id] = repo.document(rec.document_id).text
-            row = record_in_unit(row, texts[rec.document_id], args.offsets)
+                texts[rec.text_id] = repo.text_of(rec.text_id)
+            row = record_in_unit(row, texts[rec.text_id], args.offsets)
         if writer is not None:
             for key in ("document_metadata", "params"):
                 row[key] = None if row[key] is None else json.dumps(row[key], ensure_ascii=False, sort_keys=True)
@@ -234,16 +234,15 @@ def cmd_results(args: argparse.Namespace) -> int:
         return 0
     # A followed submission ends when its last job does; the whole store only with --until-done.
     until_done = args.until_done or args.submission is not None
-    last = 0
+    position = None
     quiet_since = None
     while True:
         # Counts first, answers second: an answer committed between the two reads is still
         # printed, by this pass or the final one.
         progress = repo.submission_progress(args.submission) if args.submission is not None else repo.counts()
         finished = progress.get("queued", 0) == 0 and progress.get("running", 0) == 0
-        for rec in repo.iter_results(job_id=args.job, submission_id=args.submission, after_answer_id=last,
-                                     **filters):
-            last = rec.answer_id
+        records, position = repo.follow_results(position, job_id=args.job, submission_id=args.submission, **filters)
+        for rec in records:
             write(rec)
         sys.stdout.flush()
         if not args.follow:
@@ -259,18 +258,31 @@ def cmd_results(args: argparse.Namespace) -> int:
             sys.stderr.write(f"\r{done}/{total} jobs finished ({progress.get('failed', 0)} failed)")
             sys.stderr.flush()
         if not settings.database_url.startswith("sqlite") and not finished:
-            if repo.live_workers(seen_within=settings.live_worker_seconds):
-                quiet_since = None
-            else:
-                quiet_since = quiet_since or time.monotonic()
-                if time.monotonic() - quiet_since >= args.no_worker_warning:
-                    print(f"docqa results: no live worker has been seen for {time.monotonic() - quiet_since:.0f} s; "
-                          "jobs wait until one runs ('docqa worker')", file=sys.stderr)
-                    quiet_since = time.monotonic()
+            quiet_since = warn_unserved(repo, settings, args, quiet_since)
         try:
             time.sleep(args.interval)
         except KeyboardInterrupt:
             return 130
+
+
+def warn_unserved(repo, settings, args, said_at: float | None) -> float | None:
+    """While following: say on stderr, at once and then every --no-worker-warning seconds,
+    which queued jobs' models no live worker serves (and what live workers do serve).
+    Returns when it last said so (None: every queued job has a live worker)."""
+    from docqa.producer.models import describe_served, served_models
+
+    served = served_models(repo, settings.live_worker_seconds)
+    waiting = {label: n for label, n in repo.queued_by_model(args.submission).items() if not served[label]}
+    if not waiting:
+        return None
+    now = time.monotonic()
+    if said_at is not None and now - said_at < args.no_worker_warning:
+        return said_at
+    models = ", ".join(f"{plural(n, 'job')} for {label!r}" for label, n in sorted(waiting.items()))
+    print(f"docqa results: {models} wait{'s' if sum(waiting.values()) == 1 else ''} for a worker: no live worker "
+          f"serves {'that model' if len(waiting) == 1 else 'those models'} ({describe_served(served)}); start "
+          "'docqa worker --model MODEL', or check the submission's --model", file=sys.stderr)
+    return now
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
@@ -289,8 +301,9 @@ def cmd_delete(args: argparse.Namespace) -> int:
         ids = repo.documents_of_submission(args.submission)
     counts = repo.delete_documents(ids, dry_run=args.dry_run)
     verb = "would delete" if args.dry_run else "deleted"
-    print(f"docqa delete: {verb} {plural(counts.documents, 'document')} with {plural(counts.jobs, 'job')} and "
-          f"{plural(counts.answers, 'answer')}: ids {ids[:20]}{' ...' if len(ids) > 20 else ''}")
+    print(f"docqa delete: {verb} {plural(counts.documents, 'document')} (ids {ids[:20]}{' ...' if len(ids) > 20 else ''}) "
+          f"and what no other document needs: {plural(counts.texts, 'text')}, {plural(counts.jobs, 'job')}, "
+          f"{plural(counts.answers, 'answer')}")
     return 0
 
 
@@ -393,11 +406,14 @@ def register(sub) -> None:
     add_setting(p, "lease_seconds", metavar="S")
     p.set_defaults(func=cmd_results)
 
-    p = sub.add_parser("delete", help="remove documents with their jobs and answers",
-                       description="Remove documents from the store with their jobs and answers: one document "
-                       "(by id, JSONL id or source path) or every document of a submission. A job of a deleted "
-                       "document that a worker is running ends without writing answers.")
-    p.add_argument("--document", metavar="REF", help="an id, a JSONL id or a source path (all documents it names)")
+    p = sub.add_parser("delete", help="remove documents; their texts, jobs and answers where nothing else needs them",
+                       description="Remove documents from the store: one document with every version (by id, JSONL "
+                       "id or source path) or every document of a submission. A text, its jobs and their answers go "
+                       "only when no remaining document has that text: deleting one of two documents with one text "
+                       "leaves the other's answers. A job of a deleted document that a worker is running ends "
+                       "without writing answers.")
+    p.add_argument("--document", metavar="REF", help="an internal id, a JSONL id or a file path (any spelling), or a "
+                   "source as results show it (stdin, batch.jsonl:3): the document with every version")
     p.add_argument("--submission", type=int, metavar="ID", help="every document of this submission")
     p.add_argument("--dry-run", action="store_true", help="only print what would be deleted")
     add_store_option(p)

@@ -157,10 +157,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         done, failed, answers = total.done, total.failed, total.answers
     elapsed = time.perf_counter() - started
     print(
-        f"docqa run: submission {report.submission_id}: {plural(report.documents, 'document')} "
-        f"({report.new_documents} new{f', {report.changed_documents} changed' if report.changed_documents else ''}), "
-        f"{plural(report.jobs, 'job')} ({report.new_jobs} new, {report.existing_jobs} already known"
-        f"{f', {len(retried)} failed ones retried' if retried else ''}), "
+        f"docqa run: submission {report.submission_id}: {report.summary()}"
+        f"{f', {len(retried)} failed ones retried' if retried else ''}; "
         f"{done} answered now with {plural(answers, 'answer')}, {failed} failed, "
         f"{plural(len(report.errors), 'input')} skipped, {elapsed:.1f} s"
     )
@@ -200,6 +198,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
             "this same file."
         )
     repo = open_repo(settings)
+    if not args.no_model_check:
+        from docqa.producer.models import UnservedModel, check_model_served
+
+        try:
+            check_model_served(repo, settings.model, settings.revision, seen_within=settings.live_worker_seconds)
+        except UnservedModel as exc:
+            raise CliError(str(exc), status=exits.FAILED) from None
     app = connect_broker(settings)
     dispatcher = Dispatcher(app, repo, queue=settings.queue, batch_jobs=settings.worker_batch_jobs)
     started = time.perf_counter()
@@ -231,13 +236,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
         if retried and report.send_error is None:
             dispatcher.send_queued(retried)
     print(
-        f"docqa submit: submission {report.submission_id}: {plural(report.documents, 'document')} "
-        f"({report.new_documents} new{f', {report.changed_documents} changed' if report.changed_documents else ''}), "
-        f"{plural(report.jobs, 'job')} ({report.new_jobs} new, enqueued in "
-        f"{plural(report.enqueued_messages, 'message')}; {report.existing_jobs} already known"
-        f"{f'; {len(retried)} failed ones retried' if retried else ''}), "
-        f"{plural(len(report.errors), 'input')} skipped, "
-        f"{time.perf_counter() - started:.1f} s"
+        f"docqa submit: submission {report.submission_id}: {report.summary()}; new jobs enqueued in "
+        f"{plural(report.enqueued_messages, 'message')}{f'; {len(retried)} failed ones retried' if retried else ''}; "
+        f"{plural(len(report.errors), 'input')} skipped, {time.perf_counter() - started:.1f} s"
     )
     print(f"follow it with: docqa results --submission {report.submission_id} --follow")
     print_input_errors(report, walk)
@@ -335,6 +336,10 @@ def register(sub) -> None:
     add_broker_options(p)
     p.add_argument("--shared-sqlite", action="store_true",
                    help="allow a SQLite store: only when every worker runs on this host and uses this same file")
+    p.add_argument("--no-model-check", action="store_true",
+                   help="queue the jobs even when no live worker serves --model and this host cannot load it (a "
+                   "producer that cannot see the model, with workers on their way); by default such a model, "
+                   "often a mistyped one, is refused before anything is stored")
     add_setting(p, "worker_batch_jobs", metavar="N")
     add_model_options(p, compute=False)
     add_answer_options(p)

@@ -90,9 +90,9 @@ def test_delete_by_external_id_with_a_dry_run_first(tmp_path, tiny_model):
     (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     assert docqa(["run", "in.jsonl", "-q", "Where?", "--model", tiny_model], tmp_path).returncode == 0
     dry = docqa(["delete", "--document", "doc-1", "--dry-run"], tmp_path)
-    assert dry.returncode == 0 and "would delete 1 document with 1 job and 1 answer" in dry.stdout
+    assert dry.returncode == 0 and "would delete 1 document (ids [" in dry.stdout and "1 text, 1 job, 1 answer" in dry.stdout
     gone = docqa(["delete", "--document", "doc-1"], tmp_path)
-    assert gone.returncode == 0 and "deleted 1 document with" in gone.stdout
+    assert gone.returncode == 0 and "deleted 1 document (ids [" in gone.stdout
     left = docqa(["results"], tmp_path).stdout.splitlines()
     assert len(left) == 2 and all('"doc-1"' not in line for line in left)
     missing = docqa(["delete", "--document", "doc-1"], tmp_path)

@@ -89,8 +89,8 @@ def test_a_directory_run_says_what_it_skipped_in_the_singular(tmp_path, tiny_mod
     question = "Where does the river flow?"
     run = docqa(["run", "docs", "-q", question, "--model", tiny_model], tmp_path)
     assert run.returncode == exits.SKIPPED == 3, run.stderr
-    assert ("docqa run: submission 1: 1 document (1 new), 1 job (1 new, 0 already known), "
-            "1 answered now with 1 answer, 0 failed, 1 input skipped") in run.stdout
+    assert ("docqa run: submission 1: 1 document (1 new; 1 distinct text; 1 new), 1 question asked: 1 job "
+            "(1 new, 0 in the store before); 1 answered now with 1 answer, 0 failed, 1 input skipped") in run.stdout
     assert "skipped: docs/empty.txt: is empty" in run.stderr
     assert "skipped 3 hidden files and folders (docs/.env, docs/.git, docs/sub/.cache)" in run.stderr
     assert "--include" in run.stderr
@@ -112,7 +112,8 @@ def test_a_directory_run_says_what_it_skipped_in_the_singular(tmp_path, tiny_mod
                    "-q", question, "-q", long_question, "--max-question-chars", "20000", "--model", tiny_model],
                   tmp_path)
     assert again.returncode == exits.FAILED == 1, again.stderr  # the long question's jobs failed
-    assert "2 documents (1 new), 4 jobs (3 new, 1 already known)" in again.stdout
+    assert "2 documents (1 new; 2 distinct texts; 1 new), 4 questions asked: 4 jobs (3 new, 1 in the store before)" \
+        in again.stdout
     assert "0 inputs skipped" in again.stdout and "skipped 2 hidden files and folders" in again.stderr
     assert "hint:" not in again.stderr  # said once per store, and this store heard it
     assert "Token indices sequence length" not in again.stderr
@@ -273,7 +274,7 @@ def test_a_store_that_fails_mid_command_gives_one_sentence_and_exit_4(tmp_path, 
     def gone(*_args, **_kwargs):
         raise OperationalError("SELECT ...", {}, Exception("server closed the connection unexpectedly\nmore"))
 
-    monkeypatch.setattr(Repository, "iter_results", gone)
+    monkeypatch.setattr(Repository, "follow_results", gone)
     assert main(["results", "--database-url", url]) == exits.UNREACHABLE == 4
     err = capsys.readouterr().err
     assert err.startswith("docqa results: error: the store failed while the command ran "
@@ -283,6 +284,6 @@ def test_a_store_that_fails_mid_command_gives_one_sentence_and_exit_4(tmp_path, 
     def bug(*_args, **_kwargs):  # not an outage: a real error stays loud
         raise IntegrityError("INSERT ...", {}, Exception("duplicate key"))
 
-    monkeypatch.setattr(Repository, "iter_results", bug)
+    monkeypatch.setattr(Repository, "follow_results", bug)
     with pytest.raises(IntegrityError):
         main(["results", "--database-url", url])

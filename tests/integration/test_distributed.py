@@ -6,6 +6,8 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -67,7 +69,7 @@ def test_fifty_documents_through_redis_postgres_and_two_workers_equal_embedded(d
     before = set(distributed)
     again = docqa(["submit", str(docs), *q_args()], env)
     assert again.returncode == 0, again.stderr
-    assert "0 new" in again.stdout and "150 already known" in again.stdout
+    assert "(0 new, 150 in the store before)" in again.stdout
     assert repo.counts()["done"] == 150
     assert set(results_by_key(env, env["DOCQA_DATABASE_URL"])) == before
 
@@ -75,12 +77,29 @@ def test_fifty_documents_through_redis_postgres_and_two_workers_equal_embedded(d
     # failed by a worker of another model), and status says why it waits.
     other = tmp_path / "other"
     write_corpus(other, 1, seed=99)
-    sub = docqa(["submit", str(other), "-q", "Where?", "--model", "acme/missing-model"], env)
+    # A mistyped model is refused before anything is stored: no worker serves it, none can load it.
+    refused = docqa(["submit", str(other), "-q", "Where?", "--model", "acme/missing-model"], env)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "no live worker serves model 'acme/missing-model'" in refused.stderr
+    assert f"live workers serve: {env['DOCQA_MODEL']!r} (2 workers)" in refused.stderr
+    assert repo.counts()["queued"] == 0
+    sub = docqa(["submit", str(other), "-q", "Where?", "--model", "acme/missing-model", "--no-model-check"], env)
     assert sub.returncode == 0, sub.stderr
     time.sleep(3)
     assert repo.counts()["queued"] == 1 and repo.counts()["failed"] == 0
     status = docqa(["status"], env)
     assert "queued for model acme/missing-model: 1 job, and no live worker serves it" in status.stdout
+    # Following that submission says at once why it waits, and what the live workers serve.
+    sid = re.search(r"submission (\d+)", sub.stdout).group(1)
+    follow = subprocess.Popen([sys.executable, "-m", "docqa.cli", "results", "--submission", sid, "--follow"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _out, err = follow.communicate(timeout=8)
+    except subprocess.TimeoutExpired:
+        follow.terminate()
+        _out, err = follow.communicate(timeout=10)
+    assert "1 job for 'acme/missing-model' waits for a worker: no live worker serves that model" in err
+    assert f"live workers serve: {env['DOCQA_MODEL']!r} (2 workers)" in err
 
 
 def test_worker_killed_mid_batch_loses_no_job_and_duplicates_no_answer(distributed_env, workers, tmp_path):

@@ -81,7 +81,7 @@ def test_running_again_creates_and_runs_nothing(tmp_path):
     before = docqa(["results"], env).stdout
     second = docqa(args, env)
     assert second.returncode == 0, second.stderr
-    assert "12 jobs (0 new, 12 already known), 0 answered now" in second.stdout
+    assert "12 jobs (0 new, 12 in the store before); 0 answered now" in second.stdout
     assert "hint:" not in second.stderr  # nothing ran
     assert docqa(["results"], env).stdout == before
 
@@ -174,14 +174,14 @@ def test_changed_files_and_ids_become_new_versions_and_results_show_the_latest(t
     assert first.returncode == 0, first.stderr
     # Again, unchanged: nothing new, nothing changed, nothing answered.
     same = docqa(["run", str(docs), str(records), *ask], env)
-    assert same.returncode == 0 and "3 documents (0 new)" in same.stdout and "0 answered now" in same.stdout
+    assert same.returncode == 0 and "3 documents (0 new;" in same.stdout and "0 answered now" in same.stdout
     # One file and the JSONL id get new content; the other file stays.
     (docs / "a.txt").write_text(prose(40, seed=31), encoding="utf-8")
     records.write_text(json.dumps({"id": "r1", "text": prose(30, seed=33), "metadata": {"lang": "de"}}) + "\n",
                        encoding="utf-8")
     second = docqa(["run", str(docs), str(records), *ask], env)
     assert second.returncode == 0, second.stderr
-    assert "3 documents (2 new, 2 changed)" in second.stdout and "2 answered now" in second.stdout
+    assert "3 documents (2 new, 2 changed;" in second.stdout and "2 answered now" in second.stdout
 
     latest = [json.loads(line) for line in docqa(["results"], env).stdout.splitlines()]
     assert len(latest) == 3 and not any(r["superseded"] for r in latest)

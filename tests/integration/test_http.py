@@ -73,7 +73,8 @@ def test_submit_wait_read_answers_with_token_and_limits(embedded_server):
     assert [a["rank"] for a in best] == [0, 0]
     page = httpx.get(f"{base}/v1/answers", params={"submission": sid, "limit": 3, "all_ranks": True},
                      headers=AUTH).json()
-    assert len(page["answers"]) == 3 and page["next_cursor"] == str(page["answers"][-1]["answer_id"])
+    last = page["answers"][-1]
+    assert len(page["answers"]) == 3 and page["next_cursor"] == f"{last['answer_id']}:{last['document_id']}"
     rest = httpx.get(f"{base}/v1/answers", params={"submission": sid, "cursor": page["next_cursor"], "all_ranks": True},
                      headers=AUTH).json()
     assert len(rest["answers"]) == 1 and rest["next_cursor"] is None
@@ -109,9 +110,16 @@ def test_submit_wait_read_answers_with_token_and_limits(embedded_server):
     bad_param = httpx.post(base + "/v1/submissions", json={"documents": ["x"], "questions": ["Q?"],
                                                            "params": {"top_k": 0}}, headers=AUTH)
     assert bad_param.status_code == 422 and "top_k" in bad_param.json()["detail"]
+    # No question anywhere: a 422 that names the field and stores nothing.
+    for body in ({"documents": ["x"], "questions": []}, {"documents": [{"id": "q", "text": "x"}]},
+                 {"documents": ["x"], "questions": ["  "]}):
+        none = httpx.post(base + "/v1/submissions", json=body, headers=AUTH)
+        assert none.status_code == 422 and none.json()["detail"].startswith("questions: no question to ask")
+        assert "-q" not in none.json()["detail"]
     emoji = httpx.post(base + "/v1/submissions?wait=60", headers=AUTH, json={
         "documents": [{"id": "astral", "text": "🚀🚀 The river flows north to the sea."}], "questions": ["Where?"]})
     assert emoji.status_code == 200 and emoji.json()["finished"]
+    assert emoji.json()["submission_id"] == sid + 1  # the refused requests stored no submission
     (row,) = httpx.get(f"{base}/v1/answers", params={"document": "astral", "offsets": "utf16"},
                        headers=AUTH).json()["answers"]
     data = "🚀🚀 The river flows north to the sea.".encode("utf-16-le")

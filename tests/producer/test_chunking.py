@@ -195,15 +195,17 @@ def test_groups_of_documents_are_tokenized_together_and_jobs_are_sent_after_thei
                     QUESTIONS[:2], repo=repo, model=tiny_model, revision=None,
                     params=AnswerParams(max_seq_len=64, doc_stride=16), chunker=lambda: chunker, enqueue=enqueue,
                     chunk=4)
-    assert report.documents == 7 and report.new_documents == 4 and report.new_jobs == 11
+    # Seven documents (each its own), four texts: tokens, jobs and plans once per text.
+    assert (report.documents, report.new_documents, report.texts, report.new_texts) == (7, 7, 4, 4)
+    assert (report.questions, report.jobs, report.new_jobs, report.existing_jobs) == (17, 11, 11, 0)
     assert missing_at_send == [] and report.enqueued_messages == 3 and report.unsent_job_ids == []
     assert calls == [2, 2]  # one call per group, each text once; the last group's text was stored already
     assert report.tokens == sum(len(chunker.tokenize(t)) for t in TEXTS[:4])
     plans = repo.plans_for(report.new_job_ids)
     assert sorted(plans) == sorted(report.new_job_ids)
-    for doc_id in {repo.job(j).document_id for j in report.new_job_ids}:
-        stored = repo.tokens_for([doc_id], chunker.key)[doc_id]
-        direct = chunker.tokenize(repo.document(doc_id).text)
+    for text_id in {repo.job(j).text_id for j in report.new_job_ids}:
+        stored = repo.tokens_for([text_id], chunker.key)[text_id]
+        direct = chunker.tokenize(repo.text_of(text_id))
         assert np.array_equal(stored.ids, direct.ids) and np.array_equal(stored.offsets, direct.offsets)
 
 
@@ -226,7 +228,7 @@ def test_damaged_tokens_or_plans_are_ignored_and_the_worker_windows_itself(tmp_p
                     QUESTIONS[:1], repo=repo, model=tiny_model, revision=None, params=AnswerParams(),
                     chunker=lambda: chunker)
     with repo._write() as session:
-        session.execute(text("UPDATE document_tokens SET data = :junk WHERE document_id = 1"), {"junk": b"DQT1\x05"})
+        session.execute(text("UPDATE text_tokens SET data = :junk WHERE text_id = 1"), {"junk": b"DQT1\x05"})
         session.execute(text("UPDATE job_plans SET windows = 'not json' WHERE job_id = :j"),
                         {"j": report.new_job_ids[1]})
     engine = Engine(tiny_model, device="cpu").warm_up()
