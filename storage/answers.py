@@ -73,10 +73,13 @@ class Answers(Transactions):
         now = utcnow()
         with self._write() as session:
             # In id order, so two workers completing overlapping batches cannot deadlock;
-            # two deliveries of one job completing at once take turns here.
+            # two deliveries of one job completing at once take turns here. NO KEY UPDATE:
+            # a producer linking a document to the job (a foreign key's KEY SHARE lock,
+            # taken under the results lock this transaction waits for next) must not wait
+            # on it, or the two would wait on each other (key_share=True renders FOR NO KEY UPDATE).
             lock = select(Job.id, Job.text_id).where(Job.id.in_(checked)).order_by(Job.id)
             if self._postgres:
-                lock = lock.with_for_update()
+                lock = lock.with_for_update(key_share=True)
             texts = dict(session.execute(lock).all())
             for job_id in list(checked):
                 if job_id not in texts:

@@ -213,7 +213,7 @@ class Jobs(Transactions):
         with self._write() as session:
             stmt = select(Job.status).where(Job.id == job_id)
             if self._postgres:
-                stmt = stmt.with_for_update()
+                stmt = stmt.with_for_update(key_share=True)
             status = session.execute(stmt).scalar_one_or_none()
             if status is None:
                 raise NotFound(f"job {job_id} does not exist")

@@ -132,7 +132,7 @@ class Leases(Transactions):
         if limit is not None:
             stmt = stmt.limit(limit)
         if self._postgres:
-            stmt = stmt.with_for_update(skip_locked=True)
+            stmt = stmt.with_for_update(skip_locked=True, key_share=True)
         return list(session.execute(stmt).all())
 
     def _take(
@@ -290,7 +290,7 @@ class Leases(Transactions):
             )
             if self._postgres:
                 # A job a worker is completing right now is not expired for long: skip it.
-                stmt = stmt.with_for_update(skip_locked=True)
+                stmt = stmt.with_for_update(skip_locked=True, key_share=True)
             expired = session.execute(stmt).all()
             exhausted = [row for row in expired if row.attempts >= max_attempts]
             requeue = [row.id for row in expired if row.attempts < max_attempts]

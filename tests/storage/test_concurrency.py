@@ -251,3 +251,43 @@ def test_a_deadlock_while_making_jobs_is_tried_again(repos: list[Repository], mo
     monkeypatch.setattr(repo, "_insert_jobs", broken)
     with pytest.raises(OperationalError, match="connection lost"):
         repo.add_jobs(doc, ["C?"], model="m", revision=None, params=AnswerParams())
+
+
+def test_a_producer_linking_a_document_to_a_job_being_completed_neither_waits_nor_deadlocks(
+    repos: list[Repository], monkeypatch: pytest.MonkeyPatch, store_url: str
+) -> None:
+    """PostgreSQL: a worker holds a job's row while it checks its answers, then takes the
+    results lock; a producer takes the results lock, then links a second document of the same
+    text to that job (the link's foreign key locks the job's key). Neither may wait on the
+    other (with FOR UPDATE on the job they deadlocked). SQLite has one writer at a time."""
+    import docqa.storage.answers as answers_module
+
+    if not store_url.startswith("postgresql"):
+        pytest.skip("row locks are PostgreSQL's; SQLite writes one transaction at a time")
+
+    text = "The river flows north to the sea."
+    first = repos[0].add_document(text, external_id="first")
+    (job,) = repos[0].add_jobs(first.id, ["Where?"], model="m", revision=None, params=AnswerParams())
+    repos[0].claim([job.id], worker="w", lease_seconds=60)
+    second = repos[1].add_document(text, external_id="second")
+    holding, linked = threading.Event(), threading.Event()
+    check = answers_module._check_offsets
+
+    def slow_check(*args, **kwargs):  # the worker holds the job's row lock here
+        holding.set()
+        linked.wait(20)
+        return check(*args, **kwargs)
+
+    monkeypatch.setattr(answers_module, "_check_offsets", slow_check)
+    answer = Answer(rank=0, text="north", score=0.5, char_start=16, char_end=21)
+    worker = threading.Thread(target=lambda: repos[2].complete(job.id, [answer], model_label="m"))
+    worker.start()
+    assert holding.wait(20)
+    started = utcnow()
+    (again,) = repos[1].add_jobs(second.id, ["Where?"], model="m", revision=None, params=AnswerParams())
+    waited = utcnow() - started
+    linked.set()
+    worker.join(30)
+    assert again == (job.id, False) and waited < timedelta(seconds=10)  # not blocked until the worker's 20 s
+    assert repos[3].job(job.id).status is JobStatus.DONE
+    assert sorted(r.document_external_id for r in repos[3].iter_results()) == ["first", "second"]
