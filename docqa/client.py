@@ -300,7 +300,7 @@ class Client:
         document's id, path, metadata and version (documents that share a text share the
         answer: same answer_id, their own document_id).
 
-        - `document`: an id, a JSONL id or a source path (every version of it);
+        - `document`: a document id, an id given at submit, or a file path (every version of it);
         - `rank`: 0 (default) is each job's best answer; another number that rank only;
           None every rank;
         - `where`: document metadata equal to these values, e.g. {"lang": "en", "year": 2024};
@@ -329,7 +329,7 @@ class Client:
         id: str | None = None, dry_run: bool = False,  # noqa: A002 (the JSONL field's name)
     ):
         """Remove documents with every version: one reference (`document`: an internal id, an
-        id or a source path; or exactly a file `path` or an `id`), or all of a `submission`'s.
+        id given at submit or a file path; or exactly a file `path` or an `id`), or all of a `submission`'s.
         Their texts, jobs and answers go only where no remaining document has them. Returns
         the counts removed; LookupError when nothing is named so."""
         given = [x for x in (document, submission, path, id) if x is not None]

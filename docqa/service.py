@@ -160,7 +160,7 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
     def answers(
         request: Request,
         submission: int | None = None,
-        document: str | None = Query(None, description="an id, a JSONL id or a source path"),
+        document: str | None = Query(None, description="a document id, an id given at submit, or a file path"),
         question: str | None = None,
         model: str | None = None,
         rank: int = Query(0, ge=0, description="answers of this rank only (0: each job's best)"),
@@ -240,7 +240,7 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
     def delete_named(
         path: str | None = Query(None, description="the file path it was read from (any spelling of it)"),
         id: str | None = Query(None, description="the id it was submitted with"),  # noqa: A002
-        document: str | None = Query(None, description="an internal id, an id or a source path"),
+        document: str | None = Query(None, description="a document id, an id given at submit, or a file path"),
         dry_run: bool = False,
     ) -> dict:
         """Remove one document, every version (give exactly one of path, id, document); its
@@ -253,7 +253,7 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
 
     @app.delete("/v1/documents/{ref:path}", dependencies=[Depends(authorized)])
     def delete_document(ref: str, dry_run: bool = False) -> dict:
-        """Remove the document `ref` names (an internal id, an id or a source path; a path's
+        """Remove the document `ref` names (a document id, an id given at submit, or a file path; a path's
         slashes may be written as they are or as %2F), every version."""
         return delete(dry_run, document=ref)
 

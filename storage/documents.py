@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from docqa.storage.columns import utcnow
@@ -144,8 +144,10 @@ class Documents(Transactions):
     def resolve_documents(self, ref: str | int) -> list[int]:
         """Ids of the documents `ref` names, first of: an internal document id (that one
         version); an id (JSONL / Client / HTTP: every version); a file path, relative to
-        this process's folder or absolute, any spelling (every version); a source as shown
-        in results ("stdin", "batch.jsonl:3", "document 2"). [] when none matches."""
+        this process's folder or absolute, any spelling, or as it was given at submit
+        (every version). [] when none matches. Names docqa made up for documents that came
+        without id or path ("stdin", "batch.jsonl:3", "document 2") are not references: the
+        same one names unrelated documents of other submissions; use the document id."""
         text_ref = str(ref)
         with self._read() as session:
             if isinstance(ref, int) or text_ref.isdigit():
@@ -154,7 +156,7 @@ class Documents(Transactions):
             for condition in (
                 Document.key == id_key(text_ref),
                 Document.key == path_key(text_ref) if text_ref else None,
-                Document.source == text_ref,
+                and_(Document.source == text_ref, Document.key.startswith("path:", autoescape=True)),
             ):
                 if condition is None:
                     continue

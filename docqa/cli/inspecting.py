@@ -188,7 +188,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     if args.document is not None:
         document_ids = repo.resolve_documents(args.document)
         if not document_ids:
-            raise CliError(f"no document is named {args.document!r} (an id, a JSONL id or a source path)", status=1)
+            raise CliError(f"no document is named {args.document!r} (a document id, an id given at submit, or a file path)", status=1)
     if args.all_ranks and args.rank is not None:
         raise CliError("give --rank N or --all-ranks, not both")
     rank = None if args.all_ranks else (0 if args.rank is None else args.rank)
@@ -288,12 +288,12 @@ def warn_unserved(repo, settings, args, said_at: float | None) -> float | None:
 def cmd_delete(args: argparse.Namespace) -> int:
     settings = build_settings(args)
     if (args.document is None) == (args.submission is None):
-        raise CliError("say what to delete: --document REF (an id, a JSONL id or a source path) or --submission ID")
+        raise CliError("say what to delete: --document REF (a document id, an id given at submit, or a file path) or --submission ID")
     repo = open_repo(settings, create=False)
     if args.document is not None:
         ids = repo.resolve_documents(args.document)
         if not ids:
-            raise CliError(f"no document is named {clip(args.document)!r} (an id, a JSONL id or a source path)",
+            raise CliError(f"no document is named {clip(args.document)!r} (a document id, an id given at submit, or a file path)",
                            status=exits.FAILED)
     else:
         if not repo.submission_exists(args.submission):
@@ -371,7 +371,8 @@ def register(sub) -> None:
                    help="only this submission's answers; with --follow, stop when its last job ends "
                    "(exit 1 if any failed)")
     p.add_argument("--document", metavar="REF",
-                   help="only this document: its id, its JSONL id, or its source path")
+                   help="only this document (every version): its document id, the id it was submitted with, or "
+                   "the path of the file it was read from")
     p.add_argument("--job", type=int, help="only this job id")
     p.add_argument("--question", metavar="Q", help="only answers to this question (exact text)")
     p.add_argument("--model", dest="model_filter", metavar="MODEL", help="only answers of jobs for this model")
@@ -408,12 +409,13 @@ def register(sub) -> None:
 
     p = sub.add_parser("delete", help="remove documents; their texts, jobs and answers where nothing else needs them",
                        description="Remove documents from the store: one document with every version (by id, JSONL "
-                       "id or source path) or every document of a submission. A text, its jobs and their answers go "
+                       "id or file path) or every document of a submission. A text, its jobs and their answers go "
                        "only when no remaining document has that text: deleting one of two documents with one text "
                        "leaves the other's answers. A job of a deleted document that a worker is running ends "
                        "without writing answers.")
     p.add_argument("--document", metavar="REF", help="an internal id, a JSONL id or a file path (any spelling), or a "
-                   "source as results show it (stdin, batch.jsonl:3): the document with every version")
+                   "path as it was given at submit: the document with every version (a document that came without id or "
+                   "path is named by its internal id, the document_id of results)")
     p.add_argument("--submission", type=int, metavar="ID", help="every document of this submission")
     p.add_argument("--dry-run", action="store_true", help="only print what would be deleted")
     add_store_option(p)

@@ -17,7 +17,7 @@ def cmd_windows(args: argparse.Namespace) -> int:
     repo = open_repo(settings, create=False)
     ids = repo.resolve_documents(args.document)
     if not ids:
-        raise CliError(f"no document is named {clip(args.document)!r} (an id, a JSONL id or a source path) in "
+        raise CliError(f"no document is named {clip(args.document)!r} (a document id, an id given at submit, or a file path) in "
                        f"{safe_url(settings.database_url)}", status=exits.FAILED)
     jobs = repo.plans_of_documents(ids, question=args.question, model=args.model_filter)
     if not jobs:
@@ -57,7 +57,7 @@ def register(sub) -> None:
                        description="Print the windows fixed at submit for the jobs of a document: each window's "
                        "token range (end exclusive, into the document's stored tokens) and character range "
                        "(text[char_start:char_end] is the context the model sees), before any worker has run.")
-    p.add_argument("--document", required=True, metavar="REF", help="an id, a JSONL id or a source path")
+    p.add_argument("--document", required=True, metavar="REF", help="a document id, the id it was submitted with, or the path of its file")
     p.add_argument("--question", metavar="Q", help="only the job asking this question (exact text)")
     p.add_argument("--model", dest="model_filter", metavar="MODEL", help="only jobs for this model")
     p.add_argument("--format", choices=["jsonl", "text"], default="jsonl",

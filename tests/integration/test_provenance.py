@@ -229,6 +229,21 @@ def test_cli_http_and_client_show_the_same_rows_and_delete_by_path(tmp_path):
         missing = httpx.delete(base + "/v1/documents", params={"path": str(tmp_path / "nowhere.txt")})
         assert missing.status_code == 404 and "nowhere.txt" in missing.json()["detail"]
         assert httpx.delete(base + "/v1/documents", params={"id": "j1"}).json()["documents"] == 1
+        # Names docqa made up for unnamed texts ("document 0" of each request) are not keys:
+        # they would name unrelated documents of other submissions.
+        for text in ("First unnamed text about rivers.", "Second unnamed text about towers."):
+            posted = httpx.post(base + "/v1/submissions?wait=60", json={"documents": [text], "questions": [Q]})
+            assert posted.status_code == 200 and posted.json()["finished"], posted.text
+        unnamed = httpx.get(base + "/v1/answers", params={"question": Q, "limit": 100}).json()["answers"]
+        assert sorted(r["document_source"] for r in unnamed if r["document_source"] == "document 0") == [
+            "document 0", "document 0"]
+        assert httpx.delete(base + "/v1/documents/document%200").status_code == 404
+        one = next(r for r in unnamed if r["document_source"] == "document 0")
+        assert httpx.delete(f"{base}/v1/documents/{one['document_id']}").json()["documents"] == 1
+        left = httpx.get(base + "/v1/answers", params={"question": Q, "limit": 100}).json()["answers"]
+        assert [r["document_source"] for r in left].count("document 0") == 1
+        docqa(["delete", "--document", str(next(r for r in left if r["document_source"] == "document 0")
+                                             ["document_id"])], env)
     finally:
         server.terminate()
         server.wait(30)

@@ -184,7 +184,7 @@ def test_results_are_per_document(upgraded) -> None:
     assert {r.answer_id for r in by_document[trust["trust-1"]]} == {r.answer_id for r in by_document[trust["trust-2"]]}
 
     # The text piped on stdin: a document without id or path, under source "stdin".
-    [stdin_doc] = repo.resolve_documents("stdin")
+    [stdin_doc] = _source_documents(repo, "stdin")
     assert {(r.document_source, r.document_external_id, r.document_version) for r in by_document[stdin_doc]} == {
         ("stdin", None, None)
     }
@@ -236,6 +236,11 @@ def _path_documents(repo: Repository, path: str) -> list[int]:
     is a symlink, e.g. macOS, the lookup does not resolve it to another path)."""
     with repo._read() as session:
         return sorted(session.execute(select(Document.id).where(Document.key == f"path:{path}")).scalars())
+
+
+def _source_documents(repo: Repository, source: str) -> list[int]:
+    with repo._read() as session:
+        return sorted(session.execute(select(Document.id).where(Document.source == source)).scalars())
 
 
 def _answers_of(repo: Repository, path: str) -> list[tuple[int, int]]:
