@@ -51,15 +51,22 @@ def main() -> int:
         n_docs = args.answers  # one job, one answer per document
         with engine.begin() as conn:
             conn.execute(text(
-                "INSERT INTO documents (id, sha256, text, source, external_id, length, created_at) "
+                "INSERT INTO texts (id, sha256, text, length, created_at) "
                 "SELECT g, md5(g::text) || md5((g + 1)::text), 'The river ' || g || ' flows north to the sea.', "
-                "'bench', 'd' || g, 30, :now FROM generate_series(1, :n) g"), {"now": now, "n": n_docs})
+                "30, :now FROM generate_series(1, :n) g"), {"now": now, "n": n_docs})
             conn.execute(text(
-                "INSERT INTO jobs (id, document_id, question, question_sha256, model, revision, params, "
+                "INSERT INTO documents (id, text_id, key, version, latest, source, external_id, created_at) "
+                "SELECT g, g, 'id:d' || g, 1, true, 'bench', 'd' || g, :now FROM generate_series(1, :n) g"),
+                {"now": now, "n": n_docs})
+            conn.execute(text(
+                "INSERT INTO jobs (id, text_id, question, question_sha256, model, revision, params, "
                 "params_digest, status, attempts, created_at, updated_at) "
                 "SELECT g, g, 'Where does the river flow?', md5('q') || md5('q'), 'm', '', :p, :d, 'done', 1, :now, :now "
                 "FROM generate_series(1, :n) g"), {"now": now, "n": n_docs, "p": params.canonical_json(),
                                                    "d": params.digest()})
+            conn.execute(text(
+                "INSERT INTO document_jobs (document_id, job_id) SELECT g, g FROM generate_series(1, :n) g"),
+                {"n": n_docs})
             conn.execute(text(
                 "INSERT INTO answers (job_id, rank, text, score, char_start, char_end, window_index, "
                 "start_logit, end_logit, null_start_logit, null_end_logit, sort_margin, model, created_at) "
