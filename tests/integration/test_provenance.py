@@ -8,7 +8,6 @@ line, the HTTP API) on a real store, SQLite and PostgreSQL, and the real tiny mo
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 from pathlib import Path
 
@@ -130,7 +129,7 @@ def test_deleting_one_of_two_sharing_documents_keeps_the_other(client):
     assert sum(client._repo.counts().values()) == 0
 
 
-def _submit_shared(url: str, worker: int, n_docs: int, start) -> None:
+def _submit_shared(url: str, n_docs: int, worker: int, start) -> None:
     """A producer process: documents p<worker>-<i> whose texts come from a small pool."""
     from docqa.core.params import AnswerParams
     from docqa.producer.documents import SourceDocument
@@ -146,15 +145,9 @@ def _submit_shared(url: str, worker: int, n_docs: int, start) -> None:
 
 
 def test_concurrent_producers_of_shared_texts(store_url):
-    ctx = multiprocessing.get_context("fork")
-    start = ctx.Event()
-    procs = [ctx.Process(target=_submit_shared, args=(store_url, w, 12, start)) for w in range(4)]
-    for p in procs:
-        p.start()
-    start.set()
-    for p in procs:
-        p.join(120)
-    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    from tests.storage.released_together import exit_codes
+
+    assert exit_codes(_submit_shared, (store_url, 12), timeout=120, numbered=True) == [0, 0, 0, 0]
     repo = open_repo(store_url)
     try:
         assert repo.counts()["queued"] == 5 * 2  # five texts, two questions: jobs once per text

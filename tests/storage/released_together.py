@@ -7,12 +7,14 @@ import multiprocessing
 from collections.abc import Callable
 
 
-def exit_codes(target: Callable, args: tuple, n: int = 4, timeout: float = 60) -> list[int | None]:
-    """Fork `n` processes running `target(*args, start)`, where `start` is an Event each
-    waits on; set it once all have started and return their exit codes."""
+def exit_codes(target: Callable, args: tuple, n: int = 4, timeout: float = 60, *,
+               numbered: bool = False) -> list[int | None]:
+    """Fork `n` processes running `target(*args, start)` (numbered: `target(*args, i, start)`
+    with i = 0 .. n-1), where `start` is an Event each waits on; set it once all have
+    started and return their exit codes."""
     context = multiprocessing.get_context("fork")
     start = context.Event()
-    procs = [context.Process(target=target, args=(*args, start)) for _ in range(n)]
+    procs = [context.Process(target=target, args=(*args, *((i,) if numbered else ()), start)) for i in range(n)]
     for p in procs:
         p.start()
     start.set()
