@@ -58,6 +58,23 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
+def run_worker(app: Celery, argv: list[str]) -> int:
+    """Run `celery worker` with `argv` in this process and return its exit status.
+
+    `app.worker_main` discards it (Celery runs its command line with click's
+    standalone_mode off and ignores what that returns), so a worker stopped by an
+    "Unrecoverable error" exited 0 and `restart: on-failure` never restarted it.
+    """
+    from celery.bin.celery import celery as command
+
+    command.params[0].default = app
+    try:
+        code = command.main(args=argv, standalone_mode=False)
+    finally:
+        command.params[0].default = None
+    return code if isinstance(code, int) else 0
+
+
 def send_jobs(app: Celery, job_ids: list[int], queue: str, store_id: str | None = None) -> None:
     """Put one message carrying `job_ids` (of the store `store_id`) on the broker."""
     message = JobMessage(job_ids=job_ids, store_id=store_id)

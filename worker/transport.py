@@ -19,14 +19,39 @@ from docqa.worker import deadletter
 
 
 def envelope_problem(message) -> str | None:
-    """Why a decoded item is not an envelope kombu can deliver, or None if it is."""
+    """Why a decoded item is not an envelope kombu can deliver, or None if it is: every
+    field kombu's Redis channel reads before Celery sees the message (delivery tag, the
+    delivery_info's exchange and routing key its unacked bookkeeping stores, the body)."""
     if not isinstance(message, dict):
         return f"the item is JSON {type(message).__name__}, not a message envelope (an object)"
     properties = message.get("properties")
     if not isinstance(properties, dict) or "delivery_tag" not in properties:
         return "the envelope has no properties.delivery_tag: not a kombu/Celery message"
+    if not isinstance(properties["delivery_tag"], str) or not properties["delivery_tag"]:
+        return f"the envelope's properties.delivery_tag is {properties['delivery_tag']!r}, not a non-empty string"
+    info = properties.get("delivery_info")
+    if not isinstance(info, dict):
+        return "the envelope has no properties.delivery_info object: not a kombu/Celery message"
+    for key in ("exchange", "routing_key"):
+        if not isinstance(info.get(key), str):
+            return f"the envelope's properties.delivery_info has no {key} string"
     if not isinstance(message.get("body", ""), (str, bytes)):
         return "the envelope's body is not a string"
+    if not isinstance(message.get("headers") or {}, dict):
+        return "the envelope's headers are not an object"
+    return None
+
+
+def body_problem(channel, message: dict) -> str | None:
+    """Why the envelope's body cannot be decoded as its properties.body_encoding says."""
+    body = message.get("body")
+    if not body:
+        return None
+    try:
+        channel.decode_body(body, message["properties"].get("body_encoding"))
+    except Exception as exc:  # noqa: BLE001 (binascii.Error, an unknown encoding, ...)
+        return f"the envelope's body cannot be decoded as {message['properties'].get('body_encoding')!r} " \
+               f"({type(exc).__name__}: {exc})"
     return None
 
 
@@ -39,7 +64,7 @@ class Channel(kombu_redis.Channel):
         except ValueError as exc:
             deadletter.push(self.client, f"not JSON ({exc})", text, queue=queue)
             return None
-        problem = envelope_problem(message)
+        problem = envelope_problem(message) or body_problem(self, message)
         if problem is not None:
             deadletter.push(self.client, problem, text, queue=queue)
             return None

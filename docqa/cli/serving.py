@@ -52,8 +52,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
         argv += ["--hostname", args.hostname]
     if args.events:
         argv.append("--task-events")
-    app.worker_main(argv=argv)
-    return 0
+    from docqa.worker.app import run_worker
+
+    code = run_worker(app, argv)
+    if code != 0:  # the reason is in the log above (e.g. "Unrecoverable error: ...")
+        print(f"docqa worker: stopped with status {code}: see the log above", file=sys.stderr)
+        return exits.FAILED
+    return exits.OK
 
 
 def register(sub) -> None:

@@ -1,0 +1,106 @@
+"""No message stops a worker, and no message bounces forever: every malformed item, at every
+layer kombu and Celery parse, is dead-lettered with its reason; redeliveries are counted and
+bounded. Real Redis, PostgreSQL and `docqa worker` processes."""
+
+from __future__ import annotations
+
+import json
+
+from support import docqa, model_queue, open_repo, wait_for, write_corpus
+
+QUESTION = "Where does the river flow?"
+
+
+def _envelope(env) -> dict:
+    """A real Celery envelope of a docqa message, as a producer would put it on the queue."""
+    import redis
+
+    from docqa.core.settings import Settings
+    from docqa.worker.app import make_celery, send_jobs
+
+    client = redis.Redis.from_url(env["DOCQA_BROKER_URL"])
+    app = make_celery(Settings(broker_url=env["DOCQA_BROKER_URL"], queue=env["DOCQA_QUEUE"]))
+    send_jobs(app, [1], "scratch-queue", None)
+    return json.loads(client.rpop("scratch-queue"))
+
+
+def test_envelopes_kombu_cannot_open_are_dead_lettered_and_the_worker_goes_on(distributed_env, workers, tmp_path):
+    import redis
+
+    env = distributed_env
+    queue = model_queue(env)
+    client = redis.Redis.from_url(env["DOCQA_BROKER_URL"])
+    bad = []
+    not_base64 = _envelope(env)
+    not_base64["body"] = "%%% this is not base64 %%%"
+    bad.append(not_base64)
+    no_delivery_info = _envelope(env)
+    del no_delivery_info["properties"]["delivery_info"]
+    bad.append(no_delivery_info)
+    no_exchange = _envelope(env)
+    no_exchange["properties"]["delivery_info"] = {"routing_key": queue}
+    bad.append(no_exchange)
+    odd_tag = _envelope(env)
+    odd_tag["properties"]["delivery_tag"] = {"a": 1}
+    bad.append(odd_tag)
+    for envelope in bad:
+        client.lpush(queue, json.dumps(envelope))
+    workers.start(1)
+    docs = tmp_path / "docs"
+    write_corpus(docs, 3, seed=4, sizes=(40,))
+    sub = docqa(["submit", str(docs), "-q", QUESTION], env)
+    assert sub.returncode == 0, sub.stderr
+    repo = open_repo(env["DOCQA_DATABASE_URL"])
+    wait_for(lambda: repo.counts()["done"] == 3, timeout=120, what="3 jobs done", logs=workers.logs)
+    assert workers.procs[0].poll() is None, "the worker stopped:\n" + workers.logs()
+    entries = [json.loads(e) for e in client.lrange("docqa.dead-letters", 0, -1)]
+    reasons = " | ".join(e["reason"] for e in entries)
+    assert len(entries) == 4, reasons + "\n" + workers.logs()
+    assert "base64" in reasons and "delivery_info" in reasons and "exchange" in reasons and "delivery_tag" in reasons
+    assert "Unrecoverable error" not in workers.logs(None) and "Connection to broker lost" not in workers.logs(None)
+    assert client.llen(queue) == 0 and client.hlen("unacked") == 0
+
+
+UNGUARDED_TRANSPORT = '''
+from kombu.transport import redis as kombu_redis
+from kombu.utils.json import loads
+from docqa.worker import transport
+
+
+class Channel(transport.Channel):
+    def _decode_item(self, item, queue):  # no checks: what kombu alone does
+        return loads(item)
+
+
+class Transport(kombu_redis.Transport):
+    Channel = Channel
+'''
+
+
+def test_a_worker_that_stops_on_an_error_exits_non_zero(distributed_env, tmp_path):
+    """A worker that stops without being asked to (here: a transport without docqa's checks
+    meets a body that is not base64, Celery's "Unrecoverable error") exits 1, so a
+    supervisor's restart-on-failure restarts it; before, it exited 0."""
+    import os
+    import subprocess
+    import sys
+
+    import redis
+
+    env = dict(distributed_env)
+    queue = model_queue(env)
+    envelope = _envelope(env)
+    envelope["body"] = "%%% not base64"
+    redis.Redis.from_url(env["DOCQA_BROKER_URL"]).lpush(queue, json.dumps(envelope))
+    (tmp_path / "unguarded_transport.py").write_text(UNGUARDED_TRANSPORT, encoding="utf-8")
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "from docqa.worker.app import app, run_worker\n"
+        "app.conf.broker_transport = 'unguarded_transport:Transport'\n"
+        "sys.exit(run_worker(app, ['worker', '--queues', sys.argv[2], '--pool', 'solo', '--without-gossip', "
+        "'--without-mingle']))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path), queue], env=env, capture_output=True, text=True,
+                         timeout=180, cwd=os.getcwd())
+    assert "Unrecoverable error" in out.stderr, out.stderr[-3000:]
+    assert out.returncode == 1
