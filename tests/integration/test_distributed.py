@@ -115,7 +115,7 @@ def test_worker_killed_mid_batch_loses_no_job_and_duplicates_no_answer(distribut
     def running_worker_pid():
         with repo.engine.connect() as conn:
             row = conn.execute(text("SELECT worker FROM jobs WHERE status = 'running' LIMIT 1")).first()
-        return int(row[0].split(":")[1]) if row and row[0] else None  # HOST:PID:NAMESPACE:RANDOM
+        return int(row[0].split(":")[1]) if row and row[0] else None  # HOST:PID:MACHINE:RANDOM
 
     pid = wait_for(running_worker_pid, timeout=120, interval=0.05, what="a job to be running", logs=workers.logs)
     os.kill(pid, signal.SIGKILL)  # the pool process in the middle of its batch

@@ -116,7 +116,6 @@ def test_status_and_results_formats(tmp_path):
 
 
 def test_jobs_of_an_interrupted_run_are_resumed_without_waiting_for_the_lease(tmp_path):
-    import socket
     import subprocess
     import sys
 
@@ -132,10 +131,8 @@ def test_jobs_of_an_interrupted_run_are_resumed_without_waiting_for_the_lease(tm
     doc = repo.add_document(path.read_bytes().decode("utf-8"), source=str(path))
     [(job_id, _)] = repo.add_jobs(doc.id, ["Who watched?"], model=TINY_MODEL, revision=None,
                                   params=Settings().answer_params())
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    from docqa.worker.identity import pid_namespace
-
-    dead = f"{socket.gethostname()}:{gone.stdout.strip()}:{pid_namespace()}:0123456789ab"
+    code = "from docqa.worker.identity import worker_name; print(worker_name())"
+    dead = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert repo.claim([job_id], worker=dead, lease_seconds=900)  # as if that process was killed mid-run
 
     run = docqa(["run", str(docs), "-q", "Who watched?", "--model", TINY_MODEL], env)
