@@ -18,11 +18,11 @@ from sqlalchemy.orm import Session
 
 from docqa.core.answer import Answer
 from docqa.storage.columns import utcnow
-from docqa.storage.errors import NotFound
+from docqa.storage.errors import LeaseLost, NotFound
 from docqa.storage.models import (
     AnswerRow, Document, DocumentJob, Job, JobStatus, SubmissionDocument, SubmissionJob, TextRow,
 )
-from docqa.storage.records import ResultRecord, answer_from_row
+from docqa.storage.records import Fence, ResultRecord, answer_from_row
 from docqa.storage.transactions import CHUNK, PG_RESULTS_LOCK_KEY, Transactions
 
 
@@ -30,105 +30,86 @@ from docqa.storage.transactions import CHUNK, PG_RESULTS_LOCK_KEY, Transactions
 class Answers(Transactions):
     """Completing jobs with their answers; reading answers and exports."""
 
-    def complete(self, job_id: int, answers: Sequence[Answer], *, model_label: str) -> None:
+    def complete(self, job_id: int, answers: Sequence[Answer], *, model_label: str, fence: Fence | None = None) -> None:
         """Store a job's answers (replacing any earlier ones) and mark it done, in one transaction.
 
         `model_label` is "model@revision" or the model alone. Refuses (ValueError, nothing
         written) answers whose ranks repeat, whose numbers are not finite, or whose
         offsets do not select their text in the job's stored text: the invariant
         `text[char_start:char_end] == answer.text` holds for every stored answer.
-        A job that was marked failed meanwhile (its lease ran out) becomes done.
-        Raises NotFound for a job that does not exist.
+        With a `fence` (the claim a worker holds), writes only while that claim still holds
+        the job's lease, else raises LeaseLost; without one (tools, tests), a job that was
+        marked failed meanwhile becomes done. Raises NotFound for a job that does not exist.
         """
-        refused = self.complete_many([(job_id, answers)], model_label=model_label)
+        refused = self.complete_many([(job_id, answers)], model_label=model_label, fence=fence)
         if job_id in refused:
-            error = refused[job_id]
-            raise error
+            raise refused[job_id]
 
     def complete_many(
-        self, results: Sequence[tuple[int, Sequence[Answer]]], *, model_label: str
+        self, results: Sequence[tuple[int, Sequence[Answer]]], *, model_label: str, fence: Fence | None = None,
     ) -> dict[int, ValueError | NotFound]:
         """`complete` for many jobs in one transaction (a worker's whole batch): one lock, one
         insert, one update, instead of a transaction per job.
 
-        Jobs whose answers are refused (the checks of `complete`) or that do not exist are
-        left untouched and returned with the error; every other job is stored and done.
+        Jobs whose answers are refused (the checks of `complete`), that do not exist, or
+        whose lease the fence no longer holds (LeaseLost) are left untouched and returned
+        with the error; every other job is stored and done.
         """
         if not isinstance(model_label, str) or not model_label:
             raise ValueError("model_label must be a non-empty string")
-        refused: dict[int, ValueError | NotFound] = {}
-        checked: dict[int, list[Answer]] = {}
-        for job_id, answers in results:
-            if job_id in checked or job_id in refused:
-                raise ValueError(f"job {job_id} appears twice in one complete_many call")
-            try:
-                rows = [a if isinstance(a, Answer) else Answer.model_validate(a) for a in answers]
-                _check_answers(job_id, rows)
-            except ValueError as exc:
-                refused[job_id] = exc
-                continue
-            checked[job_id] = rows
+        checked, refused = _valid_answers(results)
         if not checked:
             return refused
-        now = utcnow()
         with self._write() as session:
-            # In id order, so two workers completing overlapping batches cannot deadlock;
-            # two deliveries of one job completing at once take turns here. NO KEY UPDATE:
-            # a producer linking a document to the job (a foreign key's KEY SHARE lock,
-            # taken under the results lock this transaction waits for next) must not wait
-            # on it, or the two would wait on each other (key_share=True renders FOR NO KEY UPDATE).
-            lock = select(Job.id, Job.text_id).where(Job.id.in_(checked)).order_by(Job.id)
-            if self._postgres:
-                lock = lock.with_for_update(key_share=True)
-            texts = dict(session.execute(lock).all())
-            for job_id in list(checked):
-                if job_id not in texts:
-                    refused[job_id] = NotFound(f"job {job_id} does not exist")
+            texts = self._lock_held(session, checked, refused, fence)
+            for job_id in [j for j in checked if checked[j]]:
+                try:
+                    _check_offsets(session, job_id, texts[job_id], checked[job_id])
+                except ValueError as exc:
+                    refused[job_id] = exc
                     del checked[job_id]
-                elif checked[job_id]:
-                    try:
-                        _check_offsets(session, job_id, texts[job_id], checked[job_id])
-                    except ValueError as exc:
-                        refused[job_id] = exc
-                        del checked[job_id]
-            if not checked:
-                return refused
-            if self._postgres:
-                session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_RESULTS_LOCK_KEY})
-            session.execute(delete(AnswerRow).where(AnswerRow.job_id.in_(checked)))
-            rows = [
-                {
-                    "job_id": job_id,
-                    "rank": a.rank,
-                    "text": a.text,
-                    "score": a.score,
-                    "char_start": a.char_start,
-                    "char_end": a.char_end,
-                    "window_index": a.window_index,
-                    "window_char_start": a.window_char_start,
-                    "window_char_end": a.window_char_end,
-                    "token_start": a.token_start,
-                    "token_end": a.token_end,
-                    "start_logit": a.start_logit,
-                    "end_logit": a.end_logit,
-                    "null_start_logit": a.null_start_logit,
-                    "null_end_logit": a.null_end_logit,
-                    "sort_margin": NO_MARGIN if a.margin is None else a.margin,
-                    "model": model_label,
-                    "created_at": now,
-                }
-                for job_id in sorted(checked)
-                for a in sorted(checked[job_id], key=lambda a: a.rank)
-            ]
-            for i in range(0, len(rows), CHUNK):
-                session.execute(self._insert(AnswerRow).values(rows[i : i + CHUNK]))
-            session.execute(
-                update(Job)
-                .where(Job.id.in_(checked))
-                .values(status=JobStatus.DONE, error=None, finished_at=now, leased_until=None, updated_at=now)
-                .execution_options(synchronize_session=False)
-            )
+            if checked:
+                self._write_answers(session, checked, model_label)
         return refused
+
+    def _lock_held(self, session: Session, checked: dict, refused: dict, fence: Fence | None) -> dict[int, int]:
+        """Lock the jobs of `checked` (id order: two workers completing overlapping batches
+        cannot deadlock; two deliveries of one job take turns); move those that are gone, or
+        whose lease `fence` no longer holds, to `refused`. Returns each kept job's text id.
+
+        NO KEY UPDATE (key_share=True): a producer linking a document to the job takes a
+        foreign key's KEY SHARE lock under the results lock this transaction asks for
+        next; a FOR UPDATE here and the two would wait on each other."""
+        lock = select(Job.id, Job.text_id, Job.status, Job.worker, Job.attempts).where(
+            Job.id.in_(checked)).order_by(Job.id)
+        if self._postgres:
+            lock = lock.with_for_update(key_share=True)
+        rows = {row.id: row for row in session.execute(lock)}
+        for job_id in list(checked):
+            row = rows.get(job_id)
+            problem = NotFound(f"job {job_id} does not exist") if row is None else _fenced_out(job_id, row, fence)
+            if problem is not None:
+                refused[job_id] = problem
+                del checked[job_id]
+        return {job_id: rows[job_id].text_id for job_id in checked}
+
+    def _write_answers(self, session: Session, checked: dict[int, list[Answer]], model_label: str) -> None:
+        """Replace the jobs' answers and mark them done, under the results lock (PostgreSQL)
+        so answer ids become visible in increasing order."""
+        now = utcnow()
+        if self._postgres:
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_RESULTS_LOCK_KEY})
+        session.execute(delete(AnswerRow).where(AnswerRow.job_id.in_(checked)))
+        rows = [_answer_row(job_id, a, model_label, now)
+                for job_id in sorted(checked) for a in sorted(checked[job_id], key=lambda a: a.rank)]
+        for i in range(0, len(rows), CHUNK):
+            session.execute(self._insert(AnswerRow).values(rows[i : i + CHUNK]))
+        session.execute(
+            update(Job)
+            .where(Job.id.in_(checked))
+            .values(status=JobStatus.DONE, error=None, finished_at=now, leased_until=None, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
 
     def answers_for_job(self, job_id: int) -> list[Answer]:
         """A job's stored answers, by rank (empty when it has none yet)."""
@@ -385,6 +366,41 @@ def _record(row) -> ResultRecord:
         metadata=meta, params=params, version=version, superseded=not latest, text_id=text_id,
     )
     return record
+
+
+def _valid_answers(results) -> tuple[dict[int, list[Answer]], dict[int, ValueError | NotFound]]:
+    """(answers that pass `_check_answers`, by job; the refused jobs with the reason)."""
+    refused: dict[int, ValueError | NotFound] = {}
+    checked: dict[int, list[Answer]] = {}
+    for job_id, answers in results:
+        if job_id in checked or job_id in refused:
+            raise ValueError(f"job {job_id} appears twice in one complete_many call")
+        try:
+            rows = [a if isinstance(a, Answer) else Answer.model_validate(a) for a in answers]
+            _check_answers(job_id, rows)
+        except ValueError as exc:
+            refused[job_id] = exc
+            continue
+        checked[job_id] = rows
+    return checked, refused
+
+
+def _fenced_out(job_id: int, row, fence: Fence | None) -> LeaseLost | None:
+    """LeaseLost when `fence` no longer holds the job's lease (None without a fence)."""
+    if fence is None or fence.holds(row.status, row.worker, job_id, row.attempts):
+        return None
+    return LeaseLost(job_id, row.status, row.worker)
+
+
+def _answer_row(job_id: int, a: Answer, model_label: str, now) -> dict:
+    return {
+        "job_id": job_id, "rank": a.rank, "text": a.text, "score": a.score, "char_start": a.char_start,
+        "char_end": a.char_end, "window_index": a.window_index, "window_char_start": a.window_char_start,
+        "window_char_end": a.window_char_end, "token_start": a.token_start, "token_end": a.token_end,
+        "start_logit": a.start_logit, "end_logit": a.end_logit, "null_start_logit": a.null_start_logit,
+        "null_end_logit": a.null_end_logit, "sort_margin": NO_MARGIN if a.margin is None else a.margin,
+        "model": model_label, "created_at": now,
+    }
 
 
 def _check_answers(job_id: int, answers: Sequence[Answer]) -> None:

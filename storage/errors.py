@@ -12,3 +12,13 @@ class StoreError(Exception):
 
 class NotFound(StoreError, LookupError):
     """A job or document id that the store does not hold."""
+
+
+class LeaseLost(StoreError):
+    """A worker wrote for a job whose lease it no longer holds (taken back after it ran out,
+    or claimed by another worker since): the write was not made."""
+
+    def __init__(self, job_id: int, status: str, holder: str | None) -> None:
+        super().__init__(f"job {job_id} is no longer this worker's: it is {status}"
+                         f"{f' under {holder}' if status == 'running' else ''}")
+        self.job_id = job_id

@@ -16,7 +16,7 @@ from docqa.storage.columns import utcnow
 from docqa.storage.errors import NotFound
 from docqa.storage.identity import check_storable, text_sha256
 from docqa.storage.models import Document, DocumentJob, Job, JobStatus, SubmissionJob
-from docqa.storage.records import Failure, JobRecord, StoredJob, document_label
+from docqa.storage.records import Failure, Fence, JobRecord, StoredJob, document_label
 from docqa.storage.transactions import PG_RESULTS_LOCK_KEY, Transactions, chunks
 
 log = logging.getLogger(__name__)
@@ -201,23 +201,24 @@ class Jobs(Transactions):
                 .on_conflict_do_nothing(index_elements=[DocumentJob.document_id, DocumentJob.job_id])
             )
 
-    def fail(self, job_id: int, error: str) -> bool:
+    def fail(self, job_id: int, error: str, *, fence: Fence | None = None) -> bool:
         """Mark a job failed with `error` (a sentence a person can act on); return whether it changed.
 
         A job already done stays done (a late failure report from a stale delivery must
-        not hide answers that exist); False is returned then.
+        not hide answers that exist); False is returned then. With a `fence`, only while
+        that worker's claim still holds the job's lease (else False, nothing written).
         """
         if not isinstance(error, str) or not error.strip():
             raise ValueError("error must be a non-empty sentence saying what went wrong")
         now = utcnow()
         with self._write() as session:
-            stmt = select(Job.status).where(Job.id == job_id)
+            stmt = select(Job.status, Job.worker, Job.attempts).where(Job.id == job_id)
             if self._postgres:
                 stmt = stmt.with_for_update(key_share=True)
-            status = session.execute(stmt).scalar_one_or_none()
-            if status is None:
+            row = session.execute(stmt).one_or_none()
+            if row is None:
                 raise NotFound(f"job {job_id} does not exist")
-            if status == JobStatus.DONE:
+            if row.status == JobStatus.DONE or (fence is not None and not fence.holds(*row[:2], job_id, row.attempts)):
                 return False
             session.execute(
                 update(Job)

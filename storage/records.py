@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, fields
 from datetime import datetime
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from docqa.core.answer import Answer
@@ -39,6 +40,19 @@ class StoredJob(NamedTuple):
 
     id: int
     created: bool
+
+
+class Fence(NamedTuple):
+    """The claim a worker writes under: its name and each job's attempts when it claimed it
+    (the lease generation: every claim adds one). A write for a job goes through only while
+    the job is running under this worker with that many attempts, so a worker whose lease
+    was taken back (and maybe given to another) writes nothing."""
+
+    worker: str
+    attempts: Mapping[int, int]
+
+    def holds(self, status, worker: str | None, job_id: int, attempts: int) -> bool:
+        return status == JobStatus.RUNNING and worker == self.worker and self.attempts.get(job_id) == attempts
 
 
 class DeletedCounts(NamedTuple):

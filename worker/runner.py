@@ -9,10 +9,12 @@ cut short (worker killed) keeps its lease until the sweeper hands it out again.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
-from docqa.storage.errors import NotFound
+from docqa.storage.errors import LeaseLost, NotFound
+from docqa.storage.records import Fence
 from docqa.worker.heartbeat import Heartbeat
 from docqa.worker.identity import dead_local_workers, worker_name
 
@@ -35,6 +37,7 @@ class RunStats:
     skipped: list[int] = field(default_factory=list)  # not claimable: done, failed, or leased elsewhere
     leftover: list[int] = field(default_factory=list)  # still queued, not taken by this run: send them again
     unknown: list[int] = field(default_factory=list)  # ids the store does not have
+    lost: list[int] = field(default_factory=list)  # their lease was taken back mid-run: nothing written
     alone: bool = False  # this run held one suspect job alone (its last worker died holding it)
 
 
@@ -66,8 +69,10 @@ class JobRunner:
         max_jobs: int = 64,
         max_attempts: int | None = None,
         name: str | None = None,
+        store_retry_seconds: float = 300.0,
     ):
         self.repo = repo
+        self.store_retry_seconds = store_retry_seconds
         self.max_attempts = max_attempts
         self.engine = engine
         self.lease_seconds = lease_seconds
@@ -116,12 +121,36 @@ class JobRunner:
 
     def _run(self, ids: list[int], fill: bool, claimed: list) -> RunStats:
         stats = RunStats()
+        claimed += self._claim(ids, fill, stats)
+        stats.claimed = len(claimed)
+        # Every write for these jobs is fenced by this claim: a job whose lease was taken
+        # back meanwhile (and maybe given to another worker) is not written by this one.
+        fence = Fence(self.name, {c.job_id: c.attempts for c in claimed})
+        runnable = self._runnable(claimed, fence, stats)
+        forwards, windows = self.engine.forward_calls, self.engine.windows_run
+        # Leases are renewed while the batch computes and while its answers wait for the
+        # store, so a batch slower than one lease is not taken back and run twice.
+        with Heartbeat(self.repo, worker=self.name, job_ids=[j.job_id for j in runnable],
+                       lease_seconds=self.lease_seconds):
+            answered = self._answer(runnable) if runnable else []
+            stats.forwards = self.engine.forward_calls - forwards
+            stats.windows = self.engine.windows_run - windows
+            done = [(job.job_id, result.answers) for job, result in zip(runnable, answered) if result.ok]
+            refused = self._store(done, fence) if done else {}
+        self._record(runnable, answered, refused, fence, stats)
+        claimed.clear()  # every claimed job is recorded now
+        return stats
+
+    def _claim(self, ids: list[int], fill: bool, stats: RunStats) -> list:
+        """This run's jobs: the fresh ones of the message (at most max_jobs), else one suspect
+        alone; with `fill`, topped up with fresh queued jobs of this model. The message's
+        other ids go to stats (leftover, unknown, skipped)."""
         mine = ids[: self.max_jobs]
         claim = dict(worker=self.name, lease_seconds=self.lease_seconds, max_attempts=self.max_attempts)
-        claimed += self.repo.claim(mine, fresh_only=True, **claim)
+        claimed = self.repo.claim(mine, fresh_only=True, **claim)
         if not claimed:
             for job_id in mine:  # only suspects (or nothing claimable): one alone
-                claimed += self.repo.claim([job_id], **claim)
+                claimed = self.repo.claim([job_id], **claim)
                 if claimed:
                     stats.alone = True
                     break
@@ -133,54 +162,72 @@ class JobRunner:
             stats.leftover = [j for j in rest if statuses.get(j) == "queued"]
             stats.skipped = [j for j in rest if j in statuses and statuses[j] != "queued"]
         if fill and not stats.alone and len(claimed) < self.max_jobs:
-            claimed += self.repo.claim_queued(
-                limit=self.max_jobs - len(claimed),
-                model=self.engine.model_id,
-                revision=self.engine.revision or "",
-                **claim,
-            )
-        stats.claimed = len(claimed)
+            claimed += self.repo.claim_queued(limit=self.max_jobs - len(claimed), model=self.engine.model_id,
+                                              revision=self.engine.revision or "", **claim)
+        return claimed
+
+    def _runnable(self, claimed: list, fence: Fence, stats: RunStats) -> list:
+        """The claimed jobs this worker's model serves; the others fail with the reason."""
         runnable = []
         for job in claimed:
-            if job.model != self.engine.model_id or (job.revision or "") != (self.engine.revision or ""):
-                self.repo.fail(
-                    job.job_id,
-                    f"this job asks for model {job.model!r}"
-                    f"{' revision ' + repr(job.revision) if job.revision else ''}, but the worker that "
-                    f"took it serves {self.engine.model_label!r}: run a worker with --model {job.model}",
-                )
-                stats.failed += 1
-            else:
+            if job.model == self.engine.model_id and (job.revision or "") == (self.engine.revision or ""):
                 runnable.append(job)
-        forwards, windows = self.engine.forward_calls, self.engine.windows_run
-        # Leases are renewed while the batch computes, so a batch slower than one lease
-        # is not taken back and run twice.
-        with Heartbeat(
-            self.repo, worker=self.name, job_ids=[j.job_id for j in runnable], lease_seconds=self.lease_seconds
-        ):
-            answered = self._answer(runnable) if runnable else []
-            stats.forwards = self.engine.forward_calls - forwards
-            stats.windows = self.engine.windows_run - windows
-            done = [(job.job_id, result.answers) for job, result in zip(runnable, answered) if result.ok]
-            # One transaction for the whole batch's answers; a job whose answers the store
-            # refuses (offset contract, NaN score) fails alone with the reason.
-            refused = self.repo.complete_many(done, model_label=self.engine.model_label) if done else {}
+                continue
+            self.repo.fail(
+                job.job_id,
+                f"this job asks for model {job.model!r}{' revision ' + repr(job.revision) if job.revision else ''}, "
+                f"but the worker that took it serves {self.engine.model_label!r}: run a worker with --model {job.model}",
+                fence=fence,
+            )
+            stats.failed += 1
+        return runnable
+
+    def _store(self, done: list, fence: Fence) -> dict:
+        """Write the batch's answers in one transaction. A store outage is not the batch's
+        fault: the answers are kept and the write tried again, with backoff, for up to
+        `store_retry_seconds` (the heartbeat renews the leases as soon as the store is
+        back, and the fence refuses jobs whose lease was taken meanwhile); then
+        StoreUnavailable. Returns the refused jobs with their errors."""
+        from docqa.storage.db import store_failure
+
+        deadline = time.monotonic() + self.store_retry_seconds
+        wait = 1.0
+        while True:
+            try:
+                return self.repo.complete_many(done, model_label=self.engine.model_label, fence=fence)
+            except Exception as exc:
+                reason = store_failure(exc)
+                if reason is None or time.monotonic() + wait > deadline:
+                    raise
+                log.warning("the store failed while writing the answers of %d job(s) (%s); they are kept and "
+                            "written again in %.0f s", len(done), reason, wait)
+                time.sleep(wait)
+                wait = min(2 * wait, 15.0)
+
+    def _record(self, runnable: list, answered: list, refused: dict, fence: Fence, stats: RunStats) -> None:
+        """Count the batch's outcome; fail the jobs that could not be answered or stored."""
         for job, result in zip(runnable, answered):
-            if not result.ok:
-                self.repo.fail(job.job_id, result.error)
-                stats.failed += 1
-            elif job.job_id in refused:
-                error = refused[job.job_id]
-                if isinstance(error, NotFound):  # deleted while it ran: nothing left to mark
-                    log.warning("job %s disappeared while it ran; its answers were dropped", job.job_id)
-                else:
-                    self.repo.fail(job.job_id, f"answers could not be stored: {error}")
-                stats.failed += 1
-            else:
+            error = refused.get(job.job_id)
+            if result.ok and error is None:
                 stats.done += 1
                 stats.answers += len(result.answers)
-        claimed.clear()  # every claimed job is recorded now
-        return stats
+            elif isinstance(error, LeaseLost):
+                log.warning("dropped the answers of job %s: %s (its lease was taken back; the worker that holds "
+                            "it now writes them)", job.job_id, error)
+                stats.lost.append(job.job_id)
+            elif isinstance(error, NotFound):  # deleted while it ran: nothing left to mark
+                log.warning("job %s disappeared while it ran; its answers were dropped", job.job_id)
+                stats.failed += 1
+            else:
+                why = result.error if not result.ok else f"answers could not be stored: {error}"
+                try:
+                    failed = self.repo.fail(job.job_id, why, fence=fence)
+                except NotFound:  # deleted while it ran
+                    failed = False
+                if failed:
+                    stats.failed += 1
+                else:
+                    stats.lost.append(job.job_id)
 
     def _answer(self, jobs) -> list[QAResult]:
         """Answer all jobs together; if the shared run breaks, isolate the job that breaks it."""
