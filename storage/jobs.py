@@ -396,8 +396,8 @@ class Jobs(Transactions):
                 session.execute(
                     update(Job)
                     .where(Job.id.in_(chunk), Job.status == JobStatus.FAILED)
-                    .values(status=JobStatus.QUEUED, attempts=0, error=None, finished_at=None, worker=None,
-                            leased_until=None, updated_at=now)
+                    .values(status=JobStatus.QUEUED, attempts=0, lost_in_batch=False, error=None, finished_at=None,
+                            worker=None, leased_until=None, updated_at=now)
                     .execution_options(synchronize_session=False)
                 )
         return [QueuedJob(i, m, r if r != "" else None, 0) for i, m, r in rows]

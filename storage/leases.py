@@ -10,11 +10,12 @@ again.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, false, or_, select, update
 from sqlalchemy.orm import Session
 
 from docqa.core.params import AnswerParams
@@ -37,6 +38,14 @@ def give_up_message(attempts: int, worker: str | None) -> str:
         f"{worker if worker is not None else 'unknown'}); check that worker's log for a crash or an "
         "out-of-memory kill, e.g. a document too large for the worker's memory"
     )
+
+
+def evidence(attempts: int, lost_in_batch: bool) -> int:
+    """The losses that count against a job: its attempts, less a first one lost in a batch
+    (a batch dies for any of its jobs, or for none: a killed or restarted worker). A job
+    is failed as a worker-killer when this reaches max_attempts; after its first loss it
+    runs alone, so every later loss is its own."""
+    return attempts - (1 if lost_in_batch else 0)
 
 
 def _lease_end(now: datetime | None, lease_seconds: float) -> tuple[datetime, datetime]:
@@ -128,7 +137,7 @@ class Leases(Transactions):
         so concurrent claimers neither deadlock nor wait; SQLite needs no row locks (the
         write transaction began IMMEDIATE, so it is the only writer).
         """
-        stmt = select(Job.id, Job.attempts, Job.worker).where(condition).order_by(Job.id)
+        stmt = select(Job.id, Job.attempts, Job.worker, Job.lost_in_batch).where(condition).order_by(Job.id)
         if limit is not None:
             stmt = stmt.limit(limit)
         if self._postgres:
@@ -146,10 +155,12 @@ class Leases(Transactions):
         max_attempts: int | None,
     ) -> list[ClaimedJob]:
         """Mark locked candidates running under `worker` (or failed, when out of attempts); load them."""
-        exhausted = [row for row in candidates if max_attempts is not None and row.attempts >= max_attempts]
+        exhausted = [row for row in candidates
+                     if max_attempts is not None and evidence(row.attempts, row.lost_in_batch) >= max_attempts]
         if exhausted:
             self._give_up(session, exhausted, now)
-        take = [row.id for row in candidates if not (max_attempts is not None and row.attempts >= max_attempts)]
+        out = {row.id for row in exhausted}
+        take = [row.id for row in candidates if row.id not in out]
         for chunk in chunks(take):
             session.execute(
                 update(Job)
@@ -265,42 +276,50 @@ class Leases(Transactions):
 
     def requeue_expired(
         self, *, max_attempts: int, now: datetime | None = None, dead_workers: Iterable[str] = (),
-        given_up: list[int] | None = None,
+        given_up: list[int] | None = None, expired: bool = True,
     ) -> list[int]:
         """The sweeper: running jobs whose lease ran out go back to queued; return their ids.
 
         Jobs held by `dead_workers` (worker names known to be gone, e.g. a process of
-        this host that no longer exists) count as expired whatever their lease says.
-        The caller re-enqueues the returned ids. A job that already had `max_attempts`
-        attempts is marked failed instead, with the reason and its last worker; their ids are
-        appended to `given_up` when the caller passes a list (for its failed-jobs count).
+        this host that no longer exists) count as expired whatever their lease says; with
+        expired=False only those (a sweeper just back from a store outage lets the other
+        workers renew their leases first). The caller re-enqueues the returned ids. A job
+        lost in a batch for the first time is marked lost_in_batch (no evidence against
+        it); a job whose `evidence` reaches `max_attempts` is marked failed instead, with
+        the reason and its last worker; their ids are appended to `given_up` when the
+        caller passes a list (for its failed-jobs count).
         """
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
         now = utcnow() if now is None else now
         dead = sorted(set(dead_workers))
-        gone = Job.leased_until < now
+        gone = Job.leased_until < now if expired else false()
         if dead:
             gone = or_(gone, Job.worker.in_(dead))
         with self._write() as session:
             stmt = (
-                select(Job.id, Job.attempts, Job.worker)
+                select(Job.id, Job.attempts, Job.worker, Job.lost_in_batch)
                 .where(Job.status == JobStatus.RUNNING, gone)
                 .order_by(Job.id)
             )
             if self._postgres:
                 # A job a worker is completing right now is not expired for long: skip it.
                 stmt = stmt.with_for_update(skip_locked=True, key_share=True)
-            expired = session.execute(stmt).all()
-            exhausted = [row for row in expired if row.attempts >= max_attempts]
-            requeue = [row.id for row in expired if row.attempts < max_attempts]
+            lost = session.execute(stmt).all()
+            in_batch = {w for w, n in Counter(row.worker for row in lost).items() if n > 1}
+            batch_first = [row.id for row in lost if row.worker in in_batch and row.attempts == 1]
+            exhausted = [row for row in lost
+                         if evidence(row.attempts, row.lost_in_batch or row.id in batch_first) >= max_attempts]
+            out = {row.id for row in exhausted}
+            requeue = [row.id for row in lost if row.id not in out]
             if exhausted:
                 self._give_up(session, exhausted, now)
             for chunk in chunks(requeue):
                 session.execute(
                     update(Job)
                     .where(Job.id.in_(chunk))
-                    .values(status=JobStatus.QUEUED, leased_until=None, updated_at=now)
+                    .values(status=JobStatus.QUEUED, leased_until=None, updated_at=now,
+                            lost_in_batch=Job.lost_in_batch | Job.id.in_(batch_first))
                     .execution_options(synchronize_session=False)
                 )
         if given_up is not None:  # only once the transaction committed

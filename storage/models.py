@@ -204,6 +204,9 @@ class Job(Base):
     status: Mapped[JobStatus] = mapped_column(StrEnumType(JobStatus), default=JobStatus.QUEUED)
     # Deliveries that reached a worker (incremented by every claim).
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Its first loss (the worker died or stopped renewing the lease) came while it ran in a
+    # batch with other jobs: that attempt is no evidence against it (see Leases.requeue_expired).
+    lost_in_batch: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sql_text("false"))
     # Why the job failed, as a sentence a person can act on; NULL unless failed.
     error: Mapped[str | None] = mapped_column(Text)
     # The worker that claimed it last (hostname/pid label).

@@ -12,6 +12,9 @@ jobs are recorded: answered, failed, or handed back to the queue):
 - job ids the store does not have: dead-lettered (the known ones still run);
 - the store or broker fails mid-run: claims handed back, the message put back after a
   backoff (never dropped);
+- a message put back DOCQA_MAX_REDELIVERIES times (counted in a header, `bounces`) is
+  dead-lettered with its reason instead; its jobs stay in the store and the reconciler
+  sends the queued ones again;
 - its process dies: Celery puts the message back (reject_on_worker_lost) and the jobs'
   leases run out within `lease_seconds`; they come back as suspects that run alone.
 """
@@ -113,6 +116,8 @@ class Runtime:
             self.name, self.engine.model_label, self.engine.device, threads, self.engine.batch_tokens,
         )
         self.sweep_seconds = settings.sweep_seconds
+        # Since when the sweeper has reached the store without a failure (None: not yet).
+        self._store_ok_since: float | None = time.monotonic() - settings.live_worker_seconds
         self._stop = threading.Event()
         self._sweeper = threading.Thread(target=self._sweep_forever, name="docqa-sweeper", daemon=True)
         self._sweeper.start()
@@ -120,13 +125,23 @@ class Runtime:
     # -- the sweeper: liveness, dead workers' jobs, the reconciler ---------------------
     def sweep(self) -> list[int]:
         """Beat this worker's row; requeue jobs whose worker died (lease out, or its process
-        gone from this host) and send each alone; reconcile when this process holds the role."""
+        gone from this host) and send each alone; reconcile when this process holds the role.
+
+        Leases that ran out are judged only once this worker has reached the store for
+        `live_worker_seconds`: after a store outage every worker's leases look expired, and
+        their holders get that long to renew them (and write the answers they kept) before
+        anyone takes them back. A process known to be gone is judged at once."""
         from docqa.worker.identity import dead_local_workers
 
         self.repo.beat_worker(self.name)
+        now = time.monotonic()
+        if self._store_ok_since is None:
+            self._store_ok_since = now
+        settled = now - self._store_ok_since >= self.settings.live_worker_seconds
         dead = dead_local_workers(self.repo.running_workers())
         gave_up: list[int] = []
-        ids = self.repo.requeue_expired(max_attempts=self.settings.max_attempts, dead_workers=dead, given_up=gave_up)
+        ids = self.repo.requeue_expired(max_attempts=self.settings.max_attempts, dead_workers=dead, given_up=gave_up,
+                                        expired=settled)
         self.metrics.jobs("requeued", len(ids))
         self.metrics.jobs("failed", len(gave_up))
         if gave_up:
@@ -141,15 +156,16 @@ class Runtime:
         return ids
 
     def reconcile(self) -> int:
-        """Send again the queued jobs that have had no message for `reconcile_seconds`, once
-        the queue has drained (a non-empty queue is still being worked through). Returns
-        the messages sent."""
+        """Send again the queued jobs that have had no message for `reconcile_seconds`, unless
+        their queue is draining: messages wait on it and a run claimed jobs from it within
+        `reconcile_seconds` (a queue of messages that only bounce does not count as
+        draining). Returns the messages sent."""
         stale = self.repo.unsent_queued(older_than=self.settings.reconcile_seconds)
         draining: dict[str, bool] = {}
         for job in stale:
             queue = self.dispatcher.queue_of(job.model, job.revision)
             if queue not in draining:
-                draining[queue] = self.dispatcher.queue_depth(queue) > 0
+                draining[queue] = self._draining(queue)
         stale = [j for j in stale if not draining[self.dispatcher.queue_of(j.model, j.revision)]]
         if not stale:
             return 0
@@ -160,11 +176,21 @@ class Runtime:
         )
         return sent
 
+    def _draining(self, queue: str) -> bool:
+        from docqa.worker import bounces
+
+        if self.dispatcher.queue_depth(queue) == 0:
+            return False
+        with bounces.broker_client(app) as client:
+            last = bounces.last_progress(client, queue) if client is not None else time.time()
+        return last is not None and time.time() - last < self.settings.reconcile_seconds
+
     def _sweep_forever(self) -> None:
         while not self._stop.wait(self.sweep_seconds):
             try:
                 self.sweep()
             except Exception as exc:  # store or broker away: try again next time
+                self._store_ok_since = None
                 log.warning("sweeper pass failed (%s: %s); retrying in %.0f s",
                             type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "", self.sweep_seconds)
 
@@ -245,27 +271,25 @@ def run_jobs(self, message=None, *args, **kwargs) -> dict:
     try:
         msg = JobMessage.model_validate(message)
     except ValidationError as exc:
-        reason = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'message'}: {e['msg']}" for e in exc.errors())
+        reason = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'message'}: {e['msg']}" for e in exc.errors()[:5])
         deadletter.push_via(app, f"not a docqa job message: {reason}", message, queue=queue)
         return {"dead_letter": True}
+    back = _PutBack(self, message, msg, queue)
     try:
         rt = runtime()
     except Exception as exc:  # the store (or the model) cannot be had right now: put back, try later
         global _start_failures
         _start_failures += 1
-        wait = backoff_seconds(_start_failures)
-        log.error("this worker process cannot run jobs (%s: %s); message put back in %.0f s",
-                  type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "", wait)
-        time.sleep(wait)
-        raise Reject("worker not ready", requeue=True) from None
+        return back(f"this worker process cannot run jobs ({type(exc).__name__}: {_first_line(exc)})",
+                    backoff_seconds(_start_failures))
     if msg.store_id is not None and msg.store_id != rt.store_id:
         log.error(
             "refused a message for store %s: this worker serves store %s (%s); put back for that "
             "store's workers. Point every producer and worker of one fleet at the same "
             "DOCQA_DATABASE_URL.", msg.store_id, rt.store_id, rt.settings.model_queue,
         )
-        time.sleep(FOREIGN_MESSAGE_PAUSE)
-        raise Reject("message of another store", requeue=True)
+        return back(f"a message of store {msg.store_id}, which no worker of queue {queue} serves (they serve store "
+                    f"{rt.store_id})", FOREIGN_MESSAGE_PAUSE)
     from docqa.worker.runner import StoreUnavailable
 
     # Celery drops (rejects without requeue) the message of a task that raises: every
@@ -278,18 +302,14 @@ def run_jobs(self, message=None, *args, **kwargs) -> dict:
             rt.dispatcher.send_queued(rt.repo.queued_jobs(stats.leftover))
     except StoreUnavailable as exc:
         rt.metrics.jobs("retried", exc.released)
-        wait = rt.backoff()
-        log.warning("the store failed during a run (%s); message put back in %.0f s", exc, wait)
-        time.sleep(wait)
-        raise Reject("store unavailable", requeue=True) from None
+        return back(f"the store failed during a run ({exc})", rt.backoff())
     except Exception as exc:
         # Not the store: the broker, or a fault of docqa's own. The claims stand (their
         # attempts count), so a job that keeps failing is failed by its attempts.
-        wait = rt.backoff()
-        log.exception("a run failed (%s: %s); message put back in %.0f s", type(exc).__name__, exc, wait)
-        time.sleep(wait)
-        raise Reject("run failed", requeue=True) from None
+        log.exception("a run failed (%s: %s)", type(exc).__name__, exc)
+        return back(f"a run failed ({type(exc).__name__}: {_first_line(exc)})", rt.backoff())
     rt.failures = 0
+    back.ran(stats.claimed > 0)
     if stats.unknown:
         deadletter.push_via(app, f"job ids unknown to store {rt.store_id}: {stats.unknown[:20]}", message,
                             queue=queue)
@@ -300,3 +320,48 @@ def run_jobs(self, message=None, *args, **kwargs) -> dict:
         stats.done, stats.failed, stats.answers, len(stats.skipped), stats.windows, stats.forwards,
     )
     return {"done": stats.done, "failed": stats.failed}
+
+
+class _PutBack:
+    """Puts a message that could not run back on its queue as a copy that counts the times
+    (worker.bounces), or dead-letters it once that reaches Settings.max_redeliveries."""
+
+    def __init__(self, task, message: dict, msg: JobMessage, queue: str | None) -> None:
+        from docqa.worker import bounces
+
+        self.message, self.msg, self.queue = message, msg, queue
+        self.bounces = int(getattr(task.request, bounces.BOUNCES_HEADER, None) or 0)
+        self.key = bounces.message_key(msg.job_ids, msg.store_id)
+
+    def __call__(self, reason: str, wait: float) -> dict:
+        from docqa.worker import bounces
+
+        limit = app.docqa_settings.max_redeliveries
+        if self.bounces >= limit:
+            bounces.clear(app, self.key)
+            deadletter.push_via(app, f"{reason}; put back {self.bounces} times (DOCQA_MAX_REDELIVERIES={limit}): its "
+                                "jobs stay in the store, and the reconciler sends the queued ones again",
+                                self.message, queue=self.queue)
+            return {"dead_letter": True}
+        log.warning("%s; message put back in %.0f s (time %d of %d)", reason, wait, self.bounces + 1, limit)
+        time.sleep(wait)
+        bounces.record(app, self.key, reason=reason, bounces=self.bounces + 1, queue=self.queue,
+                       job_ids=self.msg.job_ids)
+        try:
+            app.send_task(TASK_NAME, args=[self.message], queue=self.queue,
+                          headers={bounces.BOUNCES_HEADER: self.bounces + 1})
+        except Exception:  # the broker is away: the original goes back where it was (kombu restores it)
+            raise Reject(reason, requeue=True) from None
+        return {"put_back": self.bounces + 1}
+
+    def ran(self, claimed: bool) -> None:
+        from docqa.worker import bounces
+
+        if self.bounces:
+            bounces.clear(app, self.key)
+        if claimed:
+            bounces.mark_progress(app, self.queue)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else ""

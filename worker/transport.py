@@ -17,6 +17,11 @@ from kombu.utils.json import loads
 
 from docqa.worker import deadletter
 
+# Bytes of one queue item at most. A docqa message of MAX_JOB_IDS ids is under 100 kB
+# (its envelope base64 included); a larger item is set aside before it is decoded, so a
+# 70 MB item cannot hold a worker for a minute and grow it by hundreds of MB.
+MAX_MESSAGE_BYTES = 1 << 20
+
 
 def envelope_problem(message) -> str | None:
     """Why a decoded item is not an envelope kombu can deliver, or None if it is: every
@@ -58,6 +63,10 @@ def body_problem(channel, message: dict) -> str | None:
 class Channel(kombu_redis.Channel):
     def _decode_item(self, item, queue: str):
         """The envelope of a popped item, or None after dead-lettering a malformed one."""
+        if len(item) > MAX_MESSAGE_BYTES:
+            deadletter.push(self.client, f"the item has {len(item):,} bytes, over the limit of {MAX_MESSAGE_BYTES:,} "
+                            "for a docqa message", item[:deadletter.PAYLOAD_CHARS], queue=queue)
+            return None
         text = bytes_to_str(item)
         try:
             message = loads(text)

@@ -42,12 +42,14 @@ def broker_facts(settings) -> dict:
         return {"error": "not a Redis broker: queue depth and dead letters are not shown"}
     import redis
 
+    from docqa.worker.bounces import bouncing
     from docqa.worker.deadletter import DEAD_LETTER_KEY
 
     client = redis.Redis.from_url(settings.broker_url, socket_connect_timeout=2, socket_timeout=2)
     try:
+        count, entries = bouncing(client, limit=5)
         return {"queue": settings.model_queue, "queue_depth": int(client.llen(settings.model_queue)),
-                "dead_letters": int(client.llen(DEAD_LETTER_KEY))}
+                "dead_letters": int(client.llen(DEAD_LETTER_KEY)), "bouncing": count, "bouncing_messages": entries}
     except redis.RedisError as exc:
         return {"error": f"broker {safe_url(settings.broker_url)} not reachable ({exc})"}
     finally:
@@ -108,6 +110,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         else:
             print(f"broker: {plural(broker['queue_depth'], 'message')} waiting on queue {broker['queue']!r}; "
                   f"dead letters: {broker['dead_letters']}" + (" (see 'docqa dead-letters')" if broker["dead_letters"] else ""))
+            for entry in broker["bouncing_messages"]:
+                print(f"bouncing: a message of {plural(entry['jobs'], 'job')} on {entry['queue']!r} was put back "
+                      f"{plural(entry['bounces'], 'time')} (last {entry['at']}): {_clip(entry['reason'], 300)}")
+            if broker["bouncing"] > len(broker["bouncing_messages"]):
+                print(f"bouncing: {broker['bouncing'] - len(broker['bouncing_messages'])} more")
     for job_id, source, question, error in failures:
         print(f"failed job {job_id} ({_clip(source)}, {_clip(question)!r}): {_clip(error, 500)}")
     return 0

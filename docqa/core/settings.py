@@ -144,7 +144,8 @@ class Settings(_WithAnswerParams):  # type: ignore[misc, valid-type]
     )
     max_document_chars: int = Field(5_000_000, gt=0, description="larger documents are refused, characters")
     max_question_chars: int = Field(1_000, gt=0, description="longer questions are refused, characters")
-    worker_batch_jobs: int = Field(64, gt=0, description="jobs per broker message and per worker run, at most")
+    worker_batch_jobs: int = Field(64, gt=0, le=4096,  # core.message.MAX_JOB_IDS
+                                   description="jobs per broker message and per worker run, at most")
     chunk_at_submit: bool = Field(
         True,
         description="producers tokenize each new document once and fix every new job's windows in the store, "
@@ -163,6 +164,10 @@ class Settings(_WithAnswerParams):  # type: ignore[misc, valid-type]
         "producer, a failed send) is sent again by the fleet's reconciler, seconds",
     )
     max_attempts: int = Field(3, ge=1, description="runs of a job before it is marked failed")
+    max_redeliveries: int = Field(
+        10, ge=1, description="times a worker puts a message back (another store's, or the store or the model "
+        "unavailable) before it dead-letters it with the reason; its jobs stay in the store and the reconciler "
+        "sends the queued ones again")
     torch_threads: int | None = Field(
         None,
         ge=1,

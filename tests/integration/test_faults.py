@@ -31,11 +31,15 @@ def report(fault: str, repo, n_jobs: int, seconds: float | None) -> None:
         duplicated = conn.execute(
             text("SELECT count(*) FROM (SELECT job_id FROM answers GROUP BY job_id, rank HAVING count(*) > 1) d")
         ).scalar_one()
+        recomputed, highest = conn.execute(text("SELECT count(*) FILTER (WHERE attempts > 1), max(attempts) FROM jobs")
+                                           if repo.engine.dialect.name == "postgresql" else
+                                           text("SELECT sum(attempts > 1), max(attempts) FROM jobs")).one()
     counts = repo.counts()
     stranded = counts["queued"] + counts["running"]
     took = "-" if seconds is None else f"{seconds:.1f} s"
     print(f"\nFAULT {fault}: submitted {n_jobs}, answered {answered}, duplicated {duplicated}, "
-          f"stranded {stranded}, failed {counts['failed']}, recovered in {took}")
+          f"stranded {stranded}, failed {counts['failed']}, recomputed {recomputed or 0} (highest attempts "
+          f"{highest}), recovered in {took}")
 
 
 def answered_once(repo, n_jobs: int) -> None:
@@ -336,6 +340,10 @@ def test_a_database_outage_loses_no_message_and_strands_no_job(redis_url, tmp_pa
             assert time.monotonic() - back < 150
             report("PostgreSQL stopped 15 s under 2 workers", repo, 60, time.monotonic() - back)
             answered_once(repo, 60)
+            # The store's outage was nobody's fault: no job ran twice, none counts as a suspect.
+            with repo.engine.connect() as conn:
+                attempts = conn.execute(text("SELECT attempts, count(*) FROM jobs GROUP BY attempts")).all()
+            assert dict(attempts) == {1: 60}, attempts
             assert all(p.poll() is None for p in workers.procs), "a worker died in the outage"
         finally:
             workers.stop()

@@ -104,3 +104,67 @@ def test_a_worker_that_stops_on_an_error_exits_non_zero(distributed_env, tmp_pat
                          timeout=180, cwd=os.getcwd())
     assert "Unrecoverable error" in out.stderr, out.stderr[-3000:]
     assert out.returncode == 1
+
+
+def test_bad_ids_and_oversized_messages_are_dead_lettered_at_once(distributed_env, workers, tmp_path):
+    """Ids out of range are bad input, not a store outage; a message of more ids than any
+    producer sends, or of more bytes than any docqa message has, is set aside unread."""
+    import redis
+
+    from docqa.core.settings import Settings
+    from docqa.worker.app import TASK_NAME, make_celery
+
+    env = distributed_env
+    queue = model_queue(env)
+    client = redis.Redis.from_url(env["DOCQA_BROKER_URL"])
+    app = make_celery(Settings(broker_url=env["DOCQA_BROKER_URL"], queue=env["DOCQA_QUEUE"]))
+    app.send_task(TASK_NAME, args=[{"schema_version": 2, "job_ids": [2**70, -5, 0]}], queue=queue)
+    app.send_task(TASK_NAME, args=[{"schema_version": 2, "job_ids": list(range(1, 20_001))}], queue=queue)
+    app.send_task(TASK_NAME, args=[{"schema_version": 2, "job_ids": list(range(1, 400_001))}], queue=queue)
+    workers.start(1)
+    docs = tmp_path / "docs"
+    write_corpus(docs, 2, seed=5, sizes=(40,))
+    assert docqa(["submit", str(docs), "-q", QUESTION], env).returncode == 0
+    repo = open_repo(env["DOCQA_DATABASE_URL"])
+    wait_for(lambda: repo.counts()["done"] == 2, timeout=120, what="2 jobs done", logs=workers.logs)
+    wait_for(lambda: client.llen("docqa.dead-letters") == 3, timeout=30, what="3 dead letters", logs=workers.logs)
+    reasons = " | ".join(json.loads(e)["reason"] for e in client.lrange("docqa.dead-letters", 0, -1))
+    assert "job_ids.0" in reasons and "less than or equal to 2147483647" in reasons and "job_ids.1" in reasons
+    assert "at most 4096" in reasons  # the ids a message may carry
+    assert "bytes, over the limit" in reasons  # set aside before it was decoded
+    logs = workers.logs(None)
+    assert "put back" not in logs and "store failed" not in logs  # bad input is not an outage
+
+
+def test_a_message_that_keeps_bouncing_is_dead_lettered_and_jobs_the_broker_lost_come_back(
+        distributed_env, workers, tmp_path):
+    """Another store's message bounces a bounded number of times (status shows it meanwhile),
+    then is dead-lettered; jobs whose messages the broker lost are sent again by the
+    reconciler although that message kept the queue from draining."""
+    import redis
+
+    from docqa.core.settings import Settings
+    from docqa.worker.app import make_celery, send_jobs
+
+    env = dict(distributed_env, DOCQA_RECONCILE_SECONDS="8", DOCQA_MAX_REDELIVERIES="4")
+    queue = model_queue(env)
+    client = redis.Redis.from_url(env["DOCQA_BROKER_URL"])
+    docs = tmp_path / "docs"
+    write_corpus(docs, 5, seed=6, sizes=(40,))
+    assert docqa(["submit", str(docs), "-q", QUESTION], env).returncode == 0
+    client.delete(queue)  # the broker lost the jobs' messages
+    app = make_celery(Settings(broker_url=env["DOCQA_BROKER_URL"], queue=env["DOCQA_QUEUE"]))
+    send_jobs(app, [1], queue, "another-store")
+    workers.env = env
+    workers.start(1)
+    status_seen = wait_for(lambda: "bouncing" in (out := docqa(["status"], env).stdout) and out, timeout=60,
+                           what="status to show the bouncing message", logs=workers.logs)
+    assert "another-store" in status_seen
+    repo = open_repo(env["DOCQA_DATABASE_URL"])
+    wait_for(lambda: repo.counts()["done"] == 5, timeout=120, what="5 jobs done without a command",
+             logs=workers.logs)
+    wait_for(lambda: client.llen("docqa.dead-letters") == 1, timeout=60, what="the bouncing message dead-lettered",
+             logs=workers.logs)
+    [entry] = [json.loads(e) for e in client.lrange("docqa.dead-letters", 0, -1)]
+    assert "another-store" in entry["reason"] and "4 times" in entry["reason"]
+    assert "bouncing" not in docqa(["status"], env).stdout

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from docqa.core.params import AnswerParams
 from docqa.storage.columns import utcnow
+from docqa.storage.models import JobStatus
 from docqa.storage.repository import Repository
 
 
@@ -130,3 +131,46 @@ def test_deleting_documents_takes_their_jobs_and_answers_and_an_in_flight_job_wr
     assert isinstance(refused[j1], NotFound)
     assert repo.job(kept_job.id) is not None and repo.documents_of_submission(sid) == [keep.id]
     assert repo.resolve_documents("keep") == [keep.id] and repo.resolve_documents(str(keep.id)) == [keep.id]
+
+
+def test_a_loss_in_a_batch_is_no_evidence_only_losses_alone_fail_a_job(repo: Repository, params: AnswerParams) -> None:
+    """A batch dies for any of its jobs, or for none (a killed or restarted worker): its jobs
+    become suspects that run alone, and only losses while alone count toward max_attempts."""
+    j1, j2, j3 = _jobs(repo, params)
+    now = utcnow()
+    repo.claim([j1, j2, j3], worker="batch", lease_seconds=10, now=now)
+    now += timedelta(seconds=11)
+    assert repo.requeue_expired(max_attempts=2, now=now) == [j1, j2, j3]
+    assert all(repo.job(j).attempts == 1 for j in (j1, j2, j3))  # suspects: they run alone now
+    for alone in ("alone-1", "alone-2"):
+        [claimed] = repo.claim([j1], worker=alone, lease_seconds=10, max_attempts=2, now=now)
+        now += timedelta(seconds=11)
+        given_up: list[int] = []
+        requeued = repo.requeue_expired(max_attempts=2, now=now, given_up=given_up)
+        if alone == "alone-1":  # one loss alone: not yet enough with max_attempts 2
+            assert requeued == [j1] and given_up == []
+        else:
+            assert requeued == [] and given_up == [j1]
+    assert repo.job(j1).status is JobStatus.FAILED and repo.job(j1).attempts == 3
+    # A job lost alone the first time (its message held it alone) is judged as before.
+    [(solo, _)] = repo.add_jobs(repo.add_document("Another text.").id, ["Q?"], model="m", revision=None,
+                                params=params)
+    for n in range(2):
+        repo.claim([solo], worker=f"s{n}", lease_seconds=10, max_attempts=2, now=now)
+        now += timedelta(seconds=11)
+        repo.requeue_expired(max_attempts=2, now=now)
+    assert repo.job(solo).status is JobStatus.FAILED
+    # Retrying a failed job forgets its losses.
+    repo.retry_failed(job_ids=[j1])
+    assert repo.job(j1).attempts == 0
+
+
+def test_a_sweeper_back_from_an_outage_judges_only_dead_processes(repo: Repository, params: AnswerParams) -> None:
+    j1, j2, _j3 = _jobs(repo, params)
+    now = utcnow()
+    repo.claim([j1], worker="renewing-soon", lease_seconds=10, now=now)
+    repo.claim([j2], worker="gone", lease_seconds=10, now=now)
+    later = now + timedelta(seconds=30)
+    assert repo.requeue_expired(max_attempts=3, now=later, dead_workers=["gone"], expired=False) == [j2]
+    assert repo.job(j1).status is JobStatus.RUNNING
+    assert repo.requeue_expired(max_attempts=3, now=later) == [j1]

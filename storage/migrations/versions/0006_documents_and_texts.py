@@ -15,6 +15,8 @@ into one row, which kept the first one's source, id and metadata. From 0006:
 - `document_jobs`: which document asked which job's question; answers are reported once
   per link. `submission_documents`: the documents each submission gave.
 - `submissions.texts` / `new_texts`: distinct texts per submission, and new ones.
+- `jobs.lost_in_batch`: the job's first loss (its worker died) came while it ran with
+  others, so that attempt is no evidence that the job itself kills workers.
 
 What an upgraded store shows for rows 0005 had collapsed (they cannot be split after the
 fact): each version of an id or path becomes a document with that id or path; an id's
@@ -92,6 +94,9 @@ def upgrade() -> None:
     with op.batch_alter_table("submissions") as batch:
         batch.add_column(sa.Column("texts", sa.Integer(), nullable=False, server_default="0"))
         batch.add_column(sa.Column("new_texts", sa.Integer(), nullable=False, server_default="0"))
+    # 6. A job's first loss in a batch is no evidence that it kills workers.
+    with op.batch_alter_table("jobs") as batch:
+        batch.add_column(sa.Column("lost_in_batch", sa.Boolean(), nullable=False, server_default=sa.text("false")))
 
 
 def _create_documents() -> None:
@@ -215,6 +220,8 @@ def _rename_column(table: str, old: str, new: str, old_fk: str, new_fk: str, par
 def downgrade() -> None:
     """Back to 0005: documents that share a text collapse into one row again (the first one's
     source, id and metadata); versions of ids and paths are kept, unnamed documents' keys go."""
+    with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("lost_in_batch")
     with op.batch_alter_table("submissions") as batch:
         batch.drop_column("new_texts")
         batch.drop_column("texts")
