@@ -15,6 +15,7 @@ Documents are read lazily: an iterable of a million documents is never held in m
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -26,6 +27,9 @@ from docqa.core.settings import Settings
 
 # Seconds between progress reads while waiting.
 POLL_SECONDS = 0.5
+# A document's "id" is stored in indexed columns (PostgreSQL refuses index rows over 2,704
+# bytes): a longer one is reported as that document's error, not sent to the store.
+MAX_ID_CHARS = 512
 
 
 class SubmitError(ValueError):
@@ -194,6 +198,9 @@ class Client:
                 check_question(q, settings.max_question_chars)
             except InputError as exc:
                 raise SubmitError(str(exc)) from None
+            problem = _unstorable(q, "a question")
+            if problem is not None:
+                raise SubmitError(problem)
         if isinstance(documents, (str, os.PathLike, Mapping)):
             documents = [documents]
         if not any(q.strip() for q in asked) and isinstance(documents, (list, tuple)) and not any(
@@ -394,14 +401,22 @@ def _source_documents(documents: Iterable, max_chars: int) -> Iterator:
             source = f"document {n}"
             try:
                 check_text(item, source, max_chars)
-                yield SourceDocument(source=source, text=item)
             except InputError as exc:
                 yield SourceDocument(source=source, error=str(exc))
+                continue
+            problem = _unstorable(item, "its text")
+            yield (SourceDocument(source=source, text=item) if problem is None
+                   else SourceDocument(source=source, error=f"{source}: {problem}"))
         elif isinstance(item, Mapping):
-            source = f"document {n}" if item.get("id") is None else f"document {item['id']!s}"
+            bad_id = None if item.get("id") is None else _unstorable(str(item["id"]), "its id")
+            if bad_id is None and item.get("id") is not None and len(str(item["id"])) > MAX_ID_CHARS:
+                bad_id = f"its id has {len(str(item['id'])):,} characters, over the limit of {MAX_ID_CHARS}"
+            source = f"document {n}" if item.get("id") is None or bad_id else f"document {item['id']!s}"
             text, questions, metadata = item.get("text"), item.get("questions") or [], item.get("metadata")
             problem = None
-            if not isinstance(text, str):
+            if bad_id is not None:
+                problem = f"{source}: {bad_id}"
+            elif not isinstance(text, str):
                 problem = f'{source}: has no "text" string'
             elif not isinstance(questions, list) or not all(isinstance(q, str) for q in questions):
                 problem = f'{source}: "questions" must be a list of strings'
@@ -412,6 +427,10 @@ def _source_documents(documents: Iterable, max_chars: int) -> Iterator:
                     check_text(text, source, max_chars)
                 except InputError as exc:
                     problem = str(exc)
+            if problem is None:  # text, questions and metadata as the store can hold them
+                unstorable = (_unstorable(text, "its text") or _unstorable(questions, "a question")
+                              or _unstorable(metadata, "its metadata"))
+                problem = None if unstorable is None else f"{source}: {unstorable}"
             if problem is not None:
                 yield SourceDocument(source=source, error=problem)
                 continue
@@ -422,6 +441,27 @@ def _source_documents(documents: Iterable, max_chars: int) -> Iterator:
         else:
             yield SourceDocument(source=f"document {n}",
                                  error=f"document {n}: a {type(item).__name__}, not a str, path or mapping")
+
+
+def _unstorable(value: Any, what: str) -> str | None:
+    """Why `value` (a str or float, or those in a list or mapping, keys included) cannot be
+    stored unchanged: a NUL character, a lone surrogate or a number JSON cannot write,
+    `what` naming it; None if it can."""
+    from docqa.storage.identity import check_storable, text_sha256
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{what}: {value!r} is not a finite number (JSON has no Infinity or NaN)"
+    if isinstance(value, str):
+        try:
+            check_storable(value, what)
+            text_sha256(value)
+        except ValueError as exc:
+            return str(exc) if str(exc).startswith(what) else f"{what}: {exc}"
+        return None
+    items = [*value.keys(), *value.values()] if isinstance(value, Mapping) else value
+    if isinstance(items, (list, tuple)):
+        return next((p for p in (_unstorable(v, what) for v in items) if p is not None), None)
+    return None
 
 
 __all__ = ["Client", "Progress", "Submission", "SubmitError", "SubmitSummary"]

@@ -70,18 +70,80 @@ def normalise_url(url: str | URL) -> URL:
     return parsed
 
 
-def safe_url(url: str | URL | Engine) -> str:
-    """The URL as text with its password replaced by ***: safe for messages and logs."""
+# Query parameters whose value is a credential: a name containing one of these words
+# (case-insensitive: password, PASSWD, sslpassword, api_key, auth_token, client_secret...).
+SECRET_QUERY_WORDS = ("pass", "pwd", "token", "secret", "key", "auth", "credential")
+MASK = "***"
+
+
+def _url_text(url: str | URL | Engine) -> str:
+    """`url` as text, password included (masking works on the text: it is what was given)."""
     if isinstance(url, Engine):
         url = url.url
-    if isinstance(url, str):
-        try:
-            url = make_url(url)
-        except (ArgumentError, ValueError):  # unparsable (a bad port, say): hide what stands between "user:" and "@"
-            import re
+    return url if isinstance(url, str) else url.render_as_string(hide_password=False)
 
-            return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
-    return url.render_as_string(hide_password=True)
+
+def _split_url(text: str) -> tuple[str, str, str | None, str, str]:
+    """(scheme "://", user, password (None: no ':'), rest of the authority and path, query + fragment).
+
+    The userinfo ends at the last "@" before the path's query: an unencoded "@" in a
+    password ("u:p@ss@host") stays in the password, as browsers and urllib read it."""
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        return "", "", None, text, ""
+    cut = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    head, tail = rest[:cut], rest[cut:]
+    at = head.rfind("@") if not head.startswith("/") else -1
+    if at < 0:
+        return scheme + sep, "", None, head, tail
+    user, colon, password = head[:at].partition(":")
+    return scheme + sep, user, password if colon else None, head[at:], tail
+
+
+def _secret_query_items(tail: str) -> list[tuple[str, str]]:
+    """(name, value) of each credential query parameter in `tail` ("?a=b&c=d#frag")."""
+    query = tail[1:].partition("#")[0] if tail.startswith("?") else ""
+    items = [part.partition("=") for part in query.split("&") if part]
+    return [(name, value) for name, _eq, value in items
+            if value and any(word in name.lower() for word in SECRET_QUERY_WORDS)]
+
+
+def url_secrets(url: str | URL | Engine) -> list[str]:
+    """Every credential written in `url`: the userinfo password and credential query values,
+    each also percent-decoded when that differs; longest first is not guaranteed."""
+    from urllib.parse import unquote
+
+    _scheme, _user, password, _rest, tail = _split_url(_url_text(url))
+    found = ([password] if password else []) + [value for _name, value in _secret_query_items(tail)]
+    return list(dict.fromkeys(s for value in found for s in (value, unquote(value)) if s))
+
+
+def safe_url(url: str | URL | Engine) -> str:
+    """The URL as text with every credential replaced by ***: the userinfo password (an
+    unencoded "@" in it included) and the values of credential query parameters
+    (SECRET_QUERY_WORDS: `?password=`, `passwd`, `token`, `secret`, `api_key`...). Safe for
+    messages and logs; the rest is shown as given."""
+    scheme, user, password, rest, tail = _split_url(_url_text(url))
+    shown = scheme + user + (f":{MASK}" if password else ":" if password == "" else "") + rest
+    for name, value in _secret_query_items(tail):
+        tail = tail.replace(f"{name}={value}", f"{name}={MASK}", 1)
+    return shown + tail
+
+
+def mask_secrets(text: str, url: str | URL | Engine | None) -> str:
+    """`text` (a driver's or library's message) with `url`'s credentials replaced by ***.
+    Where a password holds an unencoded "@", drivers took what follows it for the host
+    ("ss@db" of "u:p@ss@db"): that piece is masked too."""
+    if url is None:
+        return text
+    try:
+        secrets = url_secrets(url)
+    except Exception:  # never let masking hide the message itself
+        return text
+    pieces = [s.split("@", 1)[1] + "@" for s in secrets if "@" in s]
+    for secret in sorted(secrets, key=len, reverse=True) + pieces:
+        text = text.replace(secret, MASK if not secret.endswith("@") else MASK + "@")
+    return text
 
 
 def make_engine(url: str | URL, **engine_kwargs: Any) -> Engine:
@@ -175,19 +237,11 @@ def check_connection(engine: Engine) -> None:
 
 
 def failure_reason(exc: DBAPIError, url: str | URL | None = None) -> str:
-    """The driver's own explanation of `exc`, first line only, with `url`'s password (if
-    any) replaced by ***."""
+    """The driver's own explanation of `exc`, first line only, with `url`'s credentials (if
+    any: `mask_secrets`) replaced by ***."""
     reason = str(exc.orig if exc.orig is not None else exc).strip().splitlines()
     text = reason[0] if reason else type(exc).__name__
-    password = None
-    if url is not None:
-        try:
-            password = (make_url(url) if isinstance(url, str) else url).password
-        except (ArgumentError, ValueError):  # unparsable: safe_url says so where the URL is shown
-            password = None
-    if password:
-        text = text.replace(str(password), "***")
-    return text
+    return mask_secrets(text, url)
 
 
 def store_failure(exc: BaseException, url: str | URL | None = None) -> str | None:

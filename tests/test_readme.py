@@ -53,7 +53,7 @@ def test_http_delete_by_path_example_runs(tmp_path):
     command, expected = block.split("\n# ", 1)
     (tmp_path / "examples").symlink_to(ROOT / "examples")
     (tmp_path / "tests").symlink_to(ROOT / "tests")
-    env = dict(os.environ, HF_HUB_OFFLINE="1", DOCQA_API_TOKEN="readme-token", DOCQA_DEVICE="cpu")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", DOCQA_API_TOKEN="readme-token-0123456789", DOCQA_DEVICE="cpu")
     env.pop("DOCQA_DATABASE_URL", None)
     quick = readme.split("## Quick start", 1)[1]
     run = re.search(r"(docqa run examples/documents [^&\n]*?)(?: &&|\n)", quick).group(1).split()

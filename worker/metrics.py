@@ -342,7 +342,7 @@ def serve(settings) -> Server | None:
     registry.register(_PoolFiles(folder))
     registry.register(_StoreJobs(settings.database_url))
     try:
-        httpd, _thread = start_http_server(settings.metrics_port, addr=BIND_ADDRESS, registry=registry)
+        httpd, _thread = start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=registry)
     except OSError as exc:
         shutil.rmtree(folder, ignore_errors=True)
         del os.environ[DIR_ENV]
@@ -354,7 +354,7 @@ def serve(settings) -> Server | None:
     atexit.register(_remove_folder, folder, owner)
     _server = Server(settings.metrics_port, folder, httpd)
     log.info("docqa worker metrics on http://%s:%d/metrics (pool process files in %s)",
-             BIND_ADDRESS, settings.metrics_port, folder)
+             settings.metrics_host, settings.metrics_port, folder)
     return _server
 
 

@@ -14,6 +14,7 @@ from docqa.cli.options import (
     add_setting,
     add_store_option,
     build_settings,
+    masked,
     open_repo,
     safe_url,
 )
@@ -51,7 +52,8 @@ def broker_facts(settings) -> dict:
         return {"queue": settings.model_queue, "queue_depth": int(client.llen(settings.model_queue)),
                 "dead_letters": int(client.llen(DEAD_LETTER_KEY)), "bouncing": count, "bouncing_messages": entries}
     except redis.RedisError as exc:
-        return {"error": f"broker {safe_url(settings.broker_url)} not reachable ({exc})"}
+        reason = masked(str(exc), settings.broker_url)
+        return {"error": f"broker {safe_url(settings.broker_url)} not reachable ({reason})"}
     finally:
         client.close()
 
@@ -164,8 +166,8 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
         if args.clear:
             client.delete(DEAD_LETTER_KEY)
     except redis.RedisError as exc:
-        raise CliError(f"cannot reach the broker at {safe_url(settings.broker_url)}: {exc}",
-                       status=exits.UNREACHABLE) from None
+        raise CliError(f"cannot reach the broker at {safe_url(settings.broker_url)}: "
+                       f"{masked(str(exc), settings.broker_url)}", status=exits.UNREACHABLE) from None
     finally:
         client.close()
     for e in entries:

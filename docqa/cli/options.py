@@ -181,7 +181,7 @@ def open_repo(settings: Settings, *, create: bool = True):
     except StoreError as exc:
         raise CliError(str(exc), status=exits.UNREACHABLE) from None
     except Exception as exc:  # an unparsable URL, a bad port, a missing driver
-        raise CliError(f"cannot open the store {safe_url(url)}: {type(exc).__name__}: {exc}",
+        raise CliError(f"cannot open the store {safe_url(url)}: {type(exc).__name__}: {masked(str(exc), url)}",
                        status=exits.UNREACHABLE) from None
     return Repository(session_factory(db))
 
@@ -207,8 +207,8 @@ def connect_broker(settings: Settings):
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1)
     except Exception as exc:
-        raise CliError(f"cannot reach the broker at {safe_url(settings.broker_url)}: {exc}",
-                       status=exits.UNREACHABLE) from None
+        raise CliError(f"cannot reach the broker at {safe_url(settings.broker_url)}: "
+                       f"{masked(str(exc), settings.broker_url)}", status=exits.UNREACHABLE) from None
     return app
 
 
@@ -232,6 +232,13 @@ def safe_url(url: str) -> str:
     from docqa.storage.db import safe_url as store_safe_url
 
     return store_safe_url(url)
+
+
+def masked(text: str, url: str) -> str:
+    """`text` (an exception's message) without `url`'s credentials (`docqa.storage.db.mask_secrets`)."""
+    from docqa.storage.db import mask_secrets
+
+    return mask_secrets(text, url)
 
 
 # -- output ---------------------------------------------------------------------------------

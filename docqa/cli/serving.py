@@ -16,7 +16,7 @@ from docqa.cli.options import (
     answer_params,
     build_settings,
 )
-from docqa.core.settings import Settings, env_name, file_env_name
+from docqa.core.settings import API_TOKEN_MIN_CHARS, Settings, env_name, file_env_name
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -81,22 +81,30 @@ def register(sub) -> None:
     for name in ("lease_seconds", "max_attempts", "worker_batch_jobs", "torch_threads"):
         add_setting(g, name, metavar="N")
     add_setting(p, "metrics_port", metavar="PORT")
+    add_setting(p, "metrics_host", metavar="HOST")
     add_model_options(p)
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("serve", help="serve the HTTP API (submit, follow, read answers)",
                        description="Serve docqa's HTTP API: POST /v1/submissions (?wait=SECONDS), "
-                       "GET /v1/submissions/ID, GET /v1/answers (JSON pages or NDJSON), /healthz, /readyz; "
-                       "OpenAPI at /openapi.json, docs at /docs. With a SQLite store submissions are answered in "
-                       "this process; with PostgreSQL and a broker, by 'docqa worker' processes. Every /v1 request "
-                       "needs the bearer token DOCQA_API_TOKEN when one is set; without one only loopback is served.")
+                       "GET /v1/submissions/ID, GET /v1/answers (JSON pages or NDJSON), DELETE /v1/documents, "
+                       "/healthz, /readyz; OpenAPI at /openapi.json, docs at /docs. With a SQLite store submissions "
+                       "are answered in this process; with PostgreSQL and a broker, by 'docqa worker' processes. "
+                       "Every request but /healthz and /readyz (the schema and docs included) needs the bearer token "
+                       f"DOCQA_API_TOKEN when one is set; a token has at least {API_TOKEN_MIN_CHARS} characters "
+                       "(an empty or shorter one is refused). Without one only loopback is served, and only to "
+                       "requests addressed to localhost, 127.0.0.1 or [::1].")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
     add_store_option(p)
     add_broker_options(p)
-    for name in ("api_max_body_bytes", "api_max_documents", "max_question_chars", "max_document_chars"):
+    for name in ("api_max_body_bytes", "api_max_documents", "max_question_chars", "max_document_chars",
+                 "api_max_waiters"):
         add_setting(p, name, metavar="N")
+    for name in ("api_max_wait_seconds", "api_header_timeout_seconds"):
+        add_setting(p, name, metavar="S")
+    add_setting(p, "api_models", metavar="MODEL[,MODEL...]")
     add_model_options(p)
     p.set_defaults(func=cmd_serve)
 
@@ -107,17 +115,21 @@ LOOPBACK = ("127.0.0.1", "::1", "localhost")
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = build_settings(args)
     answer_params(settings)
+    from docqa.service import create_app, header_timeout_protocol, token_problem
+
+    problem = token_problem(settings)
+    if problem is not None:
+        raise CliError(f"refusing to serve: {problem}")
     if settings.api_token is None and args.host not in LOOPBACK:
         raise CliError(
-            f"refusing to serve on {args.host} without a token: set DOCQA_API_TOKEN (every request then needs "
-            "'Authorization: Bearer <token>'), or serve on 127.0.0.1"
+            f"refusing to serve on {args.host} without a token: set DOCQA_API_TOKEN (at least {API_TOKEN_MIN_CHARS} "
+            "characters; every request then needs 'Authorization: Bearer <token>'), or serve on 127.0.0.1"
         )
     import uvicorn
 
-    from docqa.service import create_app
-
     if settings.api_token is None:
-        print(f"docqa serve: no DOCQA_API_TOKEN set: serving on {args.host} only, without authentication",
-              file=sys.stderr)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
+        print(f"docqa serve: no DOCQA_API_TOKEN set: serving on {args.host} only, without authentication, to "
+              "requests addressed to localhost, 127.0.0.1 or [::1]", file=sys.stderr)
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level,
+                http=header_timeout_protocol(settings.api_header_timeout_seconds))
     return 0

@@ -25,6 +25,8 @@ from docqa.core.labels import queue_for
 from docqa.core.params import AnswerParams
 
 DEFAULT_MODEL = "distilbert-base-cased-distilled-squad"
+# `docqa serve` refuses a shorter (or empty) DOCQA_API_TOKEN.
+API_TOKEN_MIN_CHARS = 16
 ENV_PREFIX = "DOCQA_"
 
 
@@ -202,7 +204,12 @@ class Settings(_WithAnswerParams):  # type: ignore[misc, valid-type]
         ge=1,
         le=65535,
         description="`docqa worker` serves Prometheus metrics of all its pool processes on this port "
-        "(`http://HOST:PORT/metrics`, all interfaces); unset: no metrics",
+        "(`http://HOST:PORT/metrics`, on `DOCQA_METRICS_HOST`); unset: no metrics",
+    )
+    metrics_host: str = Field(
+        "127.0.0.1",
+        description="address the worker's metrics port binds: loopback by default; `0.0.0.0` (all interfaces) "
+        "for a Prometheus on another host or container (docker-compose.yml sets it)",
     )
 
     @property
@@ -223,11 +230,32 @@ class Settings(_WithAnswerParams):  # type: ignore[misc, valid-type]
 
     api_token: SecretStr | None = Field(
         None,
-        description="bearer token every HTTP API request must carry (`docqa serve`); unset: the server "
-        "binds to loopback only",
+        description=f"bearer token every HTTP API request must carry (`docqa serve`), at least "
+        f"{API_TOKEN_MIN_CHARS} characters (an empty or shorter one is refused at start); unset: the server "
+        "binds to loopback only and answers only requests addressed to localhost, 127.0.0.1 or [::1]",
     )
     api_max_body_bytes: int = Field(10_000_000, gt=0, description="HTTP API: larger request bodies are refused (413), bytes")
     api_max_documents: int = Field(1_000, gt=0, description="HTTP API: more documents in one request are refused (413)")
+    api_models: str | None = Field(
+        None,
+        description="HTTP API: the models a submission may name in `model`, comma-separated, each spelled as "
+        "`DOCQA_MODEL` spells it; others are refused (422). Unset: only the server's `DOCQA_MODEL`",
+    )
+    api_max_wait_seconds: float = Field(
+        600.0, gt=0, description="HTTP API: the longest `?wait=` a request may ask for (longer: 422), seconds"
+    )
+    api_max_waiters: int = Field(
+        100,
+        gt=0,
+        description="HTTP API: `?wait=` requests waiting at once, at most; one more is refused with 503 before "
+        "anything is stored (retry, or poll `GET /v1/submissions/ID`). A waiting request holds no thread",
+    )
+    api_header_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="HTTP API: a connection must send a request's headers within this many seconds of opening "
+        "(or of its previous response), and a request body must keep arriving, or it is closed, seconds",
+    )
 
     def answer_params(self) -> AnswerParams:
         """The answer parameters as one validated value (ValidationError if they conflict)."""

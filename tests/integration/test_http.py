@@ -12,7 +12,7 @@ import httpx
 import pytest
 from support import TINY_MODEL, free_port, wait_for
 
-TOKEN = "s3cret-token"
+TOKEN = "s3cret-token-0123456789"  # at least 16 characters: shorter ones are refused
 
 
 class Server:
@@ -132,7 +132,8 @@ def test_submit_wait_read_answers_with_token_and_limits(embedded_server):
     assert httpx.get(f"{base}/v1/answers", params={"document": "eiffel"}, headers=AUTH).json()["answers"] == []
     assert httpx.delete(f"{base}/v1/documents/eiffel", headers=AUTH).status_code == 404
     assert httpx.delete(f"{base}/v1/documents/eiffel").status_code == 401
-    assert httpx.get(base + "/openapi.json").status_code == 200
+    assert httpx.get(base + "/openapi.json").status_code == 401  # the schema too needs the token
+    assert httpx.get(base + "/openapi.json", headers=AUTH).status_code == 200
     assert httpx.get(base + "/readyz").json()["status"] == "ready"
     print(f"\nHTTP ?wait= submission of 2 short documents, embedded (tiny model): {latency:.2f} s")
 
