@@ -15,7 +15,6 @@ Documents are read lazily: an iterable of a million documents is never held in m
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -27,10 +26,6 @@ from docqa.core.settings import Settings
 
 # Seconds between progress reads while waiting.
 POLL_SECONDS = 0.5
-# A document's "id" is stored in indexed columns (PostgreSQL refuses index rows over 2,704
-# bytes): a longer one is reported as that document's error, not sent to the store.
-MAX_ID_CHARS = 512
-
 
 class SubmitError(ValueError):
     """The submission could not be made at all (bad parameters, no questions, refused store)."""
@@ -188,7 +183,7 @@ class Client:
             params = AnswerParams(**{**settings.answer_params().model_dump(), **answer_params})
         except ValueError as exc:
             raise SubmitError(f"invalid answer parameters: {exc}") from None
-        from docqa.producer.documents import InputError, check_question
+        from docqa.producer.documents import InputError, check_question, unstorable
 
         asked = [questions] if isinstance(questions, str) else list(questions)
         for q in asked:
@@ -198,7 +193,7 @@ class Client:
                 check_question(q, settings.max_question_chars)
             except InputError as exc:
                 raise SubmitError(str(exc)) from None
-            problem = _unstorable(q, "a question")
+            problem = unstorable(q, "a question")
             if problem is not None:
                 raise SubmitError(problem)
         if isinstance(documents, (str, os.PathLike, Mapping)):
@@ -391,77 +386,34 @@ class Client:
 
 
 def _source_documents(documents: Iterable, max_chars: int) -> Iterator:
-    """SourceDocuments from str / path / mapping items, one at a time."""
-    from docqa.producer.documents import InputError, SourceDocument, check_text, iter_inputs
+    """SourceDocuments from str / path / mapping items, one at a time; an item that cannot
+    be used is a SourceDocument with its error (named by its id, else by its position)."""
+    from docqa.producer.documents import InputError, SourceDocument, document_from_mapping, iter_inputs
 
     for n, item in enumerate(documents):
         if isinstance(item, os.PathLike):
             yield from iter_inputs([os.fspath(item)], max_chars)
-        elif isinstance(item, str):
-            source = f"document {n}"
-            try:
-                check_text(item, source, max_chars)
-            except InputError as exc:
-                yield SourceDocument(source=source, error=str(exc))
-                continue
-            problem = _unstorable(item, "its text")
-            yield (SourceDocument(source=source, text=item) if problem is None
-                   else SourceDocument(source=source, error=f"{source}: {problem}"))
-        elif isinstance(item, Mapping):
-            bad_id = None if item.get("id") is None else _unstorable(str(item["id"]), "its id")
-            if bad_id is None and item.get("id") is not None and len(str(item["id"])) > MAX_ID_CHARS:
-                bad_id = f"its id has {len(str(item['id'])):,} characters, over the limit of {MAX_ID_CHARS}"
-            source = f"document {n}" if item.get("id") is None or bad_id else f"document {item['id']!s}"
-            text, questions, metadata = item.get("text"), item.get("questions") or [], item.get("metadata")
-            problem = None
-            if bad_id is not None:
-                problem = f"{source}: {bad_id}"
-            elif not isinstance(text, str):
-                problem = f'{source}: has no "text" string'
-            elif not isinstance(questions, list) or not all(isinstance(q, str) for q in questions):
-                problem = f'{source}: "questions" must be a list of strings'
-            elif metadata is not None and not isinstance(metadata, Mapping):
-                problem = f'{source}: "metadata" must be a mapping'
-            if problem is None:
-                try:
-                    check_text(text, source, max_chars)
-                except InputError as exc:
-                    problem = str(exc)
-            if problem is None:  # text, questions and metadata as the store can hold them
-                unstorable = (_unstorable(text, "its text") or _unstorable(questions, "a question")
-                              or _unstorable(metadata, "its metadata"))
-                problem = None if unstorable is None else f"{source}: {unstorable}"
-            if problem is not None:
-                yield SourceDocument(source=source, error=problem)
-                continue
-            yield SourceDocument(
-                source=source, text=text, external_id=None if item.get("id") is None else str(item["id"]),
-                questions=list(questions), metadata=dict(metadata) if metadata is not None else None,
-            )
-        else:
-            yield SourceDocument(source=f"document {n}",
-                                 error=f"document {n}: a {type(item).__name__}, not a str, path or mapping")
-
-
-def _unstorable(value: Any, what: str) -> str | None:
-    """Why `value` (a str or float, or those in a list or mapping, keys included) cannot be
-    stored unchanged: a NUL character, a lone surrogate or a number JSON cannot write,
-    `what` naming it; None if it can."""
-    from docqa.storage.identity import check_storable, text_sha256
-
-    if isinstance(value, float) and not math.isfinite(value):
-        return f"{what}: {value!r} is not a finite number (JSON has no Infinity or NaN)"
-    if isinstance(value, str):
+            continue
+        source = f"document {n}"
+        if isinstance(item, Mapping) and item.get("id") is not None and _nameable(item["id"]):
+            source = f"document {item['id']!s}"
         try:
-            check_storable(value, what)
-            text_sha256(value)
-        except ValueError as exc:
-            return str(exc) if str(exc).startswith(what) else f"{what}: {exc}"
-        return None
-    items = [*value.keys(), *value.values()] if isinstance(value, Mapping) else value
-    if isinstance(items, (list, tuple)):
-        return next((p for p in (_unstorable(v, what) for v in items) if p is not None), None)
-    return None
+            if isinstance(item, str):
+                yield document_from_mapping({"text": item}, source, max_chars)
+            elif isinstance(item, Mapping):
+                yield document_from_mapping(item, source, max_chars)
+            else:
+                yield SourceDocument(source=source, error=f"{source}: a {type(item).__name__}, not a str, path or "
+                                                          "mapping")
+        except InputError as exc:
+            yield SourceDocument(source=source, error=str(exc))
+
+
+def _nameable(ext: Any) -> bool:
+    """Whether an id can name its document in a message (short, storable)."""
+    from docqa.producer.documents import MAX_ID_CHARS, unstorable
+
+    return len(str(ext)) <= MAX_ID_CHARS and unstorable(str(ext), "its id") is None
 
 
 __all__ = ["Client", "Progress", "Submission", "SubmitError", "SubmitSummary"]

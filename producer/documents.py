@@ -7,12 +7,14 @@ normalisation): answer offsets index this text.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from docqa.core.text import clip
 
@@ -125,24 +127,57 @@ def _jsonl_document(line: str, source: str, max_chars: int | None) -> SourceDocu
         raise InputError(f"{source}: malformed JSON line ({exc.msg} at column {exc.colno})") from None
     if not isinstance(obj, dict):
         raise InputError(f'{source}: a JSONL line must be an object like {{"id": ..., "text": ...}}')
-    text = obj.get("text")
+    return document_from_mapping(obj, source, max_chars)
+
+
+# Characters of a document id at most: ids are keys the store indexes (PostgreSQL refuses an
+# index entry over about 2,700 bytes).
+MAX_ID_CHARS = 512
+
+
+def document_from_mapping(obj: Mapping, source: str, max_chars: int | None) -> SourceDocument:
+    """The document of `{"id"?, "text", "questions"?, "metadata"?}` (a JSONL line, a Client
+    mapping, an HTTP object), or InputError naming what is wrong, with everything checked
+    that the store would refuse later (NUL characters, lone surrogates, numbers JSON cannot
+    write, an overlong id), so a bad item never stops a submission half-way."""
+    text, questions, metadata, ext = obj.get("text"), obj.get("questions") or [], obj.get("metadata"), obj.get("id")
     if not isinstance(text, str):
         raise InputError(f'{source}: has no "text" string')
-    questions = obj.get("questions") or []
     if not isinstance(questions, list) or not all(isinstance(q, str) for q in questions):
         raise InputError(f'{source}: "questions" must be a list of strings')
-    metadata = obj.get("metadata")
-    if metadata is not None and not isinstance(metadata, dict):
+    if metadata is not None and not isinstance(metadata, Mapping):
         raise InputError(f'{source}: "metadata" must be an object')
+    if ext is not None and len(str(ext)) > MAX_ID_CHARS:
+        raise InputError(f"{source}: its id has {len(str(ext)):,} characters, over the limit of {MAX_ID_CHARS}")
     check_text(text, source, max_chars)
-    ext = obj.get("id")
-    return SourceDocument(
-        source=source,
-        text=text,
-        external_id=None if ext is None else str(ext),
-        questions=list(questions),
-        metadata=metadata,
-    )
+    for value, what in ((None if ext is None else str(ext), "its id"), (text, "its text"),
+                        (questions, "a question"), (metadata, "its metadata")):
+        problem = unstorable(value, what)
+        if problem is not None:
+            raise InputError(f"{source}: {problem}")
+    return SourceDocument(source=source, text=text, external_id=None if ext is None else str(ext),
+                          questions=list(questions), metadata=dict(metadata) if metadata is not None else None)
+
+
+def unstorable(value: Any, what: str) -> str | None:
+    """Why `value` (a str or float, or those in a list or mapping, keys included) cannot be
+    stored unchanged: a NUL character, a lone surrogate or a number JSON cannot write,
+    `what` naming it; None if it can."""
+    from docqa.storage.identity import check_storable, text_sha256
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{what}: {value!r} is not a finite number (JSON has no Infinity or NaN)"
+    if isinstance(value, str):
+        try:
+            check_storable(value, what)
+            text_sha256(value)
+        except ValueError as exc:
+            return str(exc) if str(exc).startswith(what) else f"{what}: {exc}"
+        return None
+    items = [*value.keys(), *value.values()] if isinstance(value, Mapping) else value
+    if isinstance(items, (list, tuple)):
+        return next((p for p in (unstorable(v, what) for v in items) if p is not None), None)
+    return None
 
 
 @dataclass

@@ -18,6 +18,10 @@ from docqa.storage.records import DeletedCounts, DocumentRecord, StoredDocument
 from docqa.storage.transactions import Transactions, chunks
 
 
+# The largest id an INTEGER column holds (PostgreSQL's int4).
+MAX_ID = 2**31 - 1
+
+
 class Documents(Transactions):
     """Adding, finding, reading and deleting documents."""
 
@@ -150,7 +154,7 @@ class Documents(Transactions):
         same one names unrelated documents of other submissions; use the document id."""
         text_ref = str(ref)
         with self._read() as session:
-            if isinstance(ref, int) or text_ref.isdigit():
+            if text_ref.isascii() and text_ref.isdigit() and int(text_ref) <= MAX_ID:
                 if session.get(Document, int(text_ref)) is not None:
                     return [int(text_ref)]
             for condition in (

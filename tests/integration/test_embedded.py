@@ -217,3 +217,28 @@ def test_windows_shows_the_plan_fixed_at_submit(tmp_path):
     assert readable.returncode == 0 and f"{len(rows)} windows" in readable.stdout
     missing = docqa(["windows", "--document", "nothing-by-that-name"], env)
     assert missing.returncode == 1 and "no document is named" in missing.stderr
+
+
+def test_jsonl_lines_the_store_would_refuse_are_skipped_by_name(tmp_path, postgres_url):
+    """NUL characters, lone surrogates, overlong ids and infinite numbers are reported per
+    line before anything is stored; the good lines are answered (PostgreSQL refuses an
+    index entry for a 3,000-character id: it used to stop the submission half-way)."""
+    lines = [
+        json.dumps({"id": "good", "text": prose(40, seed=1)}),
+        json.dumps({"id": "x" * 3000, "text": prose(40, seed=2)}),
+        json.dumps({"id": "nul", "text": "before\u0000after, a river"}),
+        '{"id": "surrogate", "text": "a lone \\ud800 half"}',
+        '{"id": "inf", "text": "the river flows", "metadata": {"depth": Infinity}}',
+        json.dumps({"id": "good-2", "text": prose(40, seed=3)}),
+    ]
+    (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    env = dict(_env(tmp_path), DOCQA_DATABASE_URL=postgres_url)
+    run = docqa(["run", str(tmp_path / "in.jsonl"), "-q", "Where does the river flow?", "--model", TINY_MODEL], env)
+    assert run.returncode == 3, run.stderr  # done, with inputs skipped
+    assert "Traceback" not in run.stderr
+    assert "in.jsonl:2: its id has 3,000 characters, over the limit of 512" in run.stderr
+    assert "in.jsonl:3: its text" in run.stderr and "NUL" in run.stderr
+    assert "in.jsonl:4: its text" in run.stderr and "surrogate" in run.stderr
+    assert "in.jsonl:5: its metadata: inf is not a finite number" in run.stderr
+    ids = {json.loads(r)["document_external_id"] for r in docqa(["results"], env).stdout.splitlines()}
+    assert ids == {"good", "good-2"}
