@@ -48,8 +48,6 @@ log = logging.getLogger(__name__)
 DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # The store's job counts are read at most this often per worker (one query), seconds.
 STORE_TTL_SECONDS = 5.0
-# Where the metrics are served (all interfaces: Prometheus scrapes from another host or container).
-BIND_ADDRESS = "0.0.0.0"
 
 FORWARD_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_WINDOWS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
