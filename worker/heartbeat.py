@@ -49,8 +49,10 @@ class Heartbeat:
         while self.held and not self._stop.wait(self.interval):
             try:
                 kept = self.repo.extend_lease(self.held, worker=self.worker, lease_seconds=self.lease_seconds)
-            except Exception:  # the store is away: try again next beat, the lease still runs
-                log.warning("could not renew the lease of %d job(s); retrying", len(self.held), exc_info=True)
+            except Exception as exc:  # the store is away: try again next beat, the lease still runs
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                log.warning("could not renew the lease of %d job(s) (%s: %s); retrying in %.0f s", len(self.held),
+                            type(exc).__name__, first, self.interval)
                 continue
             self.beats += 1
             lost = sorted(set(self.held) - set(kept))

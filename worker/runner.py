@@ -25,6 +25,10 @@ if TYPE_CHECKING:  # the engine (numpy, the tokenizer) loads only when there is 
 
 log = logging.getLogger(__name__)
 
+# Longest wait between two tries of a write while the store is away, seconds: work resumes
+# within this long of the store's return.
+RETRY_CAP_SECONDS = 5.0
+
 
 @dataclass
 class RunStats:
@@ -100,7 +104,9 @@ class JobRunner:
         messages, when they arrive, find them done and are acknowledged.
 
         Raises StoreUnavailable when the store fails; the jobs this run claimed are
-        handed back to the queue first (where the store still answers).
+        handed back to the queue first: while the store is away, handing back is tried
+        again as writing answers is (`_retrying`), so they are not left to run out their
+        leases and come back as suspects (the message waits with them).
         """
         from sqlalchemy.exc import SQLAlchemyError
 
@@ -112,8 +118,10 @@ class JobRunner:
         except (SQLAlchemyError, StoreError) as exc:
             released = 0
             if claimed:
+                ids = [c.job_id for c in claimed]
                 try:
-                    released = len(self.repo.release([c.job_id for c in claimed], worker=self.name))
+                    released = len(self._retrying(lambda: self.repo.release(ids, worker=self.name),
+                                                  f"handing back {len(ids)} job(s)"))
                 except (SQLAlchemyError, StoreError):  # still away: their leases run out instead
                     log.warning("could not hand back %d job(s); the sweeper will requeue them", len(claimed))
             raise StoreUnavailable(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
@@ -183,26 +191,30 @@ class JobRunner:
         return runnable
 
     def _store(self, done: list, fence: Fence) -> dict:
-        """Write the batch's answers in one transaction. A store outage is not the batch's
-        fault: the answers are kept and the write tried again, with backoff, for up to
-        `store_retry_seconds` (the heartbeat renews the leases as soon as the store is
-        back, and the fence refuses jobs whose lease was taken meanwhile); then
-        StoreUnavailable. Returns the refused jobs with their errors."""
+        """Write the batch's answers in one transaction, through a store outage (`_retrying`:
+        the heartbeat renews the leases as soon as the store is back, and the fence refuses
+        jobs whose lease was taken meanwhile). Returns the refused jobs with their errors."""
+        return self._retrying(lambda: self.repo.complete_many(done, model_label=self.engine.model_label, fence=fence),
+                              f"writing the answers of {len(done)} job(s)")
+
+    def _retrying(self, write, what: str):
+        """`write()`, tried again while the store is away (1, 2, 4, 5, 5 ... s) for up to
+        `store_retry_seconds`: an outage is not the jobs' fault, so their work is kept rather
+        than thrown away and counted against them. Other errors, and the last failure, raise."""
         from docqa.storage.db import store_failure
 
         deadline = time.monotonic() + self.store_retry_seconds
         wait = 1.0
         while True:
             try:
-                return self.repo.complete_many(done, model_label=self.engine.model_label, fence=fence)
+                return write()
             except Exception as exc:
                 reason = store_failure(exc)
                 if reason is None or time.monotonic() + wait > deadline:
                     raise
-                log.warning("the store failed while writing the answers of %d job(s) (%s); they are kept and "
-                            "written again in %.0f s", len(done), reason, wait)
+                log.warning("the store failed while %s (%s); trying again in %.0f s", what, reason, wait)
                 time.sleep(wait)
-                wait = min(2 * wait, 15.0)
+                wait = min(2 * wait, RETRY_CAP_SECONDS)
 
     def _record(self, runnable: list, answered: list, refused: dict, fence: Fence, stats: RunStats) -> None:
         """Count the batch's outcome; fail the jobs that could not be answered or stored."""

@@ -98,4 +98,32 @@ def test_a_store_outage_while_answers_are_written_costs_the_batch_nothing(repo: 
     stats = runner.run(jobs)
     assert (stats.done, stats.failed, stats.lost) == (2, 0, [])
     assert all(repo.job(j).status is JobStatus.DONE and repo.job(j).attempts == 1 for j in jobs)
-    assert "written again in" in caplog.text
+    assert "the store failed while writing the answers of 2 job(s)" in caplog.text
+
+
+def test_claims_are_handed_back_once_the_store_returns(repo: Repository, engine, caplog) -> None:
+    """The store goes away right after a batch was claimed: the claims are handed back when
+    it returns (not left to run out their leases and come back as suspects that run alone)."""
+    jobs = [_job(repo, q, model=engine.model_id) for q in ("Where does the Rhine flow?", "Who designed the tower?")]
+    runner = JobRunner(repo, engine, lease_seconds=60, name="A")
+    plans, release = repo.plans_for, repo.release
+    refusals = []
+
+    def gone(*_args, **_kwargs):
+        raise OperationalError("SELECT ...", {}, Exception("terminating connection due to administrator command"))
+
+    def release_when_back(*args, **kwargs):
+        if len(refusals) < 2:
+            refusals.append(1)
+            gone()
+        return release(*args, **kwargs)
+
+    repo.plans_for, repo.release = gone, release_when_back
+    try:
+        with pytest.raises(Exception, match="administrator command") as raised:
+            runner.run(jobs)
+    finally:
+        repo.plans_for, repo.release = plans, release
+    assert raised.value.released == 2 and len(refusals) == 2
+    assert all(repo.job(j).status is JobStatus.QUEUED and repo.job(j).attempts == 0 for j in jobs)
+    assert "the store failed while handing back 2 job(s)" in caplog.text
