@@ -146,12 +146,20 @@ def test_single_job_messages_share_forwards_in_a_worker(distributed_env, workers
     workers.start(1, concurrency=2)
     repo = open_repo(distributed_env["DOCQA_DATABASE_URL"])
     wait_for(lambda: repo.counts()["done"] == 200, timeout=180, what="200 jobs done", logs=workers.logs)
-    forwards = windows = 0
-    for line in workers.logs(tail=None).splitlines():
-        m = re.search(r"windows (\d+) in (\d+) forwards", line)
-        if m:
-            windows += int(m.group(1))
-            forwards += int(m.group(2))
+
+    def logged() -> tuple[int, int]:
+        """(windows, forwards) the runs logged so far."""
+        forwards = windows = 0
+        for line in workers.logs(tail=None).splitlines():
+            m = re.search(r"windows (\d+) in (\d+) forwards", line)
+            if m:
+                windows += int(m.group(1))
+                forwards += int(m.group(2))
+        return windows, forwards
+
+    # A run logs its line just after its answers commit: the last one may still be on its way.
+    windows, forwards = wait_for(lambda: (w := logged())[0] >= 200 and w, timeout=30, what="the runs' log lines",
+                                 logs=workers.logs)
     assert windows == 200
     assert forwards <= 20, f"{forwards} forwards for 200 one-window jobs"
     # Two pool processes share the cores instead of each taking all of them.
