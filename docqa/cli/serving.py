@@ -48,8 +48,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         "--without-gossip",
         "--without-mingle",
     ]
-    if args.hostname:
-        argv += ["--hostname", args.hostname]
+    argv += ["--hostname", args.hostname or default_node_name()]
     if args.events:
         argv.append("--task-events")
     from docqa.worker.app import run_worker
@@ -59,6 +58,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
         print(f"docqa worker: stopped with status {code}: see the log above", file=sys.stderr)
         return exits.FAILED
     return exits.OK
+
+
+def default_node_name() -> str:
+    """A Celery node name of its own for this worker: Celery's default, celery@HOST, is the
+    same for every worker of a host, and Celery warns of (and mixes up) duplicate names."""
+    import secrets
+
+    return f"docqa-{os.getpid()}-{secrets.token_hex(2)}@%h"
 
 
 def register(sub) -> None:
@@ -72,8 +79,9 @@ def register(sub) -> None:
     p.add_argument("--pool", default="prefork", choices=["prefork", "solo", "threads"],
                    help="Celery pool (default prefork; use solo for one process per GPU)")
     p.add_argument("--loglevel", default="INFO", help="log level (default INFO)")
-    p.add_argument("--hostname", help="Celery node name, as its banner and Flower show it (default Celery's: "
-                   "celery@HOST; %%h in it stands for the host name)")
+    p.add_argument("--hostname", help="Celery node name, as its banner and Flower show it (default: "
+                   "docqa-PID-XXXX@HOST, so several workers on one host never share a name; %%h in it stands for "
+                   "the host name)")
     p.add_argument("-E", "--events", action="store_true",
                    help="send Celery task events (received, started, succeeded, failed), for Flower or "
                    "'celery events'; off by default (they cost broker traffic for every message)")
