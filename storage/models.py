@@ -188,6 +188,7 @@ class Job(Base):
             name="uq_jobs_identity",
         ),
         Index("ix_jobs_status", "status"),
+        Index("ix_jobs_parent_id", "parent_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -219,11 +220,33 @@ class Job(Base):
     leased_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # When a broker message for this job was last sent (NULL: never, e.g. embedded mode).
     last_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Its windows (from its plan; NULL where it has none): what messages and claims are sized by.
+    n_windows: Mapped[int | None] = mapped_column(Integer)
+    # A part runs the windows [window_start, window_end) of its parent, a job with more windows
+    # than one run takes (docqa.worker.parts). Parts are jobs for claims, leases, fences and
+    # the sweeper, but have no document links; their parent is running with no worker until
+    # the last part is merged into its answers. Its identity digest includes its range.
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    window_start: Mapped[int | None] = mapped_column(Integer)
+    window_end: Mapped[int | None] = mapped_column(Integer)
+    # Higher runs first: 0 bulk work, 1 a caller waiting for the answer (HTTP ?wait=, Client.ask).
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     text_row: Mapped[TextRow] = relationship(back_populates="jobs")
     answers: Mapped[list[AnswerRow]] = relationship(
         back_populates="job", order_by="AnswerRow.rank", cascade="all, delete-orphan"
     )
+
+
+class PartResult(Base):
+    """A finished part's windows: their layouts, candidates, null scores and the logits the
+    merge reads (docqa.worker.parts.encode_windows), kept until the parent is merged."""
+
+    __tablename__ = "job_part_results"
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class AnswerRow(Base):
@@ -337,6 +360,9 @@ class WorkerRow(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Its torch intra-op threads and the cores it may use (NULL: registered before 0007).
+    threads: Mapped[int | None] = mapped_column(Integer)
+    cores: Mapped[int | None] = mapped_column(Integer)
 
 
 class Leader(Base):

@@ -297,7 +297,8 @@ def run_jobs(self, message=None, *args, **kwargs) -> dict:
     try:
         started = time.perf_counter()
         stats = rt.runner.run(msg.job_ids)
-        rt.metrics.run(stats, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        rt.metrics.run(stats, seconds)
         if stats.leftover:  # more than this worker's batch, or suspects that must run alone
             rt.dispatcher.send_queued(rt.repo.queued_jobs(stats.leftover))
     except StoreUnavailable as exc:
@@ -315,9 +316,9 @@ def run_jobs(self, message=None, *args, **kwargs) -> dict:
                             queue=queue)
     log.info(
         "docqa run: message jobs %s: claimed %d%s, done %d, failed %d, answers %d, skipped %d, "
-        "windows %d in %d forwards",
+        "windows %d in %d forwards, %.3f s",
         msg.job_ids[:5], stats.claimed, " (alone: its last worker died holding it)" if stats.alone else "",
-        stats.done, stats.failed, stats.answers, len(stats.skipped), stats.windows, stats.forwards,
+        stats.done, stats.failed, stats.answers, len(stats.skipped), stats.windows, stats.forwards, seconds,
     )
     return {"done": stats.done, "failed": stats.failed}
 

@@ -135,6 +135,12 @@ _WithAnswerParams = create_model(
 )
 
 
+# Settings.batch_windows when unset: about 3-5 s of the full-size model on a CPU core pair,
+# about half a second on a GPU.
+CPU_BATCH_WINDOWS = 128
+GPU_BATCH_WINDOWS = 4096
+
+
 class Settings(_WithAnswerParams):  # type: ignore[misc, valid-type]
     """All of docqa's settings; `answer_params()` gives the answer parameters as one value."""
 
@@ -148,6 +154,20 @@ class Settings(_WithAnswerParams):  # type: ignore[misc, valid-type]
     max_question_chars: int = Field(1_000, gt=0, description="longer questions are refused, characters")
     worker_batch_jobs: int = Field(64, gt=0, le=4096,  # core.message.MAX_JOB_IDS
                                    description="jobs per broker message and per worker run, at most")
+    batch_windows: int | None = Field(
+        None,
+        gt=0,
+        description="windows one worker run claims, and one broker message carries, at most (a run takes "
+        "at least one job or part): work is sized by windows so no message is a straggler; unset: 128 on "
+        "CPU (about 3-5 s of the full-size model), 4096 on GPU",
+    )
+    split_windows: int | None = Field(
+        None,
+        ge=0,
+        description="a job with more windows than this runs as window-range parts that any worker can "
+        "claim, merged into the same answers when the last part is done; unset: the worker's batch "
+        "windows; 0: never split",
+    )
     chunk_at_submit: bool = Field(
         True,
         description="producers tokenize each new document once and fix every new job's windows in the store, "

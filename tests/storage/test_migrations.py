@@ -22,6 +22,7 @@ from released_together import exit_codes
 TABLES = {
     "alembic_version", "texts", "documents", "document_keys", "document_jobs", "text_tokens", "job_plans", "jobs",
     "answers", "store_info", "submissions", "submission_jobs", "submission_documents", "workers", "leaders",
+    "job_part_results",
 }
 
 
