@@ -230,6 +230,7 @@ class Client:
             params=params,
             enqueue=enqueue,
             chunk=settings.worker_batch_jobs,
+            chunk_windows=settings.batch_windows,
             command="client" if label is None else "schedule",
             max_question_chars=settings.max_question_chars,
             label=label,
@@ -381,7 +382,8 @@ class Client:
             from docqa.worker.app import Dispatcher, make_celery
 
             self._dispatcher = Dispatcher(make_celery(self.settings), self._repo, queue=self.settings.queue,
-                                          batch_jobs=self.settings.worker_batch_jobs)
+                                          batch_jobs=self.settings.worker_batch_jobs,
+                                          batch_windows=self.settings.batch_windows)
         return self._dispatcher
 
 

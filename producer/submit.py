@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
+from docqa.core.settings import CPU_BATCH_WINDOWS
 from docqa.core.text import plural
 from docqa.producer.documents import InputError, SourceDocument, check_question
 from docqa.storage.submissions import SubmissionCounts
@@ -81,12 +82,14 @@ class _Group:
 class _Submission:
     """One submission's state while its documents are read: see `submit`."""
 
-    def __init__(self, repo, report: SubmitReport, *, model, revision, params, enqueue, chunk, chunker) -> None:
+    def __init__(self, repo, report: SubmitReport, *, model, revision, params, enqueue, chunk, chunk_windows,
+                 chunker) -> None:
         self.repo, self.report = repo, report
         self.model, self.revision, self.params = model, revision, params
-        self.enqueue, self.chunk, self.chunker = enqueue, chunk, chunker
+        self.enqueue, self.chunk, self.chunk_windows, self.chunker = enqueue, chunk, chunk_windows, chunker
         self.group = _Group()
         self.pending: list[int] = []  # new job ids not sent yet
+        self.pending_windows = 0
         self.texts_seen: set[int] = set()
         self.jobs_seen: set[int] = set()
 
@@ -123,10 +126,9 @@ class _Submission:
             new_jobs = [(job.id, q) for job, q in zip(jobs, asked) if job.created]
             if new_jobs:  # a document whose jobs all exist costs nothing more
                 planned.setdefault(text_id, (text, text_new, []))[2].extend(new_jobs)
-        if planned and self.chunker is not None:
-            self.plan(planned)
+        windows = self.plan(planned) if planned and self.chunker is not None else {}
         # Sent once their plans are stored, so a worker finds them.
-        self.send([job_id for _text, _new, jobs in planned.values() for job_id, _q in jobs])
+        self.send([job_id for _text, _new, jobs in planned.values() for job_id, _q in jobs], windows)
 
     def count(self, jobs) -> None:
         r = self.report
@@ -142,11 +144,12 @@ class _Submission:
             else:
                 r.existing_jobs += 1
 
-    def plan(self, planned: dict[int, tuple[str, bool, list[tuple[int, str]]]]) -> None:
-        """Tokens (one tokenizer call for the texts that need them) and window plans."""
+    def plan(self, planned: dict[int, tuple[str, bool, list[tuple[int, str]]]]) -> dict[int, int]:
+        """Tokens (one tokenizer call for the texts that need them) and window plans; returns
+        each planned job's window count."""
         ch = self.chunker()
         if ch is None:
-            return
+            return {}
         # Stored tokens are reused; a text new to the store has none to look up.
         known = [text_id for text_id, (_text, new, _jobs) in planned.items() if not new]
         tokens = self.repo.tokens_for(known, ch.key) if known else {}
@@ -159,10 +162,17 @@ class _Submission:
         plans = [(job_id, ch.plan(tokens[text_id], q, self.params))
                  for text_id, (_text, _new, jobs) in planned.items() for job_id, q in jobs]
         self.repo.add_plans([(job_id, p) for job_id, p in plans if p is not None])
+        return {job_id: len(p.windows) for job_id, p in plans if p is not None}
 
-    def send(self, job_ids: list[int]) -> None:
+    def send(self, job_ids: list[int], windows: dict[int, int]) -> None:
+        """Messages of at most `chunk` jobs and `chunk_windows` windows (a job without a plan
+        counts one; a longer job goes alone)."""
         for job_id in job_ids:
+            n = windows.get(job_id, 1)
+            if self.pending and self.pending_windows + n > self.chunk_windows:
+                self.flush()
             self.pending.append(job_id)
+            self.pending_windows += n
             if len(self.pending) >= self.chunk:
                 self.flush()
 
@@ -179,6 +189,7 @@ class _Submission:
         if r.send_error is not None:
             r.unsent_job_ids += self.pending
         self.pending.clear()
+        self.pending_windows = 0
 
     def finish(self) -> None:
         self.flush_group()
@@ -195,14 +206,16 @@ def submit(
     params: AnswerParams,
     enqueue: Callable[[list[int]], None] | None = None,
     chunk: int = 64,
+    chunk_windows: int | None = None,
     progress: Callable[[SourceDocument], None] | None = None,
     command: str = "submit",
     max_question_chars: int | None = None,
     label: str | None = None,
     chunker=None,
 ) -> SubmitReport:
-    """Store each document and its jobs as one submission; enqueue new jobs in chunks of
-    `chunk` job ids (`enqueue` sends one message and records that it was sent).
+    """Store each document and its jobs as one submission; enqueue new jobs in messages of at
+    most `chunk` job ids and `chunk_windows` windows (default CPU_BATCH_WINDOWS; `enqueue`
+    sends one message and records that it was sent).
 
     Every document read is a document of its own (its id, path or source; its metadata);
     its text is stored once, and a job is made once per (text, question), so a document
@@ -222,7 +235,7 @@ def submit(
     report = SubmitReport()
     report.submission_id = repo.start_submission(command=command, model=model, revision=revision, label=label)
     state = _Submission(repo, report, model=model, revision=revision, params=params, enqueue=enqueue, chunk=chunk,
-                        chunker=chunker)
+                        chunk_windows=CPU_BATCH_WINDOWS if chunk_windows is None else chunk_windows, chunker=chunker)
     common = [q for q in (q.strip() for q in questions) if q]
     try:
         for doc in documents:

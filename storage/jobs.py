@@ -17,6 +17,7 @@ from docqa.storage.errors import NotFound
 from docqa.storage.identity import check_storable, text_sha256
 from docqa.storage.models import Document, DocumentJob, Job, JobStatus, SubmissionJob
 from docqa.storage.records import Failure, Fence, JobRecord, StoredJob, document_label
+from docqa.storage.parts import fail_parents_of
 from docqa.storage.transactions import PG_RESULTS_LOCK_KEY, Transactions, chunks
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,8 @@ class QueuedJob(NamedTuple):
     model: str
     revision: str | None
     attempts: int
+    n_windows: int | None = None  # None: no plan (the worker windows it)
+    priority: int = 0
 
 
 def _digest(question: str, question_of: dict[str, str]) -> str:
@@ -226,6 +229,7 @@ class Jobs(Transactions):
                 .values(status=JobStatus.FAILED, error=error, finished_at=now, leased_until=None, updated_at=now)
                 .execution_options(synchronize_session=False)
             )
+            fail_parents_of(session, [job_id], {job_id: error}, now)  # a failed part fails its job
             return True
 
     def job(self, job_id: int) -> JobRecord | None:
@@ -267,7 +271,8 @@ class Jobs(Transactions):
     def counts(self) -> dict[str, int]:
         """Number of jobs per status; every status is present, in JobStatus order."""
         with self._read() as session:
-            found = {status: n for status, n in session.execute(select(Job.status, func.count()).group_by(Job.status))}
+            found = {status: n for status, n in
+                     session.execute(select(Job.status, func.count()).where(WHOLE).group_by(Job.status))}
         return {status.value: found.get(status, 0) for status in JobStatus}
 
     def failures(self, limit: int = 100) -> list[Failure]:
@@ -282,7 +287,7 @@ class Jobs(Transactions):
                    Document.source)
             .outerjoin(askers, askers.c.job_id == Job.id)
             .outerjoin(Document, Document.id == askers.c.first)
-            .where(Job.status == JobStatus.FAILED)
+            .where(Job.status == JobStatus.FAILED, WHOLE)
             .order_by(Job.id)
             .limit(limit)
         )
@@ -314,14 +319,9 @@ class Jobs(Transactions):
         The reconciler's input: a message lost by the broker, a producer killed between
         storing and sending, a failed send. Oldest first.
         """
-        stmt = (
-            select(Job.id, Job.model, Job.revision, Job.attempts)
-            .where(_unsent(older_than, now))
-            .order_by(Job.id)
-            .limit(limit)
-        )
+        stmt = select(*_QUEUED).where(_unsent(older_than, now)).order_by(Job.id).limit(limit)
         with self._read() as session:
-            return [QueuedJob(i, m, r if r != "" else None, a) for i, m, r, a in session.execute(stmt)]
+            return [_queued(row) for row in session.execute(stmt)]
 
     def count_unsent_queued(self, *, older_than: float, now: datetime | None = None) -> int:
         """How many jobs `unsent_queued` would find, counted in the database."""
@@ -334,15 +334,13 @@ class Jobs(Transactions):
         found: list[QueuedJob] = []
         with self._read() as session:
             for chunk in chunks(ids):
-                stmt = select(Job.id, Job.model, Job.revision, Job.attempts).where(
-                    Job.id.in_(chunk), Job.status == JobStatus.QUEUED
-                )
-                found += [QueuedJob(i, m, r if r != "" else None, a) for i, m, r, a in session.execute(stmt)]
+                stmt = select(*_QUEUED).where(Job.id.in_(chunk), Job.status == JobStatus.QUEUED)
+                found += [_queued(row) for row in session.execute(stmt)]
         return sorted(found)
 
     def queued_job_count(self, *, exclude_model: str | None = None, exclude_revision: str = "") -> int:
         """Queued jobs, optionally leaving out those of one model and revision."""
-        stmt = select(func.count()).select_from(Job).where(Job.status == JobStatus.QUEUED)
+        stmt = select(func.count()).select_from(Job).where(Job.status == JobStatus.QUEUED, WHOLE)
         if exclude_model is not None:
             stmt = stmt.where(~and_(Job.model == exclude_model, Job.revision == exclude_revision))
         with self._read() as session:
@@ -352,7 +350,7 @@ class Jobs(Transactions):
         """Queued jobs (of one submission, or all) per model label ('model' or 'model@revision')."""
         from docqa.core.labels import model_label
 
-        stmt = select(Job.model, Job.revision, func.count()).where(Job.status == JobStatus.QUEUED).group_by(
+        stmt = select(Job.model, Job.revision, func.count()).where(Job.status == JobStatus.QUEUED, WHOLE).group_by(
             Job.model, Job.revision
         )
         if submission_id is not None:
@@ -363,7 +361,7 @@ class Jobs(Transactions):
     def oldest_queued_at(self) -> datetime | None:
         """When the oldest queued job was created (None when nothing is queued)."""
         with self._read() as session:
-            return session.execute(select(func.min(Job.created_at)).where(Job.status == JobStatus.QUEUED)).scalar()
+            return session.execute(select(func.min(Job.created_at)).where(Job.status == JobStatus.QUEUED, WHOLE)).scalar()
 
     def retry_failed(
         self,
@@ -378,7 +376,7 @@ class Jobs(Transactions):
         Filters combine (all given must hold); with none, every failed job is retried.
         """
         now = utcnow() if now is None else now
-        conditions = [Job.status == JobStatus.FAILED]
+        conditions = [Job.status == JobStatus.FAILED, WHOLE]
         if job_ids is not None:
             conditions.append(Job.id.in_(sorted(set(job_ids))))
         if document_id is not None:
@@ -388,9 +386,7 @@ class Jobs(Transactions):
                 Job.id.in_(select(SubmissionJob.job_id).where(SubmissionJob.submission_id == submission_id))
             )
         with self._write() as session:
-            rows = session.execute(
-                select(Job.id, Job.model, Job.revision).where(*conditions).order_by(Job.id)
-            ).all()
+            rows = session.execute(select(*_QUEUED).where(*conditions).order_by(Job.id)).all()
             ids = [row.id for row in rows]
             for chunk in chunks(ids):
                 session.execute(
@@ -400,7 +396,7 @@ class Jobs(Transactions):
                             worker=None, leased_until=None, updated_at=now)
                     .execution_options(synchronize_session=False)
                 )
-        return [QueuedJob(i, m, r if r != "" else None, 0) for i, m, r in rows]
+        return [_queued(row)._replace(attempts=0) for row in rows]
 
 
 def _askers_label(first: int | None, n: int | None, external_id: str | None, source: str | None) -> str:
@@ -408,6 +404,17 @@ def _askers_label(first: int | None, n: int | None, external_id: str | None, sou
         return "no document"
     label = document_label(first, external_id, source)
     return label if n == 1 else f"{label} and {n - 1} other document{'s' if n > 2 else ''}"
+
+
+# What QueuedJob holds, as selected columns.
+_QUEUED = (Job.id, Job.model, Job.revision, Job.attempts, Job.n_windows, Job.priority)
+# Jobs a user asked for (parts of split jobs are not: they report through their job).
+WHOLE = Job.parent_id.is_(None)
+
+
+def _queued(row) -> QueuedJob:
+    return QueuedJob(row.id, row.model, row.revision if row.revision != "" else None, row.attempts, row.n_windows,
+                     row.priority)
 
 
 def _unsent(older_than: float, now: datetime | None):

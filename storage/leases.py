@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from docqa.core.params import AnswerParams
 from docqa.storage.columns import utcnow
 from docqa.storage.models import Job, JobStatus, TextRow
+from docqa.storage.parts import fail_parents_of
 from docqa.storage.records import ClaimedJob
 from docqa.storage.transactions import Transactions, chunks
 
@@ -48,6 +49,18 @@ def evidence(attempts: int, lost_in_batch: bool) -> int:
     return attempts - (1 if lost_in_batch else 0)
 
 
+def _within(candidates: Sequence[Any], max_windows: int) -> list[Any]:
+    """The first candidates whose windows add up to at most `max_windows` (at least one)."""
+    taken, total = [], 0
+    for row in candidates:
+        n = row.n_windows or 1
+        if taken and total + n > max_windows:
+            break
+        taken.append(row)
+        total += n
+    return taken
+
+
 def _lease_end(now: datetime | None, lease_seconds: float) -> tuple[datetime, datetime]:
     """(now, now + lease_seconds), now defaulting to the current UTC time."""
     if not lease_seconds > 0:
@@ -68,6 +81,7 @@ class Leases(Transactions):
         max_attempts: int | None = None,
         now: datetime | None = None,
         fresh_only: bool = False,
+        max_windows: int | None = None,
     ) -> list[ClaimedJob]:
         """Take the given jobs that are free to run; return them (by job id) with their text.
 
@@ -83,6 +97,9 @@ class Leases(Transactions):
         With fresh_only, only jobs never claimed before (attempts 0) are taken: a job
         whose worker died holding it is a suspect, run alone so it cannot take innocent
         batch-mates down with it.
+
+        With max_windows, only the first free jobs (by id) whose windows fit in that many
+        (at least one) are taken; the others stay queued.
         """
         now, until = _lease_end(now, lease_seconds)
         ids = sorted(set(job_ids))
@@ -98,6 +115,8 @@ class Leases(Transactions):
             candidates: list[Any] = []
             for chunk in chunks(ids):
                 candidates.extend(self._lock_free(session, and_(Job.id.in_(chunk), free)))
+            if max_windows is not None:
+                candidates = _within(candidates, max_windows)
             return self._take(session, candidates, worker=worker, now=now, until=until, max_attempts=max_attempts)
 
     def claim_queued(
@@ -110,8 +129,11 @@ class Leases(Transactions):
         lease_seconds: float,
         max_attempts: int | None = None,
         now: datetime | None = None,
+        max_windows: int | None = None,
     ) -> list[ClaimedJob]:
-        """Take up to `limit` fresh queued jobs of one model, oldest first, as `claim` does.
+        """Take up to `limit` fresh queued jobs of one model, highest priority first, then
+        oldest, as `claim` does; with `max_windows`, only as many as fit in that many windows
+        (a job without a plan counts one; the first job is taken whatever its size).
 
         For topping up a batch with work whose messages have not arrived yet. `revision`
         None or "" means the model without a revision, as in `add_jobs`. Jobs another
@@ -127,17 +149,21 @@ class Leases(Transactions):
             Job.revision == ("" if revision is None else revision),
         )
         with self._write() as session:
-            candidates = self._lock_free(session, of_model, limit=limit)
+            candidates = self._lock_free(session, of_model, limit=limit, by_priority=True)
+            if max_windows is not None:
+                candidates = _within(candidates, max_windows)
             return self._take(session, candidates, worker=worker, now=now, until=until, max_attempts=max_attempts)
 
-    def _lock_free(self, session: Session, condition: Any, *, limit: int | None = None) -> list[Any]:
+    def _lock_free(self, session: Session, condition: Any, *, limit: int | None = None,
+                   by_priority: bool = False) -> list[Any]:
         """(id, attempts, worker) of the jobs matching `condition`, locked for this transaction.
 
         PostgreSQL locks the rows in id order and skips rows another transaction holds,
         so concurrent claimers neither deadlock nor wait; SQLite needs no row locks (the
         write transaction began IMMEDIATE, so it is the only writer).
         """
-        stmt = select(Job.id, Job.attempts, Job.worker, Job.lost_in_batch).where(condition).order_by(Job.id)
+        stmt = select(Job.id, Job.attempts, Job.worker, Job.lost_in_batch, Job.n_windows).where(condition)
+        stmt = stmt.order_by(Job.priority.desc(), Job.id) if by_priority else stmt.order_by(Job.id)
         if limit is not None:
             stmt = stmt.limit(limit)
         if self._postgres:
@@ -181,15 +207,8 @@ class Leases(Transactions):
         for chunk in chunks(take):
             jobs.extend(
                 session.execute(
-                    select(
-                        Job.id,
-                        Job.text_id,
-                        Job.question,
-                        Job.model,
-                        Job.revision,
-                        Job.params,
-                        Job.attempts,
-                    ).where(Job.id.in_(chunk))
+                    select(Job.id, Job.text_id, Job.question, Job.model, Job.revision, Job.params, Job.attempts,
+                           Job.n_windows, Job.parent_id, Job.window_start, Job.window_end).where(Job.id.in_(chunk))
                 ).all()
             )
         # One copy of each text, however many of its jobs are claimed.
@@ -218,6 +237,10 @@ class Leases(Transactions):
                     revision=job.revision if job.revision != "" else None,
                     params=params,
                     attempts=job.attempts,
+                    n_windows=job.n_windows,
+                    parent_id=job.parent_id,
+                    window_start=job.window_start,
+                    window_end=job.window_end,
                 )
             )
         return claimed
@@ -333,17 +356,10 @@ class Leases(Transactions):
             return sorted(session.execute(stmt).scalars())
 
     def _give_up(self, session: Session, rows: Sequence[Any], now: datetime) -> None:
+        errors = {row.id: give_up_message(row.attempts, row.worker) for row in rows}
         session.execute(
             update(Job),
-            [
-                {
-                    "id": row.id,
-                    "status": JobStatus.FAILED,
-                    "error": give_up_message(row.attempts, row.worker),
-                    "finished_at": now,
-                    "leased_until": None,
-                    "updated_at": now,
-                }
-                for row in rows
-            ],
+            [{"id": row.id, "status": JobStatus.FAILED, "error": errors[row.id], "finished_at": now,
+              "leased_until": None, "updated_at": now} for row in rows],
         )
+        fail_parents_of(session, list(errors), errors, now)  # a part given up fails its job

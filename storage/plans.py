@@ -9,12 +9,12 @@ import zlib
 from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 # docqa.core.windows (numpy) is imported where tokens are encoded or decoded: commands
 # that only count or list (docqa status) import neither numpy nor torch.
 from docqa.storage.columns import utcnow
-from docqa.storage.models import PlanRow, TokensRow
+from docqa.storage.models import Job, PlanRow, TokensRow
 from docqa.storage.transactions import Transactions, chunks
 
 if TYPE_CHECKING:
@@ -74,6 +74,7 @@ class Plans(Transactions):
 
     def add_plans(self, plans: Iterable[tuple[int, WindowPlan]]) -> None:
         """Fix jobs' window plans (a job that has one keeps it)."""
+        plans = list(plans)
         rows = [
             {"job_id": job_id, "tokenizer": p.tokenizer, "question_tokens": p.question_tokens,
              "windows": json.dumps([list(w) for w in p.windows], separators=(",", ":"))}
@@ -81,9 +82,16 @@ class Plans(Transactions):
         ]
         if not rows:
             return
+        by_count: dict[int, list[int]] = {}  # jobs.n_windows, what messages and claims are sized by
+        for job_id, p in plans:
+            by_count.setdefault(len(p.windows), []).append(job_id)
         with self._write() as session:
             for chunk in chunks(rows):
                 session.execute(self._insert(PlanRow).values(list(chunk)).on_conflict_do_nothing())
+            for n, ids in by_count.items():
+                for chunk in chunks(ids):
+                    session.execute(update(Job).where(Job.id.in_(chunk), Job.n_windows.is_(None)).values(n_windows=n)
+                                    .execution_options(synchronize_session=False))
 
     def plans_for(self, job_ids: Collection[int]) -> dict[int, WindowPlan]:
         """The window plans of those jobs (jobs without one are absent)."""

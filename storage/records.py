@@ -92,6 +92,16 @@ class ClaimedJob:
     revision: str | None
     params: AnswerParams
     attempts: int
+    n_windows: int | None = None  # from its plan (None: none stored)
+    # A part of a split job runs the windows [window_start, window_end) of job parent_id.
+    parent_id: int | None = None
+    window_start: int | None = None
+    window_end: int | None = None
+
+    @property
+    def plan_job(self) -> int:
+        """The job whose window plan this one runs: its parent's for a part."""
+        return self.parent_id if self.parent_id is not None else self.job_id
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,8 @@ SQLite. `Repository` is the one object callers hold; its operations live by noun
 failed), `leases` (claims, renewals, expiry: the job state machine), `answers`
 (idempotent writes with the offset invariant, exports), `submissions` (what one run or
 submit asked for), `fleet` (the store's identity, the worker registry, fleet-wide
-roles), `plans` (tokens and window plans the producer made). `transactions` is their
+roles), `plans` (tokens and window plans the producer made), `parts` (long jobs run as
+window ranges). `transactions` is their
 shared base.
 
 What keeps them correct:
@@ -28,11 +29,12 @@ from docqa.storage.documents import Documents
 from docqa.storage.fleet import Fleet
 from docqa.storage.jobs import Jobs
 from docqa.storage.leases import Leases, give_up_message
+from docqa.storage.parts import Parts
 from docqa.storage.plans import Plans
 from docqa.storage.submissions import Submissions
 
 __all__ = ["Repository", "give_up_message"]
 
 
-class Repository(Documents, Jobs, Leases, Answers, Submissions, Fleet, Plans):
+class Repository(Documents, Jobs, Leases, Answers, Submissions, Fleet, Plans, Parts):
     """The store's operations. Each method is one short transaction; no data is cached."""

@@ -90,11 +90,14 @@ class Dispatcher:
     message.
     """
 
-    def __init__(self, app: Celery, repo, *, queue: str, batch_jobs: int) -> None:
+    def __init__(self, app: Celery, repo, *, queue: str, batch_jobs: int, batch_windows: int | None = None) -> None:
+        from docqa.core.settings import CPU_BATCH_WINDOWS
+
         self.app = app
         self.repo = repo
         self.base_queue = queue
         self.batch_jobs = batch_jobs
+        self.batch_windows = batch_windows if batch_windows is not None else CPU_BATCH_WINDOWS
         self.store_id = repo.store_id()
 
     def queue_of(self, model: str, revision: str | None) -> str:
@@ -106,22 +109,37 @@ class Dispatcher:
         self.repo.mark_sent(job_ids)
 
     def send_queued(self, jobs) -> int:
-        """Send `QueuedJob`s (id, model, revision, attempts): suspects alone, fresh ones in
-        batches, each to its model's queue. Returns the messages sent."""
+        """Send `QueuedJob`s (id, model, revision, attempts, windows): suspects alone, fresh
+        ones in messages of at most `batch_windows` windows (a job without a plan counts one;
+        a longer job goes alone: its worker splits it) and `batch_jobs` jobs, each to its
+        model's queue. Returns the messages sent."""
         groups: dict[tuple[str, str | None], list] = {}
         for job in jobs:
             groups.setdefault((job.model, job.revision), []).append(job)
         messages = 0
         for (model, revision), group in groups.items():
-            fresh = [j.id for j in group if j.attempts == 0]
-            for i in range(0, len(fresh), self.batch_jobs):
-                self.send(fresh[i : i + self.batch_jobs], model, revision)
-                messages += 1
-            for job in group:
-                if job.attempts > 0:
-                    self.send([job.id], model, revision)
-                    messages += 1
+            batches = self.by_windows([j for j in group if j.attempts == 0])
+            batches += [[j.id] for j in group if j.attempts > 0]
+            for ids in batches:
+                self.send(ids, model, revision)
+            messages += len(batches)
         return messages
+
+    def by_windows(self, jobs) -> list[list[int]]:
+        """Job ids in consecutive messages of at most batch_windows windows and batch_jobs jobs."""
+        batches: list[list[int]] = []
+        current: list[int] = []
+        windows = 0
+        for job in jobs:
+            n = job.n_windows or 1
+            if current and (windows + n > self.batch_windows or len(current) >= self.batch_jobs):
+                batches.append(current)
+                current, windows = [], 0
+            current.append(job.id)
+            windows += n
+        if current:
+            batches.append(current)
+        return batches
 
     def queue_depth(self, queue: str) -> int:
         """Messages waiting in `queue` (not counting those workers hold); 0 for a queue the

@@ -72,6 +72,10 @@ class QAItem:
     params: AnswerParams = DEFAULT_PARAMS
     tokens: DocumentTokens | None = None
     plan: WindowPlan | None = None
+    # Only these windows (start, end: indexes into the job's windows, end exclusive): a part
+    # of a split job. Its result then holds the windows' candidates (`QAResult.windows`)
+    # for the merge that runs once all parts are done, not answers.
+    window_range: tuple[int, int] | None = None
 
 
 @dataclass
@@ -81,6 +85,8 @@ class QAResult:
     answers: list[Answer] = field(default_factory=list)
     error: str | None = None
     n_windows: int = 0
+    # A part's windows, for `merge_answers`: (layout, candidates, null score, start logits, end logits).
+    windows: list | None = None
 
     @property
     def ok(self) -> bool:
@@ -458,53 +464,14 @@ class Engine:
         # Windows of every item: (item index, layout, input ids).
         windows: list[tuple[int, WindowLayout, np.ndarray]] = []
         for i, item in enumerate(items):
-            doc = doc_tokens[item.text]
             qi = q_ids[item.question]
             try:
-                if not allow_empty and not item.question.strip():
-                    raise WindowError("the question is empty")
-                if item.params.max_seq_len > self.max_model_len:
-                    raise WindowError(
-                        f"max_seq_len {item.params.max_seq_len} is more than this model takes "
-                        f"({self.max_model_len} tokens); lower max_seq_len"
-                    )
-                if allow_empty and (len(doc) == 0 or len(qi) == 0):
-                    spans = _windows_allowing_empty(len(doc), len(qi), item.params, template.n_special)
-                else:
-                    spans = plan_windows(
-                        len(doc),
-                        len(qi),
-                        max_seq_len=item.params.max_seq_len,
-                        doc_stride=item.params.doc_stride,
-                        n_special=template.n_special,
-                    )
-                    if item.plan is not None:
-                        # Fixed at submit by the producer; the same rule must give the same
-                        # windows here, else this engine's own windows are the reference.
-                        if item.plan.question_tokens == len(qi) and item.plan.spans == spans:
-                            self.plans_used += 1
-                        else:
-                            self.plans_refused += 1
-                            log.warning("a stored window plan disagrees with this worker's windows "
-                                        "(%d vs %d windows); using the worker's", len(item.plan.spans), len(spans))
+                spans = self._spans(item, doc_tokens[item.text], qi, allow_empty)
             except WindowError as exc:
                 results[i].error = str(exc)
                 continue
             results[i].n_windows = len(spans)
-            head = np.asarray([*template.prefix, *qi, *template.middle], dtype=np.int64)
-            tail = np.asarray(template.suffix, dtype=np.int64)
-            for start, end in spans:
-                ids = np.concatenate([head, doc.ids[start:end], tail])
-                cls = tok.cls_token_id
-                cls_positions = tuple(np.flatnonzero(ids == cls).tolist()) if cls is not None else ()
-                layout = WindowLayout(
-                    seq_len=int(ids.shape[0]),
-                    context_offset=int(head.shape[0]),
-                    doc_start=start,
-                    doc_end=end,
-                    cls_positions=cls_positions,
-                )
-                windows.append((i, layout, ids))
+            windows += [(i, layout, ids) for layout, ids in self._window_inputs(doc_tokens[item.text], qi, spans)]
 
         scored = self._score_windows(windows, items)
         per_item: dict[int, list] = {}
@@ -512,12 +479,57 @@ class Engine:
             per_item.setdefault(i, []).append((layout, cands, null, s_log, e_log))
         for i, wins in per_item.items():
             item = items[i]
+            if item.window_range is not None:  # a part of a split job: its windows, merged later
+                results[i].windows = wins
+                continue
             doc = doc_tokens[item.text]
             offsets, word_ids = doc.offsets, doc.word_ids
             if len(doc) == 0:  # allow_empty: one (0, 0) row, so the window's range reads 0..0
                 offsets, word_ids = np.zeros((1, 2), dtype=np.int64), np.full(1, -1, dtype=np.int64)
             results[i].answers = merge_answers(item.text, wins, offsets, word_ids, item.params)
         return results
+
+    def _spans(self, item: QAItem, doc: DocumentTokens, qi: list[int], allow_empty: bool) -> list[tuple[int, int]]:
+        """The item's windows as document token ranges (only its `window_range` of them for a
+        part of a split job); WindowError says why it has none."""
+        if not allow_empty and not item.question.strip():
+            raise WindowError("the question is empty")
+        if item.params.max_seq_len > self.max_model_len:
+            raise WindowError(f"max_seq_len {item.params.max_seq_len} is more than this model takes "
+                              f"({self.max_model_len} tokens); lower max_seq_len")
+        p, n_special = item.params, self._template.n_special
+        if allow_empty and (len(doc) == 0 or len(qi) == 0):
+            spans = _windows_allowing_empty(len(doc), len(qi), p, n_special)
+        else:
+            spans = plan_windows(len(doc), len(qi), max_seq_len=p.max_seq_len, doc_stride=p.doc_stride,
+                                 n_special=n_special)
+            # A plan fixed at submit by the producer: the same rule must give the same windows
+            # here, else this engine's own windows are the reference.
+            if item.plan is not None and item.plan.question_tokens == len(qi) and item.plan.spans == spans:
+                self.plans_used += 1
+            elif item.plan is not None:
+                self.plans_refused += 1
+                log.warning("a stored window plan disagrees with this worker's windows (%d vs %d windows); "
+                            "using the worker's", len(item.plan.spans), len(spans))
+        if item.window_range is None:
+            return spans
+        start, end = item.window_range
+        if not 0 <= start < end <= len(spans):
+            raise WindowError(f"window range {start}-{end} is outside this job's {len(spans)} windows")
+        return spans[start:end]
+
+    def _window_inputs(self, doc: DocumentTokens, qi: list[int], spans) -> list[tuple[WindowLayout, np.ndarray]]:
+        """Each window's layout and input ids: prefix, question, middle, its context, suffix."""
+        template, cls = self._template, self._tokenizer.cls_token_id
+        head = np.asarray([*template.prefix, *qi, *template.middle], dtype=np.int64)
+        tail = np.asarray(template.suffix, dtype=np.int64)
+        out = []
+        for start, end in spans:
+            ids = np.concatenate([head, doc.ids[start:end], tail])
+            cls_positions = tuple(np.flatnonzero(ids == cls).tolist()) if cls is not None else ()
+            out.append((WindowLayout(seq_len=int(ids.shape[0]), context_offset=int(head.shape[0]), doc_start=start,
+                                     doc_end=end, cls_positions=cls_positions), ids))
+        return out
 
     @property
     def span_path(self) -> str:

@@ -43,6 +43,9 @@ class RunStats:
     unknown: list[int] = field(default_factory=list)  # ids the store does not have
     lost: list[int] = field(default_factory=list)  # their lease was taken back mid-run: nothing written
     alone: bool = False  # this run held one suspect job alone (its last worker died holding it)
+    split: list[int] = field(default_factory=list)  # jobs this run cut into window-range parts
+    parts_done: int = 0  # parts of split jobs this run finished (not counted in `done`)
+    merged: int = 0  # split jobs whose last part this run finished: answered (counted in `done`)
 
 
 class StoreUnavailable(RuntimeError):
@@ -74,8 +77,16 @@ class JobRunner:
         max_attempts: int | None = None,
         name: str | None = None,
         store_retry_seconds: float = 300.0,
+        max_windows: int | None = None,
+        split_windows: int | None = None,
+        on_split: Callable[[list[int]], None] | None = None,
     ):
         self.repo = repo
+        # Windows one run claims at most (None: by the engine's device), and the window count
+        # above which a job runs as parts (None: max_windows; 0: never).
+        self.max_windows_request = max_windows
+        self.split_windows_request = split_windows
+        self.on_split = on_split  # sends a split job's parts (Celery mode); None: they wait in SQL
         self.store_retry_seconds = store_retry_seconds
         self.max_attempts = max_attempts
         self.engine = engine
@@ -93,7 +104,23 @@ class JobRunner:
             max_jobs=settings.worker_batch_jobs,
             max_attempts=settings.max_attempts,
             name=name,
+            max_windows=settings.batch_windows,
+            split_windows=settings.split_windows,
         )
+
+    @property
+    def max_windows(self) -> int:
+        """Windows one run claims at most: as set, else by the engine's device."""
+        from docqa.core.settings import CPU_BATCH_WINDOWS, GPU_BATCH_WINDOWS
+
+        if self.max_windows_request is not None:
+            return self.max_windows_request
+        return GPU_BATCH_WINDOWS if str(self.engine.device).startswith("cuda") else CPU_BATCH_WINDOWS
+
+    @property
+    def split_windows(self) -> int:
+        """Jobs with more windows than this run as parts (0: never)."""
+        return self.max_windows if self.split_windows_request is None else self.split_windows_request
 
     def run(self, job_ids: list[int], *, fill: bool = True) -> RunStats:
         """Run the given jobs (at most `max_jobs` of them: this worker decides its batch);
@@ -143,8 +170,7 @@ class JobRunner:
             answered = self._answer(runnable) if runnable else []
             stats.forwards = self.engine.forward_calls - forwards
             stats.windows = self.engine.windows_run - windows
-            done = [(job.job_id, result.answers) for job, result in zip(runnable, answered) if result.ok]
-            refused = self._store(done, fence) if done else {}
+            refused = self._store([(j, r) for j, r in zip(runnable, answered) if r.ok], fence, stats)
         self._record(runnable, answered, refused, fence, stats)
         claimed.clear()  # every claimed job is recorded now
         return stats
@@ -155,7 +181,7 @@ class JobRunner:
         other ids go to stats (leftover, unknown, skipped)."""
         mine = ids[: self.max_jobs]
         claim = dict(worker=self.name, lease_seconds=self.lease_seconds, max_attempts=self.max_attempts)
-        claimed = self.repo.claim(mine, fresh_only=True, **claim)
+        claimed = self.repo.claim(mine, fresh_only=True, max_windows=self.max_windows, **claim)
         if not claimed:
             for job_id in mine:  # only suspects (or nothing claimable): one alone
                 claimed = self.repo.claim([job_id], **claim)
@@ -169,10 +195,37 @@ class JobRunner:
             stats.unknown = [j for j in rest if j not in statuses]
             stats.leftover = [j for j in rest if statuses.get(j) == "queued"]
             stats.skipped = [j for j in rest if j in statuses and statuses[j] != "queued"]
-        if fill and not stats.alone and len(claimed) < self.max_jobs:
-            claimed += self.repo.claim_queued(limit=self.max_jobs - len(claimed), model=self.engine.model_id,
-                                              revision=self.engine.revision or "", **claim)
+        claimed = self._split_long(claimed, stats)
+        room = self.max_windows - sum(job.n_windows or 1 for job in claimed)
+        if fill and not stats.alone and len(claimed) < self.max_jobs and room > 0:
+            claimed += self._split_long(self.repo.claim_queued(
+                limit=self.max_jobs - len(claimed), model=self.engine.model_id, revision=self.engine.revision or "",
+                max_windows=room, **claim), stats)
         return claimed
+
+    def _split_long(self, claimed: list, stats: RunStats) -> list:
+        """The claimed jobs to run now: a job with more than `split_windows` windows is cut
+        into window-range parts instead (queued, sent through `on_split`), which any worker
+        may claim, this one included."""
+        from docqa.worker.parts import part_ranges
+
+        limit, keep = self.split_windows, []
+        for job in claimed:
+            if not (limit and job.parent_id is None and (job.n_windows or 0) > limit):
+                keep.append(job)
+                continue
+            try:
+                parts = self.repo.split_job(job.job_id, part_ranges(job.n_windows, limit),
+                                            fence=Fence(self.name, {job.job_id: job.attempts}))
+            except (LeaseLost, NotFound) as exc:
+                log.warning("did not split job %s: %s", job.job_id, exc)
+                continue
+            log.info("job %s has %d windows: split into %d parts of at most %d windows (jobs %s-%s)",
+                     job.job_id, job.n_windows, len(parts), limit, parts[0], parts[-1])
+            stats.split.append(job.job_id)
+            if self.on_split is not None:
+                self.on_split(parts)
+        return keep
 
     def _runnable(self, claimed: list, fence: Fence, stats: RunStats) -> list:
         """The claimed jobs this worker's model serves; the others fail with the reason."""
@@ -190,12 +243,69 @@ class JobRunner:
             stats.failed += 1
         return runnable
 
-    def _store(self, done: list, fence: Fence) -> dict:
-        """Write the batch's answers in one transaction, through a store outage (`_retrying`:
-        the heartbeat renews the leases as soon as the store is back, and the fence refuses
-        jobs whose lease was taken meanwhile). Returns the refused jobs with their errors."""
-        return self._retrying(lambda: self.repo.complete_many(done, model_label=self.engine.model_label, fence=fence),
-                              f"writing the answers of {len(done)} job(s)")
+    def _store(self, done: list, fence: Fence, stats: RunStats) -> dict:
+        """Write the batch's answers (and finished parts' windows) through a store outage
+        (`_retrying`: the heartbeat renews the leases as soon as the store is back, and the
+        fence refuses jobs whose lease was taken meanwhile); merge the split jobs whose last
+        part this was. Returns the refused jobs with their errors."""
+        from docqa.worker.parts import encode_windows
+
+        whole = [(job.job_id, result.answers) for job, result in done if job.parent_id is None]
+        parts = [(job.job_id, encode_windows(result.windows)) for job, result in done if job.parent_id is not None]
+        refused: dict = {}
+        if whole:
+            refused = self._retrying(lambda: self.repo.complete_many(whole, model_label=self.engine.model_label,
+                                                                     fence=fence),
+                                     f"writing the answers of {len(whole)} job(s)")
+        if parts:
+            lost, ready = self._retrying(lambda: self.repo.complete_parts(parts, fence=fence),
+                                         f"writing {len(parts)} part(s) of split jobs")
+            refused.update(lost)
+            stats.parts_done += len(parts) - len(lost)
+            for job_id in ready:
+                answers = self.merge(job_id)
+                if answers is not None:
+                    stats.merged += 1
+                    stats.done += 1
+                    stats.answers += answers
+        return refused
+
+    def merge(self, job_id: int) -> int | None:
+        """Answer split job `job_id` from its parts' windows, once all are done: the same
+        merge one run of the whole job makes. Returns the answers written, or None when this
+        call wrote none (not ready, or merged elsewhere: one merge wins when several workers
+        finish parts together); the parts are then deleted."""
+        from docqa.core.windows import tokenize_documents
+        from docqa.storage.parts import split_fence
+        from docqa.worker.parts import decode_windows
+        from docqa.worker.spans import merge_answers
+
+        ready = self.repo.split_ready(job_id)
+        if ready is None:
+            return None
+        windows = [w for data in ready.parts for w in decode_windows(data)]
+        tokens = self.repo.tokens_for({ready.text_id}, self.engine.tokenizer_key).get(ready.text_id)
+        if tokens is None:  # no stored tokens under this tokenizer: the same tokenization, made here
+            tokens = tokenize_documents(self.engine.tokenizer, [ready.text])[0]
+        answers = merge_answers(ready.text, windows, tokens.offsets, tokens.word_ids, ready.params)
+        refused = self.repo.complete_many([(job_id, answers)], model_label=self.engine.model_label,
+                                          fence=split_fence(job_id, ready.attempts))
+        self.repo.drop_parts(job_id)
+        if job_id in refused:
+            log.info("split job %s was merged elsewhere (%s)", job_id, refused[job_id])
+            return None
+        log.info("split job %s answered from its %d parts (%d windows)", job_id, len(ready.parts), len(windows))
+        return len(answers)
+
+    def settle_splits(self) -> int:
+        """The sweeper's part: merge split jobs whose parts are all done (their last part's
+        worker died before merging), and queue again a split job that has no parts left.
+        Returns the jobs merged."""
+        merged = sum(self.merge(s.job_id) is not None for s in self.repo.split_states() if s.done == s.parts)
+        stranded = self.repo.unsplit_orphans()
+        if stranded:
+            log.warning("queued %d split job(s) again: their parts were gone: %s", len(stranded), stranded[:20])
+        return merged
 
     def _retrying(self, write, what: str):
         """`write()`, tried again while the store is away (1, 2, 4, 5, 5 ... s) for up to
@@ -221,8 +331,9 @@ class JobRunner:
         for job, result in zip(runnable, answered):
             error = refused.get(job.job_id)
             if result.ok and error is None:
-                stats.done += 1
-                stats.answers += len(result.answers)
+                if job.parent_id is None:
+                    stats.done += 1
+                    stats.answers += len(result.answers)
             elif isinstance(error, LeaseLost):
                 log.warning("dropped the answers of job %s: %s (its lease was taken back; the worker that holds "
                             "it now writes them)", job.job_id, error)
@@ -248,15 +359,16 @@ class JobRunner:
         # Tokens and windows the producer made (under this engine's tokenizer): the worker
         # then tokenizes no document, only the questions.
         key = self.engine.tokenizer_key
-        plans = self.repo.plans_for([j.job_id for j in jobs])
+        plans = self.repo.plans_for({j.plan_job for j in jobs})  # a part runs its job's plan
         tokens = self.repo.tokens_for({j.text_id for j in jobs}, key)
         items = []
         for j in jobs:
-            plan = plans.get(j.job_id)
+            plan = plans.get(j.plan_job)
             doc_tokens = tokens.get(j.text_id)
             if plan is not None and (plan.tokenizer != key or doc_tokens is None):
                 plan = None
-            items.append(QAItem(j.text, j.question, j.params, tokens=doc_tokens, plan=plan))
+            part = (j.window_start, j.window_end) if j.parent_id is not None else None
+            items.append(QAItem(j.text, j.question, j.params, tokens=doc_tokens, plan=plan, window_range=part))
         try:
             return self.engine.run(items)
         except Exception:
@@ -283,9 +395,10 @@ def answer_queued(runner: JobRunner, *, model: str, revision: str | None,
             stats = runner.run(pending[i : i + runner.max_jobs], fill=False)
             total.claimed += stats.claimed
             total.done += stats.done
+            total.merged += stats.merged
             total.failed += stats.failed
             total.answers += stats.answers
-            progressed = progressed or stats.claimed > 0
+            progressed = progressed or stats.claimed > 0 or bool(stats.split)
             if on_run is not None:
                 on_run(stats)
         if not progressed:

@@ -72,6 +72,7 @@ def submit_inputs(args, settings, repo, enqueue, walk=None, chunker=None):
             params=params,
             enqueue=enqueue,
             chunk=settings.worker_batch_jobs,
+            chunk_windows=settings.batch_windows,
             progress=lambda _doc: bar.update(1),
             command=args.command,
             max_question_chars=settings.max_question_chars,
@@ -151,7 +152,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         bar = progress_bar(len(pending), "job", "answering")
         try:
             total = answer_queued(JobRunner.from_settings(repo, engine, settings), model=settings.model,
-                                  revision=settings.revision, on_run=lambda stats: bar.update(stats.claimed))
+                                  revision=settings.revision, on_run=lambda stats: bar.update(stats.done + stats.failed))
         finally:
             bar.close()
         done, failed, answers = total.done, total.failed, total.answers
@@ -206,7 +207,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         except UnservedModel as exc:
             raise CliError(str(exc), status=exits.FAILED) from None
     app = connect_broker(settings)
-    dispatcher = Dispatcher(app, repo, queue=settings.queue, batch_jobs=settings.worker_batch_jobs)
+    dispatcher = Dispatcher(app, repo, queue=settings.queue, batch_jobs=settings.worker_batch_jobs,
+                                batch_windows=settings.batch_windows)
     started = time.perf_counter()
     walk = input_walk(args)
     stop_on_sigterm()  # `kill` ends it as Ctrl-C does: what was stored gets its jobs, sent
@@ -264,7 +266,8 @@ def cmd_retry(args: argparse.Namespace) -> int:
         from docqa.worker.app import Dispatcher
 
         dispatcher = Dispatcher(connect_broker(settings), repo, queue=settings.queue,
-                                batch_jobs=settings.worker_batch_jobs)
+                                batch_jobs=settings.worker_batch_jobs,
+                                batch_windows=settings.batch_windows)
     jobs = repo.retry_failed(job_ids=args.job, document_id=args.document, submission_id=args.submission)
     messages = dispatcher.send_queued(jobs) if dispatcher is not None and jobs else 0
     where = f"sent to their models' queues in {plural(messages, 'message')}" if dispatcher is not None else (
@@ -283,7 +286,8 @@ def cmd_requeue(args: argparse.Namespace) -> int:
 
     settings = build_settings(args)
     repo = open_repo(settings)
-    dispatcher = Dispatcher(connect_broker(settings), repo, queue=settings.queue, batch_jobs=settings.worker_batch_jobs)
+    dispatcher = Dispatcher(connect_broker(settings), repo, queue=settings.queue, batch_jobs=settings.worker_batch_jobs,
+                                batch_windows=settings.batch_windows)
     ids = repo.queued_job_ids(model=settings.model, revision=settings.revision or "")
     messages = dispatcher.send_queued(repo.queued_jobs(ids))
     print(

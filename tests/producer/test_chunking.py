@@ -194,7 +194,7 @@ def test_groups_of_documents_are_tokenized_together_and_jobs_are_sent_after_thei
     report = submit([SourceDocument(source=f"d{i}", text=t, questions=q) for i, (t, q) in enumerate(inputs)],
                     QUESTIONS[:2], repo=repo, model=tiny_model, revision=None,
                     params=AnswerParams(max_seq_len=64, doc_stride=16), chunker=lambda: chunker, enqueue=enqueue,
-                    chunk=4)
+                    chunk=4, chunk_windows=10_000)
     # Seven documents (each its own), four texts: tokens, jobs and plans once per text.
     assert (report.documents, report.new_documents, report.texts, report.new_texts) == (7, 7, 4, 4)
     assert (report.questions, report.jobs, report.new_jobs, report.existing_jobs) == (17, 11, 11, 0)
@@ -207,6 +207,26 @@ def test_groups_of_documents_are_tokenized_together_and_jobs_are_sent_after_thei
         stored = repo.tokens_for([text_id], chunker.key)[text_id]
         direct = chunker.tokenize(repo.text_of(text_id))
         assert np.array_equal(stored.ids, direct.ids) and np.array_equal(stored.offsets, direct.offsets)
+
+
+def test_messages_are_sized_by_windows_and_a_long_job_goes_alone(tmp_path, tiny_model, chunker) -> None:
+    repo = _store(tmp_path, "windows.db")
+    sent: list[list[int]] = []
+    params = AnswerParams(max_seq_len=64, doc_stride=16)
+    long_text = " ".join(TEXTS) * 3
+    docs = [SourceDocument(source=f"s{i}", text=t) for i, t in enumerate(TEXTS)]
+    docs.insert(2, SourceDocument(source="long", text=long_text))
+    report = submit(docs, QUESTIONS[:2], repo=repo, model=tiny_model, revision=None, params=params,
+                    chunker=lambda: chunker, enqueue=lambda ids: sent.append(list(ids)), chunk=64, chunk_windows=10)
+    plans = repo.plans_for(report.new_job_ids)
+    windows = {job: len(plan.windows) for job, plan in plans.items()}
+    assert sorted(j for m in sent for j in m) == sorted(report.new_job_ids)  # every job sent once
+    for message in sent:
+        total = sum(windows[j] for j in message)
+        assert total <= 10 or len(message) == 1, (message, total)  # a job over the budget goes alone
+    assert max(windows.values()) > 10 and any(len(m) == 1 and windows[m[0]] > 10 for m in sent)
+    # The store knows each job's windows: what the reconciler and the workers' claims size by.
+    assert {j: repo.queued_jobs([j])[0].n_windows for j in windows} == windows
 
 
 def test_chunker_loads_no_torch_and_says_why_it_cannot_load(tmp_path, tiny_model) -> None:
