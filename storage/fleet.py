@@ -28,6 +28,9 @@ class WorkerInfo(NamedTuple):
     queue: str
     started_at: datetime
     last_seen_at: datetime
+    # Its torch intra-op threads and the cores it may use (None: a worker of before 0007).
+    threads: int | None = None
+    cores: int | None = None
 
 
 class Fleet(Transactions):
@@ -55,12 +58,15 @@ class Fleet(Transactions):
             )
             return session.execute(stmt).scalar_one_or_none() is not None
 
-    def register_worker(self, name: str, *, host: str, pid: int, model: str, queue: str) -> None:
+    def register_worker(self, name: str, *, host: str, pid: int, model: str, queue: str,
+                        threads: int | None = None, cores: int | None = None) -> None:
+        """Record worker process `name` as started now; `threads`: its torch intra-op threads,
+        `cores`: the cores it may use (so `docqa status` can tell a host's cores oversubscribed)."""
         now = utcnow()
         with self._write() as session:
             session.merge(
                 WorkerRow(name=name, host=host, pid=pid, model=model, queue=queue, started_at=now,
-                          last_seen_at=now, stopped_at=None)
+                          last_seen_at=now, stopped_at=None, threads=threads, cores=cores)
             )
 
     def beat_worker(self, name: str) -> None:
@@ -79,7 +85,7 @@ class Fleet(Transactions):
         now = utcnow() if now is None else now
         stmt = (
             select(WorkerRow.name, WorkerRow.host, WorkerRow.pid, WorkerRow.model, WorkerRow.queue,
-                   WorkerRow.started_at, WorkerRow.last_seen_at)
+                   WorkerRow.started_at, WorkerRow.last_seen_at, WorkerRow.threads, WorkerRow.cores)
             .where(WorkerRow.stopped_at.is_(None), WorkerRow.last_seen_at >= now - timedelta(seconds=seen_within))
             .order_by(WorkerRow.name)
         )

@@ -60,15 +60,62 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def torch_threads(concurrency: int, cores: int | None = None, override: int | None = None) -> int:
+def torch_threads(concurrency: int, cores: int | None = None, override: int | None = None, others: int = 0) -> int:
     """Intra-op threads per worker process: the cores shared out, at least one.
 
-    `override` (Settings.torch_threads) wins when given.
+    The cores are shared among this worker's `concurrency` pool processes and `others`, the
+    other docqa worker processes live on this host (see `other_local_workers`):
+    max(1, cores // (concurrency + others)). `override` (Settings.torch_threads) wins when given.
     """
     if override is not None:
         return max(1, override)
     cores = usable_cores() if cores is None else cores
-    return max(1, cores // max(1, concurrency))
+    return max(1, cores // (max(1, concurrency) + max(0, others)))
+
+
+def other_local_workers(workers, name: str) -> int:
+    """How many of `workers` (live WorkerInfo rows) are other docqa worker processes on this
+    host: its host name, not `name`, not known to be gone (identity.dead_local_workers), and
+    not a pool sibling of this process (a prefork child of the same parent: the worker's
+    concurrency counts those already, registered or not)."""
+    import socket
+
+    from docqa.worker.identity import dead_local_workers
+
+    host = socket.gethostname()
+    names = [w.name for w in workers if w.host == host and w.name != name]
+    skip = set(dead_local_workers(names)) | _pool_siblings(names)
+    return sum(1 for n in names if n not in skip)
+
+
+def _pool_siblings(names: list[str]) -> set[str]:
+    """The `names` of processes with this process's parent, when this is a Celery pool child
+    (same boot and PID namespace, so their PIDs mean the same here); none otherwise (a solo
+    worker's parent may be a supervisor that started other workers)."""
+    from billiard.process import current_process
+
+    from docqa.worker.identity import boot_id, pid_namespace
+
+    if not current_process()._identity:  # the main process: solo or threads pool, or no pool at all
+        return set()
+    boot, namespace = boot_id(), pid_namespace()
+    if "-" in (boot, namespace):
+        return set()
+    parent = os.getppid()
+    siblings = set()
+    for name in names:
+        parts = name.split(":")
+        if len(parts) != 4 or not parts[1].isdigit() or not parts[2].startswith(f"{boot}.{namespace}."):
+            continue
+        try:
+            with open(f"/proc/{parts[1]}/stat", encoding="ascii", errors="replace") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()  # after "pid (comm) ": state, ppid, ...
+        if len(fields) > 1 and fields[1] == str(parent):
+            siblings.add(name)
+    return siblings
 
 
 class Runtime:
@@ -89,12 +136,12 @@ class Runtime:
 
         self.settings = settings
         self.name = worker_name()
-        threads = torch_threads(_concurrency, override=settings.torch_threads)
-        torch.set_num_threads(threads)
         db = make_engine(settings.database_url)
         ensure_schema(db)
         self.repo = Repository(session_factory(db))
         self.store_id = self.repo.store_id()
+        threads, cores, why = self._threads()
+        torch.set_num_threads(threads)  # before the model loads
         self.metrics = metrics.recorder(settings)  # does nothing unless the worker serves metrics
         loading = time.perf_counter()
         self.engine = Engine.from_settings(settings).warm_up()
@@ -105,15 +152,19 @@ class Runtime:
         if self.metrics.active:
             self.engine.on_forward = self.metrics.forward
         self.runner = JobRunner.from_settings(self.repo, self.engine, settings, name=self.name)
-        self.dispatcher = Dispatcher(app, self.repo, queue=settings.queue, batch_jobs=settings.worker_batch_jobs)
+        self.dispatcher = Dispatcher(app, self.repo, queue=settings.queue, batch_jobs=settings.worker_batch_jobs,
+                                     batch_windows=self.runner.max_windows)
+        # A split job's parts go out at once, so other workers take them while this one runs.
+        self.runner.on_split = lambda ids: self.dispatcher.send_queued(self.repo.queued_jobs(ids))
         self.failures = 0  # store/broker failures in a row (backoff)
         self.repo.register_worker(
             self.name, host=socket.gethostname(), pid=os.getpid(),
             model=model_label(settings.model, settings.revision), queue=settings.model_queue,
+            threads=threads, cores=cores,
         )
         log.info(
-            "docqa worker process %s ready: model %s on %s, %d torch threads, %d tokens a forward",
-            self.name, self.engine.model_label, self.engine.device, threads, self.engine.batch_tokens,
+            "docqa worker process %s ready: model %s on %s, %d torch threads (%s), %d tokens a forward",
+            self.name, self.engine.model_label, self.engine.device, threads, why, self.engine.batch_tokens,
         )
         self.sweep_seconds = settings.sweep_seconds
         # Since when the sweeper has reached the store without a failure (None: not yet).
@@ -121,6 +172,18 @@ class Runtime:
         self._stop = threading.Event()
         self._sweeper = threading.Thread(target=self._sweep_forever, name="docqa-sweeper", daemon=True)
         self._sweeper.start()
+
+    def _threads(self) -> tuple[int, int, str]:
+        """(torch threads, usable cores, why): the cores shared with this worker's pool and the
+        other docqa workers live on this host (ones starting at the same moment may miss each
+        other: `docqa status` warns when a host's cores end up oversubscribed)."""
+        cores, settings = usable_cores(), self.settings
+        if settings.torch_threads is not None:
+            return torch_threads(_concurrency, cores, override=settings.torch_threads), cores, "DOCQA_TORCH_THREADS"
+        others = other_local_workers(self.repo.live_workers(seen_within=settings.live_worker_seconds), self.name)
+        why = (f"{cores} usable cores / {_concurrency + others} docqa worker processes on this host: "
+               f"concurrency {_concurrency} + {others} other live")
+        return torch_threads(_concurrency, cores, others=others), cores, why
 
     # -- the sweeper: liveness, dead workers' jobs, the reconciler ---------------------
     def sweep(self) -> list[int]:
@@ -151,6 +214,7 @@ class Runtime:
         if ids:
             why = f"their worker process is gone ({', '.join(dead)})" if dead else "their lease ran out"
             log.warning("requeued %d job(s) because %s: %s", len(ids), why, ids[:20])
+        self.runner.settle_splits()
         if self.repo.hold_role("reconciler", self.name, seconds=self.settings.live_worker_seconds):
             self.reconcile()
         return ids

@@ -65,15 +65,32 @@ def store_facts(repo, settings) -> dict:
     return {
         "counts": repo.counts(),
         "workers": [
-            {"name": w.name, "model": w.model, "queue": w.queue,
-             "last_seen_seconds": round(_seconds_since(w.last_seen_at) or 0.0, 1)}
+            {"name": w.name, "host": w.host, "model": w.model, "queue": w.queue, "threads": w.threads,
+             "cores": w.cores, "last_seen_seconds": round(_seconds_since(w.last_seen_at) or 0.0, 1)}
             for w in live
         ],
+        "oversubscribed": oversubscribed_hosts(live),
         "queued_by_model": queued_by_model,
         "models_without_worker": sorted(m for m in queued_by_model if m not in served),
         "oldest_queued_seconds": _seconds_since(repo.oldest_queued_at()),
         "queued_without_message": repo.count_unsent_queued(older_than=settings.reconcile_seconds),
     }
+
+
+def oversubscribed_hosts(workers) -> list[dict]:
+    """The hosts whose live workers' torch threads add up to more than the host's cores (the
+    most cores any of them may use), by host name: [{"host", "processes", "threads", "cores"}].
+    Workers that did not record their threads (older than schema 0007) are left out."""
+    by_host: dict[str, list] = {}
+    for w in workers:
+        if w.threads is not None and w.cores is not None:
+            by_host.setdefault(w.host, []).append(w)
+    found = []
+    for host, group in sorted(by_host.items()):
+        threads, cores = sum(w.threads for w in group), max(w.cores for w in group)
+        if threads > cores:
+            found.append({"host": host, "processes": len(group), "threads": threads, "cores": cores})
+    return found
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -100,6 +117,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     workers = facts["workers"]
     print(f"live workers: {len(workers)}" + "".join(
         f"\n  {w['name']} ({w['model']}, queue {w['queue']}, seen {w['last_seen_seconds']:.0f} s ago)" for w in workers))
+    for host in facts["oversubscribed"]:
+        print(f"warning: host {host['host']}: {host['processes']} docqa worker processes use {host['threads']} torch "
+              f"threads on {host['cores']} cores; set DOCQA_TORCH_THREADS (docqa worker --torch-threads) or fewer "
+              "processes (-c) so threads x processes <= cores")
     if facts["oldest_queued_seconds"] is not None:
         print(f"oldest queued job: {facts['oldest_queued_seconds']:.0f} s; queued with no broker message for over "
               f"{settings.reconcile_seconds} s: {facts['queued_without_message']}")
@@ -330,7 +351,8 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("status", help="job counts, live workers, stuck jobs, dead letters, failures",
-                       description="Job counts by status; live workers; the oldest queued job and the jobs queued "
+                       description="Job counts by status; live workers, and hosts where their torch threads "
+                       "add up to more than the cores; the oldest queued job and the jobs queued "
                        "with no broker message; models nobody serves; the broker's queue depth and dead letters; "
                        "failed jobs with their reasons. Never creates a store.")
     add_store_option(p)
@@ -341,7 +363,8 @@ def register(sub) -> None:
     p.add_argument("--limit", type=int, default=50, help="failures listed at most (default 50)")
     p.add_argument("--format", choices=["text", "json"], default="text",
                    help="text for people (default; long questions and reasons clipped) or json: one object with "
-                   "counts, workers, queued_by_model, failures (whole) and broker facts")
+                   "counts, workers, oversubscribed (hosts whose workers' torch threads exceed their cores), "
+                   "queued_by_model, failures (whole) and broker facts")
     p.add_argument("--watch", action="store_true",
                    help="keep showing counts, jobs/s (windows/s with --metrics-url) and an ETA every --interval "
                    "seconds until Ctrl-C: redrawn in place on a terminal, one line (or JSON object) each otherwise")
