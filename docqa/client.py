@@ -156,6 +156,7 @@ class Client:
         retry_failed: bool = False,
         label: str | None = None,
         check_model: bool = True,
+        priority: int | None = None,
         **answer_params: Any,
     ) -> Submission:
         """Store documents and one job per (document, question); answer them here (embedded)
@@ -172,6 +173,10 @@ class Client:
         submission (`docqa schedule` names its source with it). Distributed, a model that
         no live worker serves and this host cannot load (a mistyped one) is refused with
         SubmitError before anything is stored, unless check_model=False.
+
+        `priority` 1 (or more) has every worker's next run take these jobs before the bulk
+        backlog: someone waits for them. Unset, a call with one text or mapping gets 1 and
+        anything else (paths, several documents) 0.
         """
         from docqa.core.params import AnswerParams
         from docqa.producer.submit import submit
@@ -198,6 +203,9 @@ class Client:
                 raise SubmitError(problem)
         if isinstance(documents, (str, os.PathLike, Mapping)):
             documents = [documents]
+        if priority is None:
+            one = isinstance(documents, (list, tuple)) and len(documents) == 1
+            priority = int(one and isinstance(documents[0], (str, Mapping)))
         if not any(q.strip() for q in asked) and isinstance(documents, (list, tuple)) and not any(
                 isinstance(d, Mapping) and d.get("questions") for d in documents):
             raise SubmitError("no question to ask: pass questions=[...] (asked of every document), or "
@@ -231,6 +239,7 @@ class Client:
             enqueue=enqueue,
             chunk=settings.worker_batch_jobs,
             chunk_windows=settings.batch_windows,
+            priority=priority,
             command="client" if label is None else "schedule",
             max_question_chars=settings.max_question_chars,
             label=label,

@@ -365,7 +365,7 @@ def _add_submit_route(app: FastAPI, client: Client, settings: Settings, authoriz
             waiters.take()
         try:
             async with submit_lock:
-                sub = await anyio.to_thread.run_sync(lambda: _submit(client, body, settings))
+                sub = await anyio.to_thread.run_sync(lambda: _submit(client, body, settings, wait))
             out: dict[str, Any] = {"submission_id": sub.id, **dataclasses.asdict(sub.summary)}
             out["errors"] = list(sub.summary.errors)
             progress = await _progress(sub, wait or 0.0, request, side)
@@ -377,10 +377,12 @@ def _add_submit_route(app: FastAPI, client: Client, settings: Settings, authoriz
         return out
 
 
-def _submit(client: Client, body: SubmissionIn, settings: Settings):
+def _submit(client: Client, body: SubmissionIn, settings: Settings, wait: float | None = None):
     """client.submit, its refusals as HTTP errors (a broker that is down: 503 without its address)."""
     try:
-        return client.submit(body.documents, body.questions, model=body.model, **body.params)
+        # A caller that waits (?wait=) goes before the bulk backlog; otherwise the Client's default.
+        return client.submit(body.documents, body.questions, model=body.model, priority=1 if wait else None,
+                             **body.params)
     except (SubmitError, TypeError) as exc:  # TypeError: an answer parameter that does not exist
         raise HTTPException(status_code=422, detail=str(exc)) from None
     except ConnectionError as exc:
@@ -414,6 +416,13 @@ def check_submission(body: SubmissionIn, settings: Settings, wait: float | None)
         raise HTTPException(status_code=413, detail=(
             f"{len(body.documents):,} documents in one request is over the limit of "
             f"{settings.api_max_documents:,} (DOCQA_API_MAX_DOCUMENTS): split the submission"))
+    from docqa.core.params import AnswerParams
+
+    unknown = sorted(set(body.params) - set(AnswerParams.model_fields))
+    if unknown:  # only answer parameters: never the Client's own options (check_model, revision, ...)
+        raise HTTPException(status_code=422, detail=(
+            f"params: {', '.join(repr(k[:100]) for k in unknown[:5])} is not an answer parameter; give only "
+            f"{', '.join(AnswerParams.model_fields)}; nothing was stored"))
     models = served_models(settings)
     if body.model is not None and body.model not in models:
         raise HTTPException(status_code=422, detail=(

@@ -83,13 +83,14 @@ class _Submission:
     """One submission's state while its documents are read: see `submit`."""
 
     def __init__(self, repo, report: SubmitReport, *, model, revision, params, enqueue, chunk, chunk_windows,
-                 chunker) -> None:
+                 chunker, priority=0) -> None:
         self.repo, self.report = repo, report
         self.model, self.revision, self.params = model, revision, params
         self.enqueue, self.chunk, self.chunk_windows, self.chunker = enqueue, chunk, chunk_windows, chunker
         self.group = _Group()
         self.pending: list[int] = []  # new job ids not sent yet
         self.pending_windows = 0
+        self.priority = priority
         self.texts_seen: set[int] = set()
         self.jobs_seen: set[int] = set()
 
@@ -127,6 +128,8 @@ class _Submission:
             if new_jobs:  # a document whose jobs all exist costs nothing more
                 planned.setdefault(text_id, (text, text_new, []))[2].extend(new_jobs)
         windows = self.plan(planned) if planned and self.chunker is not None else {}
+        if self.priority > 0:  # a caller waits: its jobs (new, or queued already) go first
+            self.repo.prioritize([job.id for jobs in stored for job in jobs], self.priority)
         # Sent once their plans are stored, so a worker finds them.
         self.send([job_id for _text, _new, jobs in planned.values() for job_id, _q in jobs], windows)
 
@@ -212,6 +215,7 @@ def submit(
     max_question_chars: int | None = None,
     label: str | None = None,
     chunker=None,
+    priority: int = 0,
 ) -> SubmitReport:
     """Store each document and its jobs as one submission; enqueue new jobs in messages of at
     most `chunk` job ids and `chunk_windows` windows (default CPU_BATCH_WINDOWS; `enqueue`
@@ -230,12 +234,15 @@ def submit(
     stored and queued (`unsent_job_ids`, `send_error`): a worker's reconciler sends them
     once the broker is back, or `docqa requeue` does. On KeyboardInterrupt between
     documents, the documents stored so far get their jobs, sent as usual, before it goes on.
+    With `priority` 1 or more, the jobs (new, or queued already) are claimed before bulk work
+    by every worker's next run: a caller is waiting for them.
     """
     started = time.perf_counter()
     report = SubmitReport()
     report.submission_id = repo.start_submission(command=command, model=model, revision=revision, label=label)
     state = _Submission(repo, report, model=model, revision=revision, params=params, enqueue=enqueue, chunk=chunk,
-                        chunk_windows=CPU_BATCH_WINDOWS if chunk_windows is None else chunk_windows, chunker=chunker)
+                        chunk_windows=CPU_BATCH_WINDOWS if chunk_windows is None else chunk_windows, chunker=chunker,
+                        priority=priority)
     common = [q for q in (q.strip() for q in questions) if q]
     try:
         for doc in documents:

@@ -130,10 +130,12 @@ class Leases(Transactions):
         max_attempts: int | None = None,
         now: datetime | None = None,
         max_windows: int | None = None,
+        min_priority: int | None = None,
     ) -> list[ClaimedJob]:
-        """Take up to `limit` fresh queued jobs of one model, highest priority first, then
-        oldest, as `claim` does; with `max_windows`, only as many as fit in that many windows
-        (a job without a plan counts one; the first job is taken whatever its size).
+        """Take up to `limit` fresh queued jobs of one model, oldest first (with `min_priority`:
+        highest priority first), as `claim` does; with `max_windows`, only as many as fit in that many windows
+        (a job without a plan counts one; the first job is taken whatever its size); with
+        `min_priority`, only jobs of at least that priority.
 
         For topping up a batch with work whose messages have not arrived yet. `revision`
         None or "" means the model without a revision, as in `add_jobs`. Jobs another
@@ -148,8 +150,10 @@ class Leases(Transactions):
             Job.model == model,
             Job.revision == ("" if revision is None else revision),
         )
+        if min_priority is not None:
+            of_model = and_(of_model, Job.priority >= min_priority)
         with self._write() as session:
-            candidates = self._lock_free(session, of_model, limit=limit, by_priority=True)
+            candidates = self._lock_free(session, of_model, limit=limit, by_priority=min_priority is not None)
             if max_windows is not None:
                 candidates = _within(candidates, max_windows)
             return self._take(session, candidates, worker=worker, now=now, until=until, max_attempts=max_attempts)

@@ -189,6 +189,9 @@ class Job(Base):
         ),
         Index("ix_jobs_status", "status"),
         Index("ix_jobs_parent_id", "parent_id"),
+        # Workers claim the queued jobs a caller waits for first: few rows, found at once.
+        Index("ix_jobs_urgent", "priority", "id", sqlite_where=sql_text("status = 'queued' AND priority > 0"),
+              postgresql_where=sql_text("status = 'queued' AND priority > 0")),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -102,6 +102,18 @@ class Parts(Transactions):
                             .execution_options(synchronize_session=False))
         return sorted(ids)
 
+    def prioritize(self, job_ids: Sequence[int], priority: int) -> int:
+        """Raise the priority of those jobs (and of their parts) that are still queued to at
+        least `priority`: a caller now waits for them. Returns the rows changed."""
+        changed = 0
+        with self._write() as session:
+            for chunk in chunks(sorted(set(job_ids))):
+                mine = (Job.id.in_(chunk)) | (Job.parent_id.in_(chunk))
+                changed += session.execute(
+                    update(Job).where(mine, Job.status == JobStatus.QUEUED, Job.priority < priority)
+                    .values(priority=priority).execution_options(synchronize_session=False)).rowcount or 0
+        return changed
+
     def complete_parts(self, results: Sequence[tuple[int, bytes]], *, fence: Fence) -> tuple[dict, list[int]]:
         """Record finished parts (part id, encoded windows) under `fence`, in one transaction.
         Returns (refused: part id -> LeaseLost or NotFound, parents whose parts are now all

@@ -25,6 +25,9 @@ if TYPE_CHECKING:  # the engine (numpy, the tokenizer) loads only when there is 
 
 log = logging.getLogger(__name__)
 
+# Jobs of at least this priority have a caller waiting (HTTP ?wait=, a one-document Client
+# call): every run of a worker claims them first.
+URGENT = 1
 # Longest wait between two tries of a write while the store is away, seconds: work resumes
 # within this long of the store's return.
 RETRY_CAP_SECONDS = 5.0
@@ -176,32 +179,41 @@ class JobRunner:
         return stats
 
     def _claim(self, ids: list[int], fill: bool, stats: RunStats) -> list:
-        """This run's jobs: the fresh ones of the message (at most max_jobs), else one suspect
-        alone; with `fill`, topped up with fresh queued jobs of this model. The message's
-        other ids go to stats (leftover, unknown, skipped)."""
+        """This run's jobs, at most max_jobs and max_windows: with `fill`, the queued jobs a
+        caller waits for first; then the fresh ones of the message, else one suspect alone;
+        with `fill`, topped up with fresh queued jobs of this model. Long jobs are split
+        (`_split_long`). The message's other ids go to stats (leftover, unknown, skipped)."""
         mine = ids[: self.max_jobs]
         claim = dict(worker=self.name, lease_seconds=self.lease_seconds, max_attempts=self.max_attempts)
-        claimed = self.repo.claim(mine, fresh_only=True, max_windows=self.max_windows, **claim)
+        of_model = dict(model=self.engine.model_id, revision=self.engine.revision or "")
+        # Jobs a caller waits for (priority >= 1) first, whichever message brought this run:
+        # they wait behind at most the runs in progress, however long the bulk backlog.
+        claimed = self.repo.claim_queued(limit=self.max_jobs, max_windows=self.max_windows, min_priority=URGENT,
+                                         **of_model, **claim) if fill else []
+        room = self.max_windows - sum(job.n_windows or 1 for job in claimed)
+        if room > 0:
+            claimed += self.repo.claim(mine, fresh_only=True, max_windows=room, **claim)
         if not claimed:
             for job_id in mine:  # only suspects (or nothing claimable): one alone
                 claimed = self.repo.claim([job_id], **claim)
                 if claimed:
                     stats.alone = True
                     break
-        got = {c.job_id for c in claimed}
-        rest = [j for j in ids if j not in got]
-        if rest:
-            statuses = self.repo.job_statuses(rest)
-            stats.unknown = [j for j in rest if j not in statuses]
-            stats.leftover = [j for j in rest if statuses.get(j) == "queued"]
-            stats.skipped = [j for j in rest if j in statuses and statuses[j] != "queued"]
+        self._sort_rest([j for j in ids if j not in {c.job_id for c in claimed}], stats)
         claimed = self._split_long(claimed, stats)
         room = self.max_windows - sum(job.n_windows or 1 for job in claimed)
         if fill and not stats.alone and len(claimed) < self.max_jobs and room > 0:
             claimed += self._split_long(self.repo.claim_queued(
-                limit=self.max_jobs - len(claimed), model=self.engine.model_id, revision=self.engine.revision or "",
-                max_windows=room, **claim), stats)
+                limit=self.max_jobs - len(claimed), max_windows=room, **of_model, **claim), stats)
         return claimed
+
+    def _sort_rest(self, rest: list[int], stats: RunStats) -> None:
+        """The message's ids this run did not take: unknown, still queued (leftover), or not
+        claimable (skipped: done, failed, or leased elsewhere)."""
+        statuses = self.repo.job_statuses(rest) if rest else {}
+        stats.unknown = [j for j in rest if j not in statuses]
+        stats.leftover = [j for j in rest if statuses.get(j) == "queued"]
+        stats.skipped = [j for j in rest if j in statuses and statuses[j] != "queued"]
 
     def _split_long(self, claimed: list, stats: RunStats) -> list:
         """The claimed jobs to run now: a job with more than `split_windows` windows is cut

@@ -267,6 +267,12 @@ def test_a_model_the_server_is_not_configured_for_is_refused(tmp_path):
                            headers=AUTH, timeout=60)
             assert r.status_code == 422, (model, r.text)
             assert "model" in r.json()["detail"] and "DOCQA_API_MODELS" in r.json()["detail"], r.text
+        # The Client's own options cannot be smuggled in as answer parameters.
+        for smuggled in ({"check_model": False}, {"revision": "evil"}, {"priority": 99}, {"label": "x"},
+                         {"retry_failed": True}, {"model": "gpt2"}):
+            r = httpx.post(server.base + "/v1/submissions", headers=AUTH, timeout=60,
+                           json={"documents": ["x y"], **QUESTION, "params": {"top_k": 2, **smuggled}})
+            assert r.status_code == 422 and "is not an answer parameter" in r.json()["detail"], (smuggled, r.text)
         assert store_counts(f"sqlite:///{tmp_path / 'api.db'}")["submissions"] == 0
         ok = httpx.post(server.base + "/v1/submissions?wait=60", headers=AUTH, timeout=120,
                         json={"documents": ["The Rhine flows to the North Sea."], **QUESTION, "model": TINY_MODEL})

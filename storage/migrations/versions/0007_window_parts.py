@@ -38,6 +38,8 @@ def upgrade() -> None:
         batch.add_column(sa.Column("priority", sa.Integer(), nullable=False, server_default="0"))
         batch.create_foreign_key("fk_jobs_parent_id_jobs", "jobs", ["parent_id"], ["id"], ondelete="CASCADE")
         batch.create_index("ix_jobs_parent_id", ["parent_id"])
+    op.create_index("ix_jobs_urgent", "jobs", ["priority", "id"], sqlite_where=sa.text("status = 'queued' AND priority > 0"),
+                    postgresql_where=sa.text("status = 'queued' AND priority > 0"))
     # Window counts of the jobs that have a plan: the JSON array's length.
     op.execute(
         "UPDATE jobs SET n_windows = (SELECT json_array_length(p.windows"
@@ -63,6 +65,7 @@ def downgrade() -> None:
         batch.drop_column("threads")
     op.drop_table("job_part_results")
     op.execute("DELETE FROM jobs WHERE parent_id IS NOT NULL")
+    op.drop_index("ix_jobs_urgent", table_name="jobs")
     with op.batch_alter_table("jobs") as batch:
         batch.drop_index("ix_jobs_parent_id")
         batch.drop_constraint("fk_jobs_parent_id_jobs", type_="foreignkey")
