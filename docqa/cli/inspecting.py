@@ -62,8 +62,12 @@ def store_facts(repo, settings) -> dict:
     live = repo.live_workers(seen_within=settings.live_worker_seconds)
     served = {w.model for w in live}
     queued_by_model = repo.queued_by_model()
+    splits = repo.split_states()
     return {
         "counts": repo.counts(),
+        # Running jobs whose windows run as parts (docqa.worker.parts): their parts and those done.
+        "split_jobs": {"jobs": len(splits), "parts": sum(s.parts for s in splits),
+                       "parts_done": sum(s.done for s in splits)},
         "workers": [
             {"name": w.name, "host": w.host, "model": w.model, "queue": w.queue, "threads": w.threads,
              "cores": w.cores, "last_seen_seconds": round(_seconds_since(w.last_seen_at) or 0.0, 1)}
@@ -113,7 +117,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         json.dump(out, sys.stdout, ensure_ascii=False)
         sys.stdout.write("\n")
         return 0
+    _print_status(facts, failures, broker, settings)
+    return 0
+
+
+def _print_status(facts: dict, failures, broker: dict | None, settings) -> None:
     print("  ".join(f"{k}: {v}" for k, v in facts["counts"].items()))
+    split = facts["split_jobs"]
+    if split["jobs"]:
+        print(f"split: {plural(split['jobs'], 'running job')} run as {split['parts']} window-range parts, "
+              f"{split['parts_done']} done")
     workers = facts["workers"]
     print(f"live workers: {len(workers)}" + "".join(
         f"\n  {w['name']} ({w['model']}, queue {w['queue']}, seen {w['last_seen_seconds']:.0f} s ago)" for w in workers))
@@ -140,7 +153,6 @@ def cmd_status(args: argparse.Namespace) -> int:
                 print(f"bouncing: {broker['bouncing'] - len(broker['bouncing_messages'])} more")
     for job_id, source, question, error in failures:
         print(f"failed job {job_id} ({_clip(source)}, {_clip(question)!r}): {_clip(error, 500)}")
-    return 0
 
 
 def _clip(text: str, limit: int = CLIP_CHARS) -> str:

@@ -329,6 +329,7 @@ def register(sub) -> None:
                        "by default). Jobs answered before are not run again.")
     _add_inputs(p)
     add_setting(p, "worker_batch_jobs", metavar="N")
+    add_setting(p, "batch_windows", metavar="N")
     add_model_options(p)
     add_answer_options(p)
     p.set_defaults(func=cmd_run)
@@ -345,6 +346,7 @@ def register(sub) -> None:
                    "producer that cannot see the model, with workers on their way); by default such a model, "
                    "often a mistyped one, is refused before anything is stored")
     add_setting(p, "worker_batch_jobs", metavar="N")
+    add_setting(p, "batch_windows", metavar="N")
     add_model_options(p, compute=False)
     add_answer_options(p)
     p.set_defaults(func=cmd_submit)
@@ -360,6 +362,7 @@ def register(sub) -> None:
     add_store_option(p)
     add_broker_options(p)
     add_setting(p, "worker_batch_jobs", metavar="N")
+    add_setting(p, "batch_windows", metavar="N")
     p.set_defaults(func=cmd_retry)
 
     p = sub.add_parser("requeue", help="put the store's queued jobs on the broker again (after lost messages)",
@@ -372,4 +375,5 @@ def register(sub) -> None:
     add_broker_options(p)
     add_model_options(p, compute=False)
     add_setting(p, "worker_batch_jobs", metavar="N")
+    add_setting(p, "batch_windows", metavar="N")
     p.set_defaults(func=cmd_requeue)

@@ -86,7 +86,8 @@ def register(sub) -> None:
                    help="send Celery task events (received, started, succeeded, failed), for Flower or "
                    "'celery events'; off by default (they cost broker traffic for every message)")
     g = p.add_argument_group("jobs")
-    for name in ("lease_seconds", "max_attempts", "worker_batch_jobs", "torch_threads"):
+    for name in ("lease_seconds", "max_attempts", "worker_batch_jobs", "batch_windows", "split_windows",
+                 "torch_threads"):
         add_setting(g, name, metavar="N")
     add_setting(p, "metrics_port", metavar="PORT")
     add_setting(p, "metrics_host", metavar="HOST")

@@ -159,7 +159,7 @@ class Settings(_WithAnswerParams):  # type: ignore[misc, valid-type]
         gt=0,
         description="windows one worker run claims, and one broker message carries, at most (a run takes "
         "at least one job or part): work is sized by windows so no message is a straggler; unset: 128 on "
-        "CPU (about 3-5 s of the full-size model), 4096 on GPU",
+        "CPU, 4096 on GPU",
     )
     split_windows: int | None = Field(
         None,
@@ -193,7 +193,8 @@ class Settings(_WithAnswerParams):  # type: ignore[misc, valid-type]
     torch_threads: int | None = Field(
         None,
         ge=1,
-        description="torch intra-op threads per worker process; unset: usable cores / worker concurrency",
+        description="torch intra-op threads per worker process; unset: usable cores / the docqa worker processes "
+        "on the host (this worker's concurrency plus the other live workers registered from that host name)",
     )
     span_path: Literal["auto", "numpy", "device"] = Field(
         "auto",
