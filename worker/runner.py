@@ -207,6 +207,12 @@ class JobRunner:
                 limit=self.max_jobs - len(claimed), max_windows=room, **of_model, **claim), stats)
         return claimed
 
+    def _own_plan(self, job_id: int) -> bool:
+        """Whether the job's stored plan was made under this worker's tokenizer: its window
+        ranges then index the windows this worker runs (else it runs whole)."""
+        plan = self.repo.plans_for([job_id]).get(job_id)
+        return plan is not None and plan.tokenizer == self.engine.tokenizer_key
+
     def _sort_rest(self, rest: list[int], stats: RunStats) -> None:
         """The message's ids this run did not take: unknown, still queued (leftover), or not
         claimable (skipped: done, failed, or leased elsewhere)."""
@@ -223,7 +229,7 @@ class JobRunner:
 
         limit, keep = self.split_windows, []
         for job in claimed:
-            if not (limit and job.parent_id is None and (job.n_windows or 0) > limit):
+            if not (limit and job.parent_id is None and (job.n_windows or 0) > limit and self._own_plan(job.job_id)):
                 keep.append(job)
                 continue
             try:
