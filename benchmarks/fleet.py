@@ -76,7 +76,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,16 +134,17 @@ class Processes:
         for p in chosen:
             try:
                 p.wait(max(0.1, deadline - time.monotonic()))
+                continue
             except subprocess.TimeoutExpired:
                 pass
-            try:  # the group we created for it: its children (a prefork pool, uvicorn) too
+            try:  # still running: SIGKILL the session we created for it (it and its children)
                 os.killpg(p.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
             try:
                 p.wait(10)
             except subprocess.TimeoutExpired:
-                pass
+                print(f"process {p.pid} ({' '.join(map(str, p.args[:4]))} ...) did not end", file=sys.stderr)
         self.procs = [(n, p) for n, p in self.procs if p not in chosen]
 
 
@@ -290,7 +291,7 @@ class ParagraphStream:
             self.pos += 1
             if len(ends) <= left:
                 out.append(self.paras[i])
-                left -= len(ends) + 1  # the paragraph break may cost a token or not: stay under
+                left -= len(ends)
             else:
                 out.append(self.paras[i][: ends[left - 1]])
                 left = 0
@@ -763,7 +764,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--short-windows", help="windows of a short document, MIN-MAX (default 1-3)")
     p.add_argument("--long-windows", help="windows of each long document, comma-separated (default 300,700,1500)")
     p.add_argument("--text", choices=("auto", "pydocs", "repo"), default="auto",
-                   help="where the prose comes from: auto = the Python docs if installed, else the repository's")
+                   help="where the prose comes from: auto = the Python docs if installed (apt-get install python3.11-doc), "
+                        "else the repository's README.md, docs/ and examples/ (which change between commits)")
     p.add_argument("--seed", type=int, default=19, help="corpus seed (window counts and order; default 19)")
     p.add_argument("--cores", type=int, default=os.cpu_count() or 1,
                    help="cores the fleet shares: torch threads per worker = max(1, cores // N) (default all)")
