@@ -49,12 +49,13 @@ def evidence(attempts: int, lost_in_batch: bool) -> int:
     return attempts - (1 if lost_in_batch else 0)
 
 
-def _within(candidates: Sequence[Any], max_windows: int) -> list[Any]:
-    """The first candidates whose windows add up to at most `max_windows` (at least one)."""
+def _within(candidates: Sequence[Any], max_windows: int, fit: bool = False) -> list[Any]:
+    """The first candidates whose windows add up to at most `max_windows` (the first one
+    whatever its size, unless `fit`)."""
     taken, total = [], 0
     for row in candidates:
         n = row.n_windows or 1
-        if taken and total + n > max_windows:
+        if (taken or fit) and total + n > max_windows:
             break
         taken.append(row)
         total += n
@@ -82,6 +83,7 @@ class Leases(Transactions):
         now: datetime | None = None,
         fresh_only: bool = False,
         max_windows: int | None = None,
+        fit: bool = False,
     ) -> list[ClaimedJob]:
         """Take the given jobs that are free to run; return them (by job id) with their text.
 
@@ -99,7 +101,7 @@ class Leases(Transactions):
         batch-mates down with it.
 
         With max_windows, only the first free jobs (by id) whose windows fit in that many
-        (at least one) are taken; the others stay queued.
+        (at least one, unless `fit`) are taken; the others stay queued.
         """
         now, until = _lease_end(now, lease_seconds)
         ids = sorted(set(job_ids))
@@ -116,7 +118,7 @@ class Leases(Transactions):
             for chunk in chunks(ids):
                 candidates.extend(self._lock_free(session, and_(Job.id.in_(chunk), free)))
             if max_windows is not None:
-                candidates = _within(candidates, max_windows)
+                candidates = _within(candidates, max_windows, fit)
             return self._take(session, candidates, worker=worker, now=now, until=until, max_attempts=max_attempts)
 
     def claim_queued(
@@ -131,11 +133,12 @@ class Leases(Transactions):
         now: datetime | None = None,
         max_windows: int | None = None,
         min_priority: int | None = None,
+        fit: bool = False,
     ) -> list[ClaimedJob]:
         """Take up to `limit` fresh queued jobs of one model, oldest first (with `min_priority`:
         highest priority first), as `claim` does; with `max_windows`, only as many as fit in that many windows
-        (a job without a plan counts one; the first job is taken whatever its size); with
-        `min_priority`, only jobs of at least that priority.
+        (a job without a plan counts one; the first job is taken whatever its size, unless
+        `fit`); with `min_priority`, only jobs of at least that priority.
 
         For topping up a batch with work whose messages have not arrived yet. `revision`
         None or "" means the model without a revision, as in `add_jobs`. Jobs another
@@ -155,7 +158,7 @@ class Leases(Transactions):
         with self._write() as session:
             candidates = self._lock_free(session, of_model, limit=limit, by_priority=min_priority is not None)
             if max_windows is not None:
-                candidates = _within(candidates, max_windows)
+                candidates = _within(candidates, max_windows, fit)
             return self._take(session, candidates, worker=worker, now=now, until=until, max_attempts=max_attempts)
 
     def _lock_free(self, session: Session, condition: Any, *, limit: int | None = None,

@@ -28,6 +28,13 @@ log = logging.getLogger(__name__)
 # Jobs of at least this priority have a caller waiting (HTTP ?wait=, a one-document Client
 # call): every run of a worker claims them first.
 URGENT = 1
+# Unless DOCQA_BATCH_WINDOWS is set, a run claims what this worker computes in about this
+# many seconds (by its measured windows/s), within these bounds: long enough that a run's
+# SQL costs little, short enough that no run is a straggler and a waiting caller waits
+# little behind it.
+RUN_SECONDS = 3.0
+MIN_RUN_WINDOWS = 8
+MAX_RUN_WINDOWS = 16384
 # Longest wait between two tries of a write while the store is away, seconds: work resumes
 # within this long of the store's return.
 RETRY_CAP_SECONDS = 5.0
@@ -90,6 +97,7 @@ class JobRunner:
         self.max_windows_request = max_windows
         self.split_windows_request = split_windows
         self.on_split = on_split  # sends a split job's parts (Celery mode); None: they wait in SQL
+        self.windows_per_second: float | None = None  # this worker's measured speed (max_windows)
         self.store_retry_seconds = store_retry_seconds
         self.max_attempts = max_attempts
         self.engine = engine
@@ -113,12 +121,22 @@ class JobRunner:
 
     @property
     def max_windows(self) -> int:
-        """Windows one run claims at most: as set, else by the engine's device."""
+        """Windows one run claims at most: as set; else what this worker ran in RUN_SECONDS
+        (its measured windows/s), or before any measure the device's default."""
         from docqa.core.settings import CPU_BATCH_WINDOWS, GPU_BATCH_WINDOWS
 
         if self.max_windows_request is not None:
             return self.max_windows_request
+        if self.windows_per_second is not None:
+            return max(MIN_RUN_WINDOWS, min(MAX_RUN_WINDOWS, int(self.windows_per_second * RUN_SECONDS)))
         return GPU_BATCH_WINDOWS if str(self.engine.device).startswith("cuda") else CPU_BATCH_WINDOWS
+
+    def _measure(self, windows: int, seconds: float) -> None:
+        """Fold one run's compute speed into windows_per_second (a moving average)."""
+        if windows >= MIN_RUN_WINDOWS and seconds > 0:
+            rate = windows / seconds
+            old = self.windows_per_second
+            self.windows_per_second = rate if old is None else 0.7 * old + 0.3 * rate
 
     @property
     def split_windows(self) -> int:
@@ -170,9 +188,11 @@ class JobRunner:
         # store, so a batch slower than one lease is not taken back and run twice.
         with Heartbeat(self.repo, worker=self.name, job_ids=[j.job_id for j in runnable],
                        lease_seconds=self.lease_seconds):
+            started = time.perf_counter()
             answered = self._answer(runnable) if runnable else []
             stats.forwards = self.engine.forward_calls - forwards
             stats.windows = self.engine.windows_run - windows
+            self._measure(stats.windows, time.perf_counter() - started)
             refused = self._store([(j, r) for j, r in zip(runnable, answered) if r.ok], fence, stats)
         self._record(runnable, answered, refused, fence, stats)
         claimed.clear()  # every claimed job is recorded now
@@ -191,8 +211,8 @@ class JobRunner:
         claimed = self.repo.claim_queued(limit=self.max_jobs, max_windows=self.max_windows, min_priority=URGENT,
                                          **of_model, **claim) if fill else []
         room = self.max_windows - sum(job.n_windows or 1 for job in claimed)
-        if room > 0:
-            claimed += self.repo.claim(mine, fresh_only=True, max_windows=room, **claim)
+        if room > 0:  # the message's jobs: the first whatever its size, unless callers' jobs came first
+            claimed += self.repo.claim(mine, fresh_only=True, max_windows=room, fit=bool(claimed), **claim)
         if not claimed:
             for job_id in mine:  # only suspects (or nothing claimable): one alone
                 claimed = self.repo.claim([job_id], **claim)
@@ -204,7 +224,7 @@ class JobRunner:
         room = self.max_windows - sum(job.n_windows or 1 for job in claimed)
         if fill and not stats.alone and len(claimed) < self.max_jobs and room > 0:
             claimed += self._split_long(self.repo.claim_queued(
-                limit=self.max_jobs - len(claimed), max_windows=room, **of_model, **claim), stats)
+                limit=self.max_jobs - len(claimed), max_windows=room, fit=True, **of_model, **claim), stats)
         return claimed
 
     def _own_plan(self, job_id: int) -> bool:

@@ -135,9 +135,9 @@ _WithAnswerParams = create_model(
 )
 
 
-# Settings.batch_windows when unset: about 3-5 s of the full-size model on a CPU core pair,
-# about half a second on a GPU.
-CPU_BATCH_WINDOWS = 128
+# Settings.batch_windows when unset: what a message carries, and a worker's first claim on
+# a CPU (then it claims what it measured it runs in about 3 s; docqa.worker.runner).
+CPU_BATCH_WINDOWS = 32
 GPU_BATCH_WINDOWS = 4096
 
 
@@ -158,8 +158,9 @@ class Settings(_WithAnswerParams):  # type: ignore[misc, valid-type]
         None,
         gt=0,
         description="windows one worker run claims, and one broker message carries, at most (a run takes "
-        "at least one job or part): work is sized by windows so no message is a straggler; unset: 128 on "
-        "CPU, 4096 on GPU",
+        "at least one job or part): work is sized by windows so no message is a straggler; unset: a message "
+        "carries 32, and a worker claims what it measured it computes in about 3 s (its first claim: 32 on "
+        "CPU, 4096 on GPU)",
     )
     split_windows: int | None = Field(
         None,

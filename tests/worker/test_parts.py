@@ -262,3 +262,27 @@ def test_deleting_the_document_deletes_its_jobs_parts(repo, one_by_one):
     a.run([parts[0]], fill=False)
     repo.delete_documents(repo.resolve_external_id("doc0"))
     assert repo.job(job) is None and all(repo.job(p) is None for p in parts)
+
+
+def test_a_worker_claims_what_it_runs_in_a_few_seconds_and_fills_only_what_fits(repo, one_by_one):
+    runner = JobRunner(repo, one_by_one, lease_seconds=60, name="A")
+    assert runner.max_windows == 32  # before any measure, on a CPU
+    runner._measure(300, 1.0)
+    assert runner.max_windows == 900  # 3 s at 300 windows/s
+    runner._measure(3, 100.0)  # too few windows to tell anything
+    assert runner.max_windows == 900
+    runner._measure(100, 10.0)  # slower: the budget follows (a moving average)
+    assert runner.max_windows == int((0.7 * 300 + 0.3 * 10) * 3)
+    assert JobRunner(repo, one_by_one, lease_seconds=60, max_windows=7).max_windows == 7  # as set
+    # Claims by windows: the first job whatever its size, then only what fits; `fit` takes
+    # only what fits from the start.
+    texts = [" ".join(random.Random(k).choice(WORDS) for _ in range(n)) for k, n in enumerate((600, 20, 20, 20))]
+    ids = _submit(repo, one_by_one, texts, ["Where?"], AnswerParams(max_seq_len=48, doc_stride=8))
+    sizes = {j: repo.queued_jobs([j])[0].n_windows for j in ids}
+    assert sizes[ids[0]] > 10 and all(sizes[j] <= 3 for j in ids[1:])
+    assert repo.claim(ids, worker="A", lease_seconds=60, max_windows=10, fit=True) == []
+    got = repo.claim(ids, worker="A", lease_seconds=60, max_windows=10)
+    assert [c.job_id for c in got] == [ids[0]]
+    got = repo.claim_queued(limit=10, model=one_by_one.model_id, revision=None, worker="A", lease_seconds=60,
+                            max_windows=sizes[ids[1]] + sizes[ids[2]], fit=True)
+    assert [c.job_id for c in got] == ids[1:3]
