@@ -75,7 +75,8 @@ def register(sub) -> None:
     add_store_option(p)
     add_broker_options(p)
     p.add_argument("-c", "--concurrency", type=int, default=1,
-                   help="pool processes (default 1; torch threads per process = cores / concurrency)")
+                   help="pool processes (default 1; torch threads per process = cores / the docqa worker "
+                   "processes on the host)")
     p.add_argument("--pool", default="prefork", choices=["prefork", "solo", "threads"],
                    help="Celery pool (default prefork; use solo for one process per GPU)")
     p.add_argument("--loglevel", default="INFO", help="log level (default INFO)")
