@@ -42,8 +42,8 @@ def encode_windows(windows: list) -> bytes:
         ends = sorted({0, *(c.end for c in cands)})
         out.append([
             layout.seq_len, layout.context_offset, layout.doc_start, layout.doc_end, list(layout.cls_positions),
-            float(null), [[c.start, c.end, float(c.score)] for c in cands],
-            [[p, float(s_log[p])] for p in starts], [[p, float(e_log[p])] for p in ends],
+            float(null), [[c.start, c.end, c.score] for c in cands],
+            starts, np.asarray(s_log)[starts].tolist(), ends, np.asarray(e_log)[ends].tolist(),
         ])
     return zlib.compress(json.dumps({"format": FORMAT, "windows": out}, separators=(",", ":")).encode(), 3)
 
@@ -55,14 +55,12 @@ def decode_windows(data: bytes) -> list:
     if doc.get("format") != FORMAT:
         raise ValueError(f"part results in format {doc.get('format')!r}; this worker reads format {FORMAT}")
     windows = []
-    for seq_len, ctx, start, end, cls, null, cands, s_vals, e_vals in doc["windows"]:
+    for seq_len, ctx, start, end, cls, null, cands, starts, s_vals, ends, e_vals in doc["windows"]:
         layout = WindowLayout(seq_len=seq_len, context_offset=ctx, doc_start=start, doc_end=end,
                               cls_positions=tuple(cls))
         s_log = np.full(seq_len, np.nan, dtype=np.float32)
         e_log = np.full(seq_len, np.nan, dtype=np.float32)
-        for p, v in s_vals:
-            s_log[p] = v
-        for p, v in e_vals:
-            e_log[p] = v
+        s_log[starts] = s_vals
+        e_log[ends] = e_vals
         windows.append((layout, [Candidate(s, e, v) for s, e, v in cands], null, s_log, e_log))
     return windows
