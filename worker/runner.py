@@ -131,6 +131,20 @@ class JobRunner:
             return max(MIN_RUN_WINDOWS, min(MAX_RUN_WINDOWS, int(self.windows_per_second * RUN_SECONDS)))
         return GPU_BATCH_WINDOWS if str(self.engine.device).startswith("cuda") else CPU_BATCH_WINDOWS
 
+    def calibrate(self, windows: int = 4) -> float:
+        """Time the engine on `windows` full windows of filler text, so the first run's claim
+        is already about RUN_SECONDS of this device (a first forward is slower than later
+        ones: the estimate errs small). Returns the windows/s measured."""
+        from docqa.worker.engine import QAItem
+
+        text = " ".join(f"filler{i % 97}" for i in range(100 * windows))
+        started = time.perf_counter()
+        result = self.engine.run([QAItem(text, "What does the filler say?")])[0]
+        rate = result.n_windows / max(time.perf_counter() - started, 1e-6)
+        if self.windows_per_second is None:
+            self.windows_per_second = rate
+        return rate
+
     def _measure(self, windows: int, seconds: float) -> None:
         """Fold one run's compute speed into windows_per_second (a moving average)."""
         if windows >= MIN_RUN_WINDOWS and seconds > 0:

@@ -286,3 +286,12 @@ def test_a_worker_claims_what_it_runs_in_a_few_seconds_and_fills_only_what_fits(
     got = repo.claim_queued(limit=10, model=one_by_one.model_id, revision=None, worker="A", lease_seconds=60,
                             max_windows=sizes[ids[1]] + sizes[ids[2]], fit=True)
     assert [c.job_id for c in got] == ids[1:3]
+
+
+def test_a_worker_times_its_engine_before_its_first_claim(one_by_one, engine):
+    runner = JobRunner(None, engine, lease_seconds=60)
+    rate = runner.calibrate()
+    assert rate > 0 and runner.windows_per_second == rate
+    assert runner.max_windows == max(8, min(16384, int(rate * 3)))
+    runner.calibrate()  # a later call measures, but the first estimate stands until runs refine it
+    assert runner.windows_per_second == rate
