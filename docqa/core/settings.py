@@ -159,8 +159,8 @@ class Settings(_WithAnswerParams):  # type: ignore[misc, valid-type]
         gt=0,
         description="windows one worker run claims, and one broker message carries, at most (a run takes "
         "at least one job or part): work is sized by windows so no message is a straggler; unset: a message "
-        "carries 32, and a worker claims what it measured it computes in about 3 s (its first claim: 32 on "
-        "CPU, 4096 on GPU)",
+        "carries 32, and a worker claims what it computes in about 3 s, timed on its engine at start and on "
+        "its runs",
     )
     split_windows: int | None = Field(
         None,
