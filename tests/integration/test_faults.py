@@ -281,7 +281,8 @@ def test_the_worker_decides_its_batch_and_retry_and_follow_work(distributed_env,
     docs = tmp_path / "docs"
     write_corpus(docs, 40, seed=9, sizes=(20,))
     # The producer puts all 40 jobs in one message; the worker takes 16 at a time.
-    sub = docqa(["submit", str(docs), "-q", QUESTION], dict(env, DOCQA_WORKER_BATCH_JOBS="1000"))
+    sub = docqa(["submit", str(docs), "-q", QUESTION], dict(env, DOCQA_WORKER_BATCH_JOBS="1000",
+                                                            DOCQA_BATCH_WINDOWS="1000"))
     assert sub.returncode == 0 and "enqueued in 1 message;" in sub.stdout, sub.stdout
     submission = int(sub.stdout.split("submission ")[1].split(":")[0])
     workers.env = dict(env, DOCQA_WORKER_BATCH_JOBS="16")

@@ -124,7 +124,8 @@ def _answers(repo: Repository) -> list[tuple]:
 
 def test_a_worker_given_tokens_and_plans_tokenizes_no_document_and_answers_the_same(tmp_path, tiny_model,
                                                                                    chunker) -> None:
-    settings = Settings(model=tiny_model, device="cpu", worker_batch_jobs=4)
+    settings = Settings(model=tiny_model, device="cpu", worker_batch_jobs=4, split_windows=0,
+                        batch_windows=10_000)  # runs of 4 jobs, as with no plans: the same batches
     params = AnswerParams(top_k=2, max_seq_len=96, doc_stride=24)
     outcomes = {}
     for name, chunk in (("chunked", chunker), ("plain", None)):
