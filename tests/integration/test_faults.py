@@ -177,6 +177,10 @@ def test_whole_worker_killed_its_jobs_are_answered_by_another_within_a_minute(di
     docs = tmp_path / "docs"
     write_corpus(docs, 24, seed=6, sizes=(2500,))
     workers.start(2)
+    # Both ready before the work arrives: on a busy host the first may load its model last and
+    # find every job taken.
+    wait_for(lambda: workers.logs(None).count(" ready: model ") >= 2, timeout=120, what="two workers ready",
+             logs=workers.logs)
     sub = docqa(["submit", str(docs), "-q", QUESTION], env)
     assert sub.returncode == 0, sub.stderr
     repo = open_repo(env["DOCQA_DATABASE_URL"])
