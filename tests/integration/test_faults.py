@@ -175,7 +175,7 @@ def test_whole_worker_killed_its_jobs_are_answered_by_another_within_a_minute(di
     env = dict(distributed_env, DOCQA_WORKER_BATCH_JOBS="8", DOCQA_LEASE_SECONDS="6")
     workers.env = env
     docs = tmp_path / "docs"
-    write_corpus(docs, 24, seed=6, sizes=(2500,))
+    write_corpus(docs, 24, seed=6, sizes=(20000,))  # runs of seconds: time to catch the first worker mid-run
     workers.start(2)
     # Both ready before the work arrives: on a busy host the first may load its model last and
     # find every job taken.
