@@ -138,6 +138,18 @@ def test_goldens_split_through_the_store_give_the_whole_runs_answers(repo, one_b
         assert repo.answers_for_job(job) == want.answers, case["id"]
 
 
+def _split_one(repo, engine, *, seed: int):
+    """One 300-word job, split by runner "A" (4-window runs) into parts that wait queued:
+    (job id, runner, part ids)."""
+    text = " ".join(random.Random(seed).choice(WORDS) for _ in range(300))
+    [job] = _submit(repo, engine, [text], ["Where?"], AnswerParams(max_seq_len=48, doc_stride=8))
+    runner = JobRunner(repo, engine, lease_seconds=60, name="A", max_windows=4)
+    parts: list[int] = []
+    runner.on_split = parts.extend
+    runner.run([job], fill=False)
+    return job, runner, parts
+
+
 def test_a_long_job_runs_as_parts_any_worker_claims_and_is_answered_once(repo, one_by_one):
     text = " ".join(random.Random(3).choice(WORDS) for _ in range(900))
     params = AnswerParams(max_seq_len=48, doc_stride=8, top_k=3)
@@ -191,12 +203,7 @@ def test_parts_are_fenced_and_a_lost_range_is_the_only_one_run_again(repo, one_b
 
 
 def test_one_merge_wins_when_two_workers_finish_together(repo, one_by_one):
-    text = " ".join(random.Random(7).choice(WORDS) for _ in range(300))
-    [job] = _submit(repo, one_by_one, [text], ["Where?"], AnswerParams(max_seq_len=48, doc_stride=8))
-    a = JobRunner(repo, one_by_one, lease_seconds=60, name="A", max_windows=4)
-    parts: list[int] = []
-    a.on_split = parts.extend
-    a.run([job], fill=False)
+    job, a, parts = _split_one(repo, one_by_one, seed=7)
     for part in parts:
         [claimed] = repo.claim([part], worker="A", lease_seconds=60)
         result = one_by_one.run([QAItem(claimed.text, claimed.question, claimed.params,
@@ -212,12 +219,7 @@ def test_one_merge_wins_when_two_workers_finish_together(repo, one_by_one):
 
 
 def test_a_failed_part_fails_its_job_with_the_reason_and_its_parts_go(repo, one_by_one):
-    text = " ".join(random.Random(9).choice(WORDS) for _ in range(300))
-    [job] = _submit(repo, one_by_one, [text], ["Where?"], AnswerParams(max_seq_len=48, doc_stride=8))
-    a = JobRunner(repo, one_by_one, lease_seconds=60, name="A", max_windows=4)
-    parts: list[int] = []
-    a.on_split = parts.extend
-    a.run([job], fill=False)
+    job, a, parts = _split_one(repo, one_by_one, seed=9)
     # One part keeps killing its worker: attempts run out, the sweeper gives it up.
     victim = parts[1]
     for attempt in range(3):
@@ -253,12 +255,7 @@ def test_a_split_job_without_parts_is_queued_again_by_the_sweeper(repo, one_by_o
 
 
 def test_deleting_the_document_deletes_its_jobs_parts(repo, one_by_one):
-    text = " ".join(random.Random(13).choice(WORDS) for _ in range(300))
-    [job] = _submit(repo, one_by_one, [text], ["Where?"], AnswerParams(max_seq_len=48, doc_stride=8))
-    a = JobRunner(repo, one_by_one, lease_seconds=60, name="A", max_windows=4)
-    parts: list[int] = []
-    a.on_split = parts.extend
-    a.run([job], fill=False)
+    job, a, parts = _split_one(repo, one_by_one, seed=13)
     a.run([parts[0]], fill=False)
     repo.delete_documents(repo.resolve_external_id("doc0"))
     assert repo.job(job) is None and all(repo.job(p) is None for p in parts)
