@@ -345,9 +345,10 @@ def run_overhead(spec: dict, docs) -> dict:
     from types import SimpleNamespace
 
     import torch
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoConfig
 
-    from docqa.worker.engine import Engine, QAItem, learn_template
+    from docqa.core.tokenizer import load_tokenizer
+    from docqa.worker.engine import Engine, QAItem
 
     set_threads(spec["threads"])
     config = AutoConfig.from_pretrained(spec["model"])
@@ -366,8 +367,9 @@ def run_overhead(spec: dict, docs) -> dict:
                                    end_logits=4 * torch.randn(shape, generator=self.gen))
 
     engine = Engine(spec["model"], device="cpu", dtype="float32", batch_tokens=spec["batch_tokens"])
-    engine._tokenizer = AutoTokenizer.from_pretrained(spec["model"])  # internals: no real model loaded
-    engine._template = learn_template(engine._tokenizer)
+    # internals: no real model loaded
+    engine._qat = load_tokenizer(spec["model"])
+    engine._tokenizer = engine._qat.hf
     engine._device, engine._dtype, engine._model = "cpu", torch.float32, Instant()
     items = pairs(docs)
     qa = [QAItem(text, q) for _, q, text in items]
@@ -464,17 +466,18 @@ def run_ort(spec: dict, docs) -> dict:
     """docqa's Engine with its model swapped for an ONNX Runtime session (prototype backend)."""
     import onnxruntime
     import torch
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoConfig
 
-    from docqa.worker.engine import Engine, learn_template
+    from docqa.core.tokenizer import load_tokenizer
+    from docqa.worker.engine import Engine
 
     set_threads(spec["threads"])
     fp32, int8 = onnx_paths(spec)
     t0 = time.perf_counter()
     engine = Engine(spec["model"], device="cpu", dtype="float32", batch_tokens=spec["batch_tokens"])
     # Engine internals, set by hand so the torch model is never loaded (peak RSS is ORT's).
-    engine._tokenizer = AutoTokenizer.from_pretrained(spec["model"])
-    engine._template = learn_template(engine._tokenizer)
+    engine._qat = load_tokenizer(spec["model"])
+    engine._tokenizer = engine._qat.hf
     engine._device, engine._dtype = "cpu", torch.float32
     engine._model = ort_module(int8 if spec.get("quantize") == "int8" else fp32, spec["threads"],
                                AutoConfig.from_pretrained(spec["model"]))

@@ -64,10 +64,14 @@ Deliberately different from 5.2.0:
   * max_seq_len < 1: ValueError (5.2.0 ignored 0, meaning no truncation);
   * a tokenizer that cannot be loaded raises its own error (5.2.0 swallowed it and then
     failed with the missing-tokenizer TypeError);
-  * fast (Rust) tokenizers only, question first (right padding): a slow or question-second
-    tokenizer is a ValueError (5.2.0 had a slow-tokenizer path); `use_fast=False` still
-    loads the fast tokenizer, with a warning. max_question_len (slow path only) is ignored,
-    as with any fast tokenizer in 5.2.0;
+  * fast (Rust) tokenizers only: a slow tokenizer is a ValueError (5.2.0 had a slow-tokenizer
+    path); `use_fast=False` still loads the fast tokenizer, with a warning. max_question_len
+    (slow path only) is ignored, as with any fast tokenizer in 5.2.0. A left-padding
+    tokenizer (XLNet) puts the context first, as 5.2.0 did;
+  * a tokenizer given by name is loaded under docqa's tokenizer contract (the checkpoint's
+    tokenizer.json and pair template: docqa.core.tokenizer), not by the installed class;
+    `pair_template="transformers-5.2"` (at construction or per call) feeds what 5.2.0's
+    classes fed where they differ (XLM-RoBERTa, ALBERT, XLNet, ElectraTokenizer checkpoints);
   * padding="max_length" is validated but windows are padded only to the longest window of
     their batch: answers are the same, scores can move in the ~7th significant digit (as
     they do in 5.2.0 between batch sizes). num_workers has no effect;
@@ -134,6 +138,13 @@ def _sanitize_parameters(**kwargs: Any) -> tuple[dict, dict]:
     for key in ("handle_impossible_answer", "align_to_words"):
         if kwargs.get(key) is not None:
             post[key] = bool(kwargs[key])  # 5.2.0 tested truthiness
+    template = kwargs.get("pair_template")
+    if template is not None:  # docqa's own parameter: see docqa.core.tokenizer
+        from docqa.core.tokenizer import PAIR_TEMPLATES
+
+        if template not in PAIR_TEMPLATES:
+            raise ValueError(f"pair_template must be one of {', '.join(PAIR_TEMPLATES)} (got {template!r})")
+        post["pair_template"] = template
     return pre, post
 
 
@@ -243,10 +254,9 @@ class QuestionAnsweringPipeline:
                 "character offsets only fast (Rust) tokenizers give; load it with AutoTokenizer.from_pretrained(...)"
             )
         try:
-            self._engine = Engine.from_loaded(model, tokenizer, span_path="numpy")
+            self._engine = Engine.from_loaded(model, tokenizer, span_path="numpy", reference_spans=True)
         except ModelLoadError as exc:
             raise ValueError(str(exc)) from None
-        self._pair_specials = tokenizer.num_special_tokens_to_add(pair=True)
         self._lock = threading.Lock()
         self.call_count = 0
         self._batch_size = kwargs.pop("batch_size", None)
@@ -310,7 +320,8 @@ class QuestionAnsweringPipeline:
         q_ids = tok(questions, add_special_tokens=False)["input_ids"] if questions else []
         q_len = dict(zip(questions, map(len, q_ids)))
         limit = engine.max_model_len
-        specials = self._pair_specials
+        pair_template = post.get("pair_template", "checkpoint")
+        specials = engine.template(AnswerParams(pair_template=pair_template)).n_special
         top_k = post.get("top_k", 1)
         items = []
         for i, (question, context) in enumerate(pairs):  # 5.2.0's order: input by input
@@ -351,6 +362,7 @@ class QuestionAnsweringPipeline:
                 handle_impossible_answer=post.get("handle_impossible_answer", False),
                 align_to_words=post.get("align_to_words", True),
                 merge_by_text=True,
+                pair_template=pair_template,
             )
             items.append(QAItem(context, question, params, tokens=docs[context]))
         with self._lock:
@@ -560,5 +572,11 @@ def pipeline(
             tok_kwargs = {k: v for k, v in model_kwargs.items() if k not in ("dtype", "torch_dtype", "device_map")}
         if not use_fast:
             log.warning("use_fast=False: docqa's pipeline needs a fast tokenizer; loading the fast one")
-        tokenizer = AutoTokenizer.from_pretrained(identifier, use_fast=True, **hub_kwargs, **tok_kwargs)
+        if tok_kwargs:  # loader options only the tokenizer class knows: the class, as asked
+            tokenizer = AutoTokenizer.from_pretrained(identifier, use_fast=True, **hub_kwargs, **tok_kwargs)
+        else:  # docqa's tokenizer contract: the checkpoint's tokenizer.json and pair template
+            from docqa.core.tokenizer import load_tokenizer
+
+            tokenizer = load_tokenizer(identifier, revision, local_only=hub_kwargs["local_files_only"],
+                                       compare_class=True, token=token).hf
     return pipeline_class(model=model, tokenizer=tokenizer, task=task, device=device, **kwargs)

@@ -13,14 +13,13 @@ import logging
 import threading
 
 from docqa.core.params import AnswerParams
+from docqa.core.tokenizer import QATokenizer, TokenizerError, load_tokenizer, wrap_tokenizer
 from docqa.core.windows import (
     DocumentTokens,
     WindowError,
     WindowPlan,
     plan_windows,
-    require_fast,
     tokenize_documents,
-    tokenizer_key,
     window_ranges,
 )
 
@@ -30,15 +29,18 @@ class ChunkerUnavailable(RuntimeError):
 
 
 class Chunker:
-    """A fast tokenizer and what windowing needs from it."""
+    """A model's tokenizer (docqa.core.tokenizer's contract) and what windowing needs from it."""
 
     def __init__(self, tokenizer) -> None:
-        require_fast(tokenizer)
-        self.tokenizer = tokenizer
-        self.key = tokenizer_key(tokenizer)
-        # Special tokens around a (question, context) pair: [CLS] q [SEP] c [SEP] has 3.
-        self.n_special = tokenizer.num_special_tokens_to_add(pair=True)
+        self.qat = tokenizer if isinstance(tokenizer, QATokenizer) else wrap_tokenizer(tokenizer)
+        self.tokenizer = self.qat.hf
+        self.key = self.qat.key
         self._questions: dict[str, int] = {}
+
+    @property
+    def n_special(self) -> int:
+        """Special tokens around a (question, context) pair: [CLS] q [SEP] c [SEP] has 3."""
+        return self.qat.template().n_special
 
     @classmethod
     def load(cls, model: str, revision: str | None = None) -> Chunker:
@@ -54,19 +56,14 @@ class Chunker:
         except ModelLoadError as exc:
             raise ChunkerUnavailable(str(exc)) from None
         try:
-            # The generic fast tokenizer over the model's tokenizer.json: the same Rust
-            # tokenizer AutoTokenizer gives the worker (same tokenizer_key), without
-            # AutoTokenizer's model config, whose import pulls in torch.
-            from transformers import PreTrainedTokenizerFast
-
-            tokenizer = PreTrainedTokenizerFast.from_pretrained(model, revision=revision, local_files_only=local_only)
+            # The loader workers use too (same tokenizer_key, same pair template); the
+            # worker also compares it with the installed tokenizer class.
+            return cls(load_tokenizer(model, revision, local_only=local_only))
+        except TokenizerError as exc:
+            raise ChunkerUnavailable(str(exc)) from None
         except Exception as exc:  # missing files, no network, not a model: any of these
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ChunkerUnavailable(f"cannot load the tokenizer of {model!r}: {first}") from None
-        try:
-            return cls(tokenizer)
-        except WindowError as exc:
-            raise ChunkerUnavailable(str(exc)) from None
 
     def tokenize(self, text: str) -> DocumentTokens:
         return tokenize_documents(self.tokenizer, [text])[0]
@@ -89,7 +86,7 @@ class Chunker:
         q = self.question_tokens(question)
         try:
             spans = plan_windows(len(tokens), q, max_seq_len=params.max_seq_len, doc_stride=params.doc_stride,
-                                 n_special=self.n_special)
+                                 n_special=self.qat.template(params.pair_template).n_special)
         except WindowError:
             return None
         return WindowPlan(self.key, q, tuple(window_ranges(tokens, spans)))

@@ -23,14 +23,13 @@ import numpy as np
 from docqa.core.answer import Answer
 from docqa.core.labels import model_label
 from docqa.core.params import AnswerParams
+from docqa.core.tokenizer import PairTemplate, QATokenizer, TokenizerError, load_tokenizer, wrap_tokenizer
 from docqa.core.windows import (
     DocumentTokens,
     WindowError,
     WindowPlan,
     plan_windows,
-    require_fast,
     tokenize_documents,
-    tokenizer_key,
 )
 from docqa.worker.batching import bucket_rows, bucket_width, plan_batches
 from docqa.worker.device_spans import DeviceCandidates
@@ -91,49 +90,6 @@ class QAResult:
     @property
     def ok(self) -> bool:
         return self.error is None
-
-
-@dataclass(frozen=True)
-class PairTemplate:
-    """How the tokenizer lays out a (question, context) pair, learnt from the tokenizer.
-
-    For BERT-style models: prefix [CLS], middle [SEP], suffix [SEP].
-    """
-
-    prefix: tuple[int, ...]
-    middle: tuple[int, ...]
-    suffix: tuple[int, ...]
-    type_ids: tuple[int, int, int, int, int] | None  # prefix, question, middle, context, suffix
-
-    @property
-    def n_special(self) -> int:
-        return len(self.prefix) + len(self.middle) + len(self.suffix)
-
-
-def learn_template(tokenizer) -> PairTemplate:
-    enc = tokenizer("a", "b", return_token_type_ids=True)
-    ids = enc["input_ids"]
-    seq = enc.sequence_ids()
-    q = [i for i, s in enumerate(seq) if s == 0]
-    c = [i for i, s in enumerate(seq) if s == 1]
-    if not q or not c or tokenizer.padding_side != "right":
-        raise ModelLoadError(
-            f"tokenizer {type(tokenizer).__name__} does not put the question first in a "
-            "(question, context) pair; docqa supports question-first (right-padding) tokenizers"
-        )
-    type_ids = None
-    tt = enc.get("token_type_ids")
-    if tt is not None:
-        pre = tt[0] if q[0] > 0 else tt[q[0]]
-        mid = tt[q[-1] + 1] if c[0] > q[-1] + 1 else tt[q[-1]]
-        suf = tt[c[-1] + 1] if c[-1] + 1 < len(ids) else tt[c[-1]]
-        type_ids = (pre, tt[q[0]], mid, tt[c[0]], suf)
-    return PairTemplate(
-        prefix=tuple(ids[: q[0]]),
-        middle=tuple(ids[q[-1] + 1 : c[0]]),
-        suffix=tuple(ids[c[-1] + 1 :]),
-        type_ids=type_ids,
-    )
 
 
 @dataclass
@@ -201,6 +157,7 @@ class Engine:
         pad_buckets: bool | str = "auto",
         compile: str = "off",
         overlap: bool = True,
+        reference_spans: bool = False,
     ) -> None:
         if batch_tokens is not None and batch_tokens <= 0:
             raise ValueError(f"batch_tokens must be positive (got {batch_tokens})")
@@ -224,6 +181,11 @@ class Engine:
         self.fast_note: str | None = None
         self.max_batch_windows = max_batch_windows  # windows per forward at most (None: budget only)
         self.span_path_request = span_path
+        # Context-first models (XLNet): transformers' pipeline let any token of a window start or
+        # end a span, mapping question tokens onto the document's characters (offsets such as
+        # 54:0, or past its end). The drop-in reproduces that (True); answers that are stored
+        # with provenance come from the context and CLS only (False), so each is a document span.
+        self.reference_spans = reference_spans
         self.pad_buckets_request = pad_buckets
         self.compile_mode = compile
         # Pipeline batches one deep (build and launch the next before decoding this one); off
@@ -233,7 +195,8 @@ class Engine:
         self._eager_model = None  # the model before torch.compile, while the compiled one is used
         self._tokenizer = None
         self._model = None
-        self._template: PairTemplate | None = None
+        self._qat: QATokenizer | None = None  # the tokenizer under docqa's contract (its pair templates)
+        self._feeds_types = False  # whether the model takes token_type_ids
         self._device = None
         self._dtype = None
         self._buffers: PinnedBuffers | None = None  # host-to-device copies (pinned on CUDA)
@@ -243,7 +206,6 @@ class Engine:
         self.documents_tokenized = 0  # documents this engine tokenized (not given tokens)
         self.plans_used = 0  # windows taken from plans fixed at submit
         self.plans_refused = 0  # plans that disagreed with this engine's windows (its own used)
-        self._tokenizer_key: str | None = None
         # Called after each forward with (windows, real tokens, padded tokens, seconds of the
         # forward and the copy of its results: on CUDA by the device's clock, so time the batch
         # waited behind the one before is not counted): the worker's metrics. None: nothing.
@@ -277,20 +239,21 @@ class Engine:
         batch_tokens: int | None = None,
         max_batch_windows: int | None = None,
         span_path: str = "auto",
+        reference_spans: bool = False,
     ) -> "Engine":
         """An engine around a model and tokenizer the caller has already loaded (e.g. for
         `docqa.pipeline(model=<PreTrainedModel>, tokenizer=<tokenizer>)`).
 
         They are used as they are: on the model's device, in its dtype, in its current
         train/eval mode, with no copy and no cast; `warm_up()` then does nothing. The
-        tokenizer must be a fast, question-first one (ModelLoadError otherwise, as in
-        `warm_up`). `model_id` names the model in labels (default: its `name_or_path`).
+        tokenizer must be a fast one that joins pairs (ModelLoadError otherwise, as in
+        `warm_up`); its padding side says which text comes first, as in transformers'
+        pipeline. `model_id` names the model in labels (default: its `name_or_path`).
         """
         try:
-            require_fast(tokenizer)
-        except WindowError as exc:
+            qat = wrap_tokenizer(tokenizer)
+        except TokenizerError as exc:
             raise ModelLoadError(str(exc)) from None
-        template = learn_template(tokenizer)
         device = str(model.device)
         dtype = model.dtype
         name = model_id or getattr(model, "name_or_path", None) or type(model).__name__
@@ -302,9 +265,9 @@ class Engine:
             batch_tokens=batch_tokens,
             max_batch_windows=max_batch_windows,
             span_path=span_path,
+            reference_spans=reference_spans,
         )
-        engine._template = template
-        engine._tokenizer = tokenizer
+        engine._use_tokenizer(qat, model)
         engine._buffers = PinnedBuffers(device)
         engine._device = device
         engine._dtype = dtype
@@ -354,9 +317,8 @@ class Engine:
     def tokenizer_key(self) -> str:
         """sha256 of this engine's tokenizer definition: stored tokens and plans made under
         the same key are this tokenizer's."""
-        if self._tokenizer_key is None:
-            self._tokenizer_key = tokenizer_key(self.tokenizer)
-        return self._tokenizer_key
+        self.warm_up()
+        return self._qat.key
 
     @property
     def device(self) -> str:
@@ -371,7 +333,7 @@ class Engine:
         # hub (a cached model then loads from the cache) instead of the hub client's retries.
         local_only = locate_model(self.model_id, self.revision)
         import torch
-        from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+        from transformers import AutoModelForQuestionAnswering
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # a per-load progress bar is noise in worker logs
@@ -381,16 +343,15 @@ class Engine:
             self.dtype_request, self.quantize, self.fast_note = apply_fast(self.dtype_request, self.quantize, device)
         dtype = resolve_dtype(self.dtype_request, device)
         try:
-            tokenizer = AutoTokenizer.from_pretrained(self.model_id, revision=self.revision, local_files_only=local_only)
+            qat = load_tokenizer(self.model_id, self.revision, local_only=local_only, compare_class=True)
             model = AutoModelForQuestionAnswering.from_pretrained(
                 self.model_id, revision=self.revision, dtype=torch.float32, local_files_only=local_only
             )
+        except TokenizerError as exc:
+            raise ModelLoadError(str(exc)) from None
         except (OSError, ValueError) as exc:
             raise ModelLoadError(_not_loadable(self.model_id, self.model_label, exc)) from None
-        try:
-            require_fast(tokenizer)
-        except WindowError as exc:
-            raise ModelLoadError(str(exc)) from None
+        self._use_tokenizer(qat, model)
         model.eval()
         if self.quantize == "int8":
             if device != "cpu":
@@ -405,13 +366,31 @@ class Engine:
         if self.compile_mode != "off":
             self._eager_model = model
             model = torch.compile(model, mode=None if self.compile_mode == "default" else self.compile_mode)
-        self._template = learn_template(tokenizer)
-        self._tokenizer = tokenizer
         self._buffers = PinnedBuffers(device)
         self._device = device
         self._dtype = dtype
         self._model = model
         return self
+
+    def _use_tokenizer(self, qat: QATokenizer, model) -> None:
+        import inspect
+
+        self._qat, self._tokenizer = qat, qat.hf
+        # Token types go to every model whose forward takes them (for models whose tokenizer
+        # class left them out, RoBERTa's, they are all 0: the model's own default).
+        self._feeds_types = "token_type_ids" in inspect.signature(model.forward).parameters
+
+    def template(self, params: AnswerParams = DEFAULT_PARAMS) -> PairTemplate:
+        """How this model's (question, context) pairs are joined under `params.pair_template`."""
+        self.warm_up()
+        return self._qat.template(params.pair_template)
+
+    @property
+    def tokenizer_note(self) -> str | None:
+        """How the installed tokenizer class disagrees with the checkpoint's tokenizer.json
+        (None when it agrees); docqa follows tokenizer.json."""
+        self.warm_up()
+        return self._qat.disagreement
 
     # -- answering ---------------------------------------------------------------
     def answer(self, text: str, question: str, params: AnswerParams = DEFAULT_PARAMS) -> list[Answer]:
@@ -441,8 +420,20 @@ class Engine:
         one window with no context tokens, whose only spans are at CLS ("" at 0..0).
         """
         self.warm_up()
+        typed = [self.template(item.params).type_ids is not None for item in items]
+        if len(set(typed)) < 2:
+            return self._run(items, allow_empty)
+        # Some items feed token types and others none (pair_template transformers-5.2 on ALBERT,
+        # XLNet, ELECTRA): separate forwards, as no types is not all-zero types for XLNet.
+        results: list = [None] * len(items)
+        for flag in (True, False):
+            chosen = [i for i, t in enumerate(typed) if t is flag]
+            for i, res in zip(chosen, self._run([items[i] for i in chosen], allow_empty)):
+                results[i] = res
+        return results
+
+    def _run(self, items: Sequence[QAItem], allow_empty: bool) -> list[QAResult]:
         tok = self._tokenizer
-        template = self._template
         results = [QAResult() for _ in items]
 
         # Tokenize each distinct document and question once.
@@ -455,23 +446,23 @@ class Engine:
         for text, toks in zip(todo, tokenize_documents(tok, todo)):
             doc_tokens[text] = toks
         questions = list(dict.fromkeys(it.question for it in items))
-        q_ids = dict(
-            # verbose=False: a question too long for the window fails with its reason below, so
-            # transformers' "Token indices sequence length is longer..." warning would only repeat it.
-            zip(questions, tok(questions, add_special_tokens=False, verbose=False)["input_ids"] if questions else [])
-        )
+        # Questions as documents are (ids, offsets, words): a context-first model's spans can
+        # fall on question tokens, and map to characters through them.
+        q_tokens = dict(zip(questions, tokenize_documents(tok, questions)))
 
         # Windows of every item: (item index, layout, input ids).
         windows: list[tuple[int, WindowLayout, np.ndarray]] = []
         for i, item in enumerate(items):
-            qi = q_ids[item.question]
+            question = q_tokens[item.question]
+            template = self._qat.template(item.params.pair_template)
             try:
-                spans = self._spans(item, doc_tokens[item.text], qi, allow_empty)
+                spans = self._spans(item, doc_tokens[item.text], len(question), template, allow_empty)
             except WindowError as exc:
                 results[i].error = str(exc)
                 continue
             results[i].n_windows = len(spans)
-            windows += [(i, layout, ids) for layout, ids in self._window_inputs(doc_tokens[item.text], qi, spans)]
+            windows += [(i, layout, ids)
+                        for layout, ids in self._window_inputs(doc_tokens[item.text], question, spans, template)]
 
         scored = self._score_windows(windows, items)
         per_item: dict[int, list] = {}
@@ -489,7 +480,8 @@ class Engine:
             results[i].answers = merge_answers(item.text, wins, offsets, word_ids, item.params)
         return results
 
-    def _spans(self, item: QAItem, doc: DocumentTokens, qi: list[int], allow_empty: bool) -> list[tuple[int, int]]:
+    def _spans(self, item: QAItem, doc: DocumentTokens, n_question: int, template: PairTemplate,
+               allow_empty: bool) -> list[tuple[int, int]]:
         """The item's windows as document token ranges (only its `window_range` of them for a
         part of a split job); WindowError says why it has none."""
         if not allow_empty and not item.question.strip():
@@ -497,15 +489,15 @@ class Engine:
         if item.params.max_seq_len > self.max_model_len:
             raise WindowError(f"max_seq_len {item.params.max_seq_len} is more than this model takes "
                               f"({self.max_model_len} tokens); lower max_seq_len")
-        p, n_special = item.params, self._template.n_special
-        if allow_empty and (len(doc) == 0 or len(qi) == 0):
-            spans = _windows_allowing_empty(len(doc), len(qi), p, n_special)
+        p, n_special = item.params, template.n_special
+        if allow_empty and (len(doc) == 0 or n_question == 0):
+            spans = _windows_allowing_empty(len(doc), n_question, p, n_special)
         else:
-            spans = plan_windows(len(doc), len(qi), max_seq_len=p.max_seq_len, doc_stride=p.doc_stride,
+            spans = plan_windows(len(doc), n_question, max_seq_len=p.max_seq_len, doc_stride=p.doc_stride,
                                  n_special=n_special)
             # A plan fixed at submit by the producer: the same rule must give the same windows
             # here, else this engine's own windows are the reference.
-            if item.plan is not None and item.plan.question_tokens == len(qi) and item.plan.spans == spans:
+            if item.plan is not None and item.plan.question_tokens == n_question and item.plan.spans == spans:
                 self.plans_used += 1
             elif item.plan is not None:
                 self.plans_refused += 1
@@ -518,17 +510,28 @@ class Engine:
             raise WindowError(f"window range {start}-{end} is outside this job's {len(spans)} windows")
         return spans[start:end]
 
-    def _window_inputs(self, doc: DocumentTokens, qi: list[int], spans) -> list[tuple[WindowLayout, np.ndarray]]:
-        """Each window's layout and input ids: prefix, question, middle, its context, suffix."""
-        template, cls = self._template, self._tokenizer.cls_token_id
-        head = np.asarray([*template.prefix, *qi, *template.middle], dtype=np.int64)
-        tail = np.asarray(template.suffix, dtype=np.int64)
+    def _window_inputs(self, doc: DocumentTokens, question: DocumentTokens, spans,
+                       template: PairTemplate) -> list[tuple[WindowLayout, np.ndarray]]:
+        """Each window's layout and input ids: the template around the question and its context."""
+        cls = self._tokenizer.cls_token_id
+        n_q = len(question)
+        # A context-first pair (XLNet) with the reference's spans: any token may start or end one,
+        # so the question's words and characters travel with the layout. Without them, only its
+        # context tokens may (a span from the context to the CLS at its end is no document span).
+        extra = {} if template.question_first or not self.reference_spans else {
+            "any_token": True,
+            "question_words": tuple(question.word_ids.tolist()),
+            "question_chars": tuple(map(tuple, question.offsets.tolist())),
+        }
+        keep_cls = cls is not None and (template.question_first or self.reference_spans)
         out = []
         for start, end in spans:
-            ids = np.concatenate([head, doc.ids[start:end], tail])
-            cls_positions = tuple(np.flatnonzero(ids == cls).tolist()) if cls is not None else ()
-            out.append((WindowLayout(seq_len=int(ids.shape[0]), context_offset=int(head.shape[0]), doc_start=start,
-                                     doc_end=end, cls_positions=cls_positions), ids))
+            ids = template.join(question.ids, doc.ids[start:end])
+            context_offset, question_offset = template.offsets(n_q, end - start)
+            cls_positions = tuple(np.flatnonzero(ids == cls).tolist()) if keep_cls else ()
+            out.append((WindowLayout(seq_len=int(ids.shape[0]), context_offset=context_offset, doc_start=start,
+                                     doc_end=end, cls_positions=cls_positions, question_offset=question_offset,
+                                     **extra), ids))
         return out
 
     @property
@@ -598,7 +601,8 @@ class Engine:
 
         tok = self._tokenizer
         pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-        use_types = self._template.type_ids is not None and "token_type_ids" in tok.model_input_names
+        # One batch is all typed or all untyped (run() keeps them apart): the batch's first says.
+        use_types = self._feeds_types and self.template(items[windows[batch[0]][0]].params).type_ids is not None
         on_device = self.span_path == "device"
         width = max(planned[j] for j in batch)
         n_rows = (bucket_rows(len(batch), width, self.batch_tokens, self.max_batch_windows) if self.pad_buckets
@@ -613,7 +617,7 @@ class Engine:
             ids[row, : lengths[j]] = windows[j][2]
             mask[row, : lengths[j]] = 1
             if use_types:
-                types[row, : lengths[j]] = self._type_row(layout)
+                types[row, : lengths[j]] = self._type_row(layout, items[windows[j][0]].params)
             if on_device:
                 allowed[row, : lengths[j]] = layout.allowed_mask()
         slot = 4 * parity
@@ -734,15 +738,6 @@ class Engine:
                 s_log[0], e_log[0] = cls_start[r], cls_end[r]  # the window's null logits
                 out[j] = (cands, float(got.null_scores[r]), s_log, e_log)
 
-    def _type_row(self, layout: WindowLayout) -> np.ndarray:
-        pre, q, mid, c, suf = self._template.type_ids
-        t = self._template
-        n_q = layout.context_offset - len(t.prefix) - len(t.middle)
-        parts = [
-            np.full(len(t.prefix), pre),
-            np.full(n_q, q),
-            np.full(len(t.middle), mid),
-            np.full(layout.n_context, c),
-            np.full(len(t.suffix), suf),
-        ]
-        return np.concatenate(parts)
+    def _type_row(self, layout: WindowLayout, params: AnswerParams) -> np.ndarray:
+        template = self._qat.template(params.pair_template)
+        return template.type_row(layout.seq_len - template.n_special - layout.n_context, layout.n_context)

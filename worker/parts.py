@@ -40,11 +40,14 @@ def encode_windows(windows: list) -> bytes:
     for layout, cands, null, s_log, e_log in windows:
         starts = sorted({0, *(c.start for c in cands)})
         ends = sorted({0, *(c.end for c in cands)})
-        out.append([
+        row = [
             layout.seq_len, layout.context_offset, layout.doc_start, layout.doc_end, list(layout.cls_positions),
             float(null), [[c.start, c.end, c.score] for c in cands],
             starts, np.asarray(s_log)[starts].tolist(), ends, np.asarray(e_log)[ends].tolist(),
-        ])
+        ]
+        if layout.any_token:  # a context-first window: where its question sits, for span_chars
+            row.append([layout.question_offset, list(layout.question_words), [list(c) for c in layout.question_chars]])
+        out.append(row)
     return zlib.compress(json.dumps({"format": FORMAT, "windows": out}, separators=(",", ":")).encode(), 3)
 
 
@@ -55,9 +58,14 @@ def decode_windows(data: bytes) -> list:
     if doc.get("format") != FORMAT:
         raise ValueError(f"part results in format {doc.get('format')!r}; this worker reads format {FORMAT}")
     windows = []
-    for seq_len, ctx, start, end, cls, null, cands, starts, s_vals, ends, e_vals in doc["windows"]:
+    for seq_len, ctx, start, end, cls, null, cands, starts, s_vals, ends, e_vals, *question in doc["windows"]:
+        extra = {}
+        if question:
+            q_offset, q_words, q_chars = question[0]
+            extra = {"any_token": True, "question_offset": q_offset, "question_words": tuple(q_words),
+                     "question_chars": tuple(tuple(c) for c in q_chars)}
         layout = WindowLayout(seq_len=seq_len, context_offset=ctx, doc_start=start, doc_end=end,
-                              cls_positions=tuple(cls))
+                              cls_positions=tuple(cls), **extra)
         s_log = np.full(seq_len, np.nan, dtype=np.float32)
         e_log = np.full(seq_len, np.nan, dtype=np.float32)
         s_log[starts] = s_vals

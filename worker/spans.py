@@ -44,6 +44,13 @@ class WindowLayout:
     doc_start, doc_end: the window's slice of the document's tokens (end exclusive).
     cls_positions: positions holding the CLS token id (kept selectable, as the
         reference keeps them for models that point at CLS for "no answer").
+    any_token: every position may start or end an answer. transformers' pipeline masks
+        nothing for a context-first tokenizer (XLNet): its mask only knew question-first
+        pairs. A span over question or special tokens then maps to characters as the
+        reference mapped it (see `span_chars`).
+    question_offset, question_words, question_chars: where the question's tokens sit,
+        their word indexes and their (start, end) characters in the question: what
+        `span_chars` needs for such spans (set only with any_token).
     """
 
     seq_len: int
@@ -51,6 +58,10 @@ class WindowLayout:
     doc_start: int
     doc_end: int
     cls_positions: tuple[int, ...] = (0,)
+    any_token: bool = False
+    question_offset: int = 0
+    question_words: tuple[int, ...] = ()
+    question_chars: tuple[tuple[int, int], ...] = ()
 
     @property
     def n_context(self) -> int:
@@ -58,6 +69,8 @@ class WindowLayout:
 
     def allowed_mask(self) -> np.ndarray:
         """True for tokens that may start or end an answer: the context and CLS."""
+        if self.any_token:
+            return np.ones(self.seq_len, dtype=bool)
         allowed = np.zeros(self.seq_len, dtype=bool)
         allowed[self.context_offset : self.context_offset + self.n_context] = True
         allowed[list(self.cls_positions)] = True
@@ -201,31 +214,54 @@ def span_chars(
     """Character [start, end) of a candidate in the document.
 
     With align_to_words the span widens to the words holding its first and last
-    tokens, counting only their tokens inside the window (a word cut by the window's edge
-    maps to its part in the window, as in the reference's per-window encoding); a token
-    outside any word (CLS) falls back to plain token offsets for the whole span, as in
-    the reference, and a special token's offsets are (0, 0). Only the start's word is
-    walked back and the end's forward: the characters the span uses.
+    tokens, counting only the context tokens inside the window (a word cut by the
+    window's edge maps to its part in the window, as in the reference's per-window
+    encoding). When either end has no word there (CLS or another special token, or a
+    question token whose word index names no context word in the window), the whole span
+    falls back to plain token offsets, as in the reference: a special token's are (0, 0),
+    a question token's are its characters in the question (read, as the reference read
+    them, as if they were the document's).
     """
-    ctx, doc_start, doc_end = layout.context_offset, layout.doc_start, layout.doc_end
     if align_to_words:
-        s_doc = cand.start - ctx + doc_start
-        e_doc = cand.end - ctx + doc_start
-        if doc_start <= s_doc < doc_end and doc_start <= e_doc < doc_end:
-            s_word, e_word = word_ids[s_doc], word_ids[e_doc]
-            if s_word >= 0 and e_word >= 0:
-                lo = s_doc  # the first token of the start's word inside the window
-                while lo - 1 >= doc_start and word_ids[lo - 1] == s_word:
-                    lo -= 1
-                hi = e_doc  # the last token of the end's word inside the window
-                while hi + 1 < doc_end and word_ids[hi + 1] == e_word:
-                    hi += 1
-                return int(offsets[lo, 0]), int(offsets[hi, 1])
-    n_context = doc_end - doc_start
-    s_pos, e_pos = cand.start - ctx, cand.end - ctx
-    char_start = int(offsets[doc_start + s_pos, 0]) if 0 <= s_pos < n_context else 0
-    char_end = int(offsets[doc_start + e_pos, 1]) if 0 <= e_pos < n_context else 0
-    return char_start, char_end
+        s_range = _word_chars(cand.start, layout, offsets, word_ids)
+        e_range = _word_chars(cand.end, layout, offsets, word_ids)
+        if s_range is not None and e_range is not None:
+            return s_range[0], e_range[1]
+    return _token_chars(cand.start, layout, offsets)[0], _token_chars(cand.end, layout, offsets)[1]
+
+
+def _word_chars(pos: int, layout: WindowLayout, offsets: np.ndarray, word_ids: np.ndarray) -> tuple[int, int] | None:
+    """(start, end) characters of the window's context tokens that belong to the word of
+    the token at window position `pos` (numbered in that token's own text), or None."""
+    lo_doc, hi_doc = layout.doc_start, layout.doc_end
+    c = pos - layout.context_offset
+    if 0 <= c < layout.n_context:
+        lo = hi = lo_doc + c
+        word = word_ids[lo]
+        if word < 0:
+            return None
+        while lo - 1 >= lo_doc and word_ids[lo - 1] == word:  # a word's tokens are contiguous
+            lo -= 1
+        while hi + 1 < hi_doc and word_ids[hi + 1] == word:
+            hi += 1
+        return int(offsets[lo, 0]), int(offsets[hi, 1])
+    q = pos - layout.question_offset
+    if not layout.question_words or not 0 <= q < len(layout.question_words) or layout.question_words[q] < 0:
+        return None
+    hits = np.flatnonzero(word_ids[lo_doc:hi_doc] == layout.question_words[q])
+    if hits.shape[0] == 0:
+        return None
+    return int(offsets[lo_doc + hits[0], 0]), int(offsets[lo_doc + hits[-1], 1])
+
+
+def _token_chars(pos: int, layout: WindowLayout, offsets: np.ndarray) -> tuple[int, int]:
+    c = pos - layout.context_offset
+    if 0 <= c < layout.n_context:
+        return int(offsets[layout.doc_start + c, 0]), int(offsets[layout.doc_start + c, 1])
+    q = pos - layout.question_offset
+    if layout.question_chars and 0 <= q < len(layout.question_chars):
+        return layout.question_chars[q]
+    return 0, 0
 
 
 def merge_answers(

@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # The fields AnswerParams had when the first jobs were stored: they are always part of a
@@ -38,6 +40,12 @@ class AnswerParams(BaseModel):
         True,
         description="merge equal answer texts across windows (pipeline behaviour); "
         "false (`--keep-occurrences`) keeps separate occurrences apart",
+    )
+    pair_template: Literal["checkpoint", "transformers-5.2"] = Field(
+        "checkpoint",
+        description="how question and context are joined: as the checkpoint's tokenizer.json says "
+        "(checkpoint), or as transformers 5.2.0's tokenizer classes did (transformers-5.2: differs for "
+        "XLM-RoBERTa, ALBERT, XLNet and ElectraTokenizer checkpoints; README: Model families)",
     )
 
     @model_validator(mode="after")

@@ -48,7 +48,7 @@ def chunker(tiny_model) -> Chunker:
 
 def test_tokens_round_trip_and_plans_equal_the_worker_windows(engine, chunker) -> None:
     assert chunker.key == engine.tokenizer_key
-    assert chunker.n_special == engine._template.n_special
+    assert chunker.n_special == engine.template().n_special
     for text in TEXTS:
         tokens = chunker.tokenize(text)
         reference = tokenize_documents(engine.tokenizer, [text])[0]
@@ -62,7 +62,7 @@ def test_tokens_round_trip_and_plans_equal_the_worker_windows(engine, chunker) -
                 plan = chunker.plan(tokens, question, params)
                 q = len(engine.tokenizer(question, add_special_tokens=False)["input_ids"])
                 spans = plan_windows(len(tokens), q, max_seq_len=params.max_seq_len, doc_stride=params.doc_stride,
-                                     n_special=engine._template.n_special)
+                                     n_special=engine.template().n_special)
                 assert plan.question_tokens == q and plan.spans == spans
                 for ts, te, cs, ce in plan.windows:  # the characters each window's context covers
                     assert (cs, ce) == (tokens.offsets[ts, 0], tokens.offsets[te - 1, 1])
