@@ -435,6 +435,59 @@ def build_cases(tok) -> list[dict]:
     return cases
 
 
+def build_family_cases(tok) -> list[dict]:
+    """A smaller set for the other model families (tests/fixtures/families): every kind of
+    input the full set has (one and many windows, Unicode, whitespace, very short
+    contexts, repeated text, window edges inside words), with top_k > 1 and
+    handle_impossible_answer among the parameters."""
+    rng = random.Random(SEED + 1)
+    cases: list[dict] = []
+
+    def add(category, question, context, **params):
+        cases.append({"category": category, "question": question, "context": context,
+                      "params": {**DEFAULT_PARAMS, **params}})
+
+    def varied(i: int) -> dict:
+        return {"top_k": [1, 5, 3][i % 3], "max_answer_len": [15, 30, 3, 15][i % 4],
+                "handle_impossible_answer": i % 2 == 1, "align_to_words": i % 5 != 2}
+
+    for i in range(6):
+        ctx = PARAGRAPHS[i] if i % 2 == 0 else gen_prose(rng, rng.randrange(60, 240))
+        add("prose", rng.choice(QUESTIONS), ctx, **varied(i))
+    for i, n_words in enumerate((430, 520, 640, 760, 900, 1100)):
+        add("long", rng.choice(QUESTIONS), gen_prose(rng, n_words, UNICODE_PARAGRAPHS if i % 3 == 2 else None),
+            **varied(i + 1))
+    for i, (msl, ds) in enumerate([(128, 32), (64, 16), (96, 0), (200, 50), (64, 30), (256, 100)]):
+        add("small_windows", ["Who built it?", "What?", "When?", "who?"][i % 4],
+            gen_prose(rng, rng.randrange(150, 400), UNICODE_PARAGRAPHS if i % 2 else None),
+            max_seq_len=msl, doc_stride=ds, **varied(i + 2))
+    for j, ctx in enumerate(UNICODE_PARAGRAPHS):
+        for k, align in enumerate([True, False]):
+            add("unicode", QUESTIONS[[18, 6, 20, 19, 22][j]], ctx, top_k=[1, 5][k], align_to_words=align,
+                max_answer_len=[15, 30][k], handle_impossible_answer=(j + k) % 2 == 1)
+    for j, ctx in enumerate(WHITESPACE_CONTEXTS[:4]):
+        add("whitespace", rng.choice(QUESTIONS), ctx, top_k=[1, 5][j % 2], align_to_words=bool(j % 3),
+            handle_impossible_answer=j % 2 == 0)
+    for j, ctx in enumerate(SHORT_CONTEXTS[:6]):
+        add("short", rng.choice(QUESTIONS), ctx, top_k=5, handle_impossible_answer=j % 2 == 1,
+            align_to_words=j % 3 != 2, max_answer_len=[15, 1, 3][j % 3])
+    rep_unit = "Paris is the answer. paris is the answer. PARIS is the answer! "
+    add("repeated", "What is the answer?", rep_unit * 3, top_k=5)
+    add("repeated", "Who?", " ".join([PARAGRAPHS[0]] * 6), top_k=5, max_seq_len=128, doc_stride=64,
+        handle_impossible_answer=True)
+    frag = [UNICODE_PARAGRAPHS[0], UNICODE_PARAGRAPHS[3], PARAGRAPHS[1], PARAGRAPHS[13]]
+    for j, (msl, ds) in enumerate([(48, 12), (64, 16)]):
+        add("word_split_windows", ["Who?", "What?"][j], " ".join(frag[(j + k) % len(frag)] for k in range(3)),
+            max_seq_len=msl, doc_stride=ds, top_k=5, handle_impossible_answer=j == 1)
+    # One set of parameters over several documents and questions: what one `docqa run` or
+    # `docqa submit` call asks (tests of the CLI and the workers use this category).
+    batch_docs = [gen_prose(rng, 700, UNICODE_PARAGRAPHS), UNICODE_PARAGRAPHS[0], WHITESPACE_CONTEXTS[0], "Paris."]
+    for question in ("Who built it?", "Where is the café?"):
+        for ctx in batch_docs:
+            add("batch", question, ctx, top_k=3, handle_impossible_answer=True)
+    return cases
+
+
 def select_partial_word_cases(qa, tok, n_wanted: int = 5) -> list[dict]:
     """Deterministically scan small-window configurations over fragmented
     words and keep the first n_wanted where the reference, with
@@ -469,11 +522,13 @@ def compute_windows(tok, question: str, context: str, max_seq_len: int, doc_stri
     """Return (n_windows, windows, n_context_tokens) and assert that every
     window's context tokens are a contiguous slice of the context tokenized
     alone (same ids, same offsets)."""
+    question_first = tok.padding_side == "right"  # the pipeline's rule (XLNet pads left: context first)
+    ctx_seq = 1 if question_first else 0
     enc = tok(  # the call QuestionAnsweringPipeline.preprocess makes
-        text=question,
-        text_pair=context,
+        text=question if question_first else context,
+        text_pair=context if question_first else question,
         padding="do_not_pad",
-        truncation="only_second",
+        truncation="only_second" if question_first else "only_first",
         max_length=max_seq_len,
         stride=doc_stride,
         return_token_type_ids=True,
@@ -488,7 +543,7 @@ def compute_windows(tok, question: str, context: str, max_seq_len: int, doc_stri
     windows = []
     for w in range(n):
         seq = enc.sequence_ids(w)
-        idx = [i for i, s in enumerate(seq) if s == 1]
+        idx = [i for i, s in enumerate(seq) if s == ctx_seq]
         ids = [enc["input_ids"][w][i] for i in idx]
         offs = [tuple(enc["offset_mapping"][w][i]) for i in idx]
         assert idx == list(range(idx[0], idx[0] + len(idx))), "context tokens not contiguous"
@@ -527,6 +582,27 @@ def partial_word_answers(tok, case) -> list[dict]:
     return [a for a in case["answers"] if a["answer"] and (a["start"] not in starts or a["end"] not in ends)]
 
 
+def mask_context_first_like_question_first() -> None:
+    """Patch 5.2.0's pipeline so that in a context-first tokenizer's windows only context
+    tokens may start or end a span. 5.2.0 masked nothing for them (`p_mask = 0` for every
+    token), so spans over the question or special tokens, or from the context to the CLS
+    at the end, map onto the context's characters by index (offsets like 54:0). docqa
+    stores only spans of the document; this is its reference: 5.2.0's arithmetic with that
+    one mask changed."""
+    from transformers.pipelines.question_answering import QuestionAnsweringPipeline
+
+    original = QuestionAnsweringPipeline.preprocess
+
+    def preprocess(self, *args, **kwargs):
+        for item in original(self, *args, **kwargs):
+            if self.tokenizer.padding_side == "left":
+                mask = [0 if s == 0 else 1 for s in item["encoding"].sequence_ids]
+                item["p_mask"] = torch.tensor(mask).unsqueeze(0)
+            yield item
+
+    QuestionAnsweringPipeline.preprocess = preprocess
+
+
 def normalise(result) -> list[dict]:
     if isinstance(result, dict):
         result = [result]
@@ -542,7 +618,23 @@ def main() -> int:
     ap.add_argument("--out", default=str(OUT_PATH))
     ap.add_argument("--no-margins", action="store_true",
                     help="skip the diagnostic run with top_k+1 (margin report)")
+    ap.add_argument("--family", metavar="NAME",
+                    help="a model of tests/fixtures/families (its smaller case set), written to "
+                         "tests/golden/families/NAME.json unless --out says otherwise")
+    ap.add_argument("--context-only", action="store_true",
+                    help="a context-first family's reference for stored answers: spans over context "
+                         "tokens only (see mask_context_first_like_question_first); written to "
+                         "tests/golden/families-context-only/NAME.json")
     args = ap.parse_args()
+    if args.context_only:
+        mask_context_first_like_question_first()
+    model_rel, out = MODEL_REL, args.out
+    if args.family:
+        model_rel = f"tests/fixtures/families/{args.family}"
+        if args.out == str(OUT_PATH):
+            folder = "families-context-only" if args.context_only else "families"
+            out = str(OUT_PATH.parent / folder / f"{args.family}.json")
+    model_dir = REPO / model_rel
 
     if transformers.__version__ != "5.2.0":
         print(f"warning: expected transformers 5.2.0, running {transformers.__version__}", file=sys.stderr)
@@ -551,15 +643,17 @@ def main() -> int:
     torch.manual_seed(SEED)
     torch.set_num_threads(1)
 
-    tok = AutoTokenizer.from_pretrained(str(MODEL_DIR))
-    qa = pipeline("question-answering", model=str(MODEL_DIR), tokenizer=str(MODEL_DIR), device="cpu")
-    assert qa.tokenizer.is_fast and qa.tokenizer.padding_side == "right"
-
-    lq = len(tok(LONG_QUESTION, add_special_tokens=False)["input_ids"])
-    assert 55 <= lq <= 70, lq
-
-    cases = build_cases(tok)
-    cases += select_partial_word_cases(qa, tok)
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    qa = pipeline("question-answering", model=str(model_dir), tokenizer=str(model_dir), device="cpu")
+    assert qa.tokenizer.is_fast
+    if args.family:
+        cases = build_family_cases(tok)
+    else:
+        assert qa.tokenizer.padding_side == "right"
+        lq = len(tok(LONG_QUESTION, add_special_tokens=False)["input_ids"])
+        assert 55 <= lq <= 70, lq
+        cases = build_cases(tok)
+        cases += select_partial_word_cases(qa, tok)
     for i, c in enumerate(cases):
         c["id"] = f"{c['category']}-{i:03d}"
     min_margin = (float("inf"), None)
@@ -597,7 +691,10 @@ def main() -> int:
         "torch_version": torch.__version__,
         "tokenizers_version": tokenizers.__version__,
         "numpy_version": np.__version__,
-        "model": MODEL_REL,
+        "model": model_rel,
+        # Families: how 5.2.0 loaded the tokenizer and joined a pair, what the answers rest on.
+        **({"tokenizer_class": type(qa.tokenizer).__name__, "padding_side": qa.tokenizer.padding_side,
+            "pair": tok.convert_ids_to_tokens(tok("Q", "C")["input_ids"])} if args.family else {}),
         "cases": [
             {k: c[k] for k in ("id", "category", "question", "context", "params", "answers",
                                "n_windows", "windows", "n_context_tokens")}
@@ -605,12 +702,13 @@ def main() -> int:
         ],
     }
     text = json.dumps(doc, ensure_ascii=False, indent=1) + "\n"
-    Path(args.out).write_text(text, encoding="utf-8")
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(text, encoding="utf-8")
 
     # summary
     from collections import Counter
 
-    print(f"wrote {args.out}: {len(cases)} cases, {len(text.encode('utf-8'))} bytes")
+    print(f"wrote {out}: {len(cases)} cases, {len(text.encode('utf-8'))} bytes")
     print("by category:", dict(Counter(c["category"] for c in cases)))
     print("windows at 384/128 (>=3):", sum(1 for c in cases if c["n_windows"] >= 3
                                            and c["params"]["max_seq_len"] == 384 and c["params"]["doc_stride"] == 128))
