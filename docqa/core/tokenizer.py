@@ -189,14 +189,20 @@ def _templates(base: PairTemplate, class_name: str | None) -> dict[str, PairTemp
     return {"checkpoint": base, "transformers-5.2": five_two}
 
 
-def _read_json(model: str, name: str, revision: str | None, local_only: bool, token=None) -> dict:
+def _file(model: str, name: str, hub: dict) -> str | None:
+    """The local path of the checkpoint's file `name` (downloaded if need be), or None."""
     from transformers.utils import cached_file
 
     try:
-        path = cached_file(model, name, revision=revision, local_files_only=local_only, token=token,
-                           _raise_exceptions_for_missing_entries=False, _raise_exceptions_for_connection_errors=False)
+        return cached_file(model, name, revision=hub["revision"], local_files_only=hub["local_files_only"],
+                           token=hub["token"], _raise_exceptions_for_missing_entries=False,
+                           _raise_exceptions_for_connection_errors=False)
     except Exception:  # a missing optional file, in whatever way the hub client says it
-        return {}
+        return None
+
+
+def _read_json(model: str, name: str, hub: dict) -> dict:
+    path = _file(model, name, hub)
     if not path:
         return {}
     try:
@@ -251,17 +257,13 @@ def load_tokenizer(model: str, revision: str | None = None, *, local_only: bool 
     logging.getLogger("transformers.tokenization_utils_base").setLevel(logging.ERROR)
     from transformers import PreTrainedTokenizerFast
 
-    tok_config = _read_json(model, "tokenizer_config.json", revision, local_only, token)
-    model_config = _read_json(model, "config.json", revision, local_only, token)
     hub = {"revision": revision, "local_files_only": local_only, "token": token}
-    class_name = _class_name(tok_config, model_config)
-    side = _padding_side(tok_config, class_name)
-    try:
-        hf = PreTrainedTokenizerFast.from_pretrained(model, padding_side=side, **hub)
+    tok_config = _read_json(model, "tokenizer_config.json", hub)
+    class_name = _class_name(tok_config, _read_json(model, "config.json", hub))
+    if _file(model, "tokenizer.json", hub):
+        hf = PreTrainedTokenizerFast.from_pretrained(model, padding_side=_padding_side(tok_config, class_name), **hub)
         source = "tokenizer.json"
-    except (OSError, ValueError, TypeError) as exc:
-        if "tokenizer.json" not in str(exc) and "tokenizer_file" not in str(exc) and "slow" not in str(exc):
-            raise
+    else:
         from transformers import AutoTokenizer
 
         hf = AutoTokenizer.from_pretrained(model, **hub)

@@ -11,6 +11,19 @@ then, from the repository root:
 
     V/bin/python tests/golden/make_golden.py
 
+Other model families (tests/fixtures/families, built by
+tests/fixtures/build_family_models.py) get a smaller case set of 50:
+
+    V/bin/python tests/golden/make_golden.py --family NAME        # -> tests/golden/families/NAME.json
+    V/bin/python tests/golden/make_golden.py --family xlnet --context-only
+                                            # -> tests/golden/families-context-only/xlnet.json
+
+and, for the families whose 5.2.0 classes fed the model other than their checkpoint says
+(xlm-roberta, albert, electra), the same cases under transformers 4.57.6 (a venv with
+torch==2.13.0 transformers==4.57.6 sentencepiece protobuf):
+
+    V457/bin/python tests/golden/make_golden.py --family NAME --out tests/golden/families-4.57/NAME.json
+
 The cases are generated deterministically (fixed seed; contexts are built from
 prose embedded below plus template sentences), so running the script twice
 gives a byte-identical golden.json.  Every case is run alone through

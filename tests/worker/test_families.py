@@ -173,3 +173,21 @@ def test_a_tokenizer_class_that_disagrees_with_tokenizer_json_is_reported_and_th
     engine = Engine(str(folder), device="cpu")
     assert engine.tokenizer_note == qat.disagreement
     assert engine.run([QAItem("Ada wrote it in 1843.", "Who wrote it?")])[0].ok
+
+
+def test_a_checkpoint_without_tokenizer_json_is_loaded_by_its_class_and_says_so(tmp_path, caplog):
+    """Old checkpoints ship only vocab files: the installed class builds the tokenizer (its
+    answers may then change with the transformers release), and the log says so."""
+    from transformers import AutoTokenizer
+
+    folder = tmp_path / "vocab-only"
+    folder.mkdir()
+    vocab = AutoTokenizer.from_pretrained(str(FAMILIES / "bert-uncased")).get_vocab()
+    (folder / "vocab.txt").write_text("\n".join(sorted(vocab, key=vocab.get)) + "\n", encoding="utf-8")
+    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "BertTokenizer",
+                                                              "do_lower_case": True}), encoding="utf-8")
+    shutil.copy(FAMILIES / "bert-uncased" / "config.json", folder)
+    with caplog.at_level("WARNING", logger="docqa.core.tokenizer"):
+        qat = load_tokenizer(str(folder), compare_class=True)
+    assert qat.source == "class" and "has no tokenizer.json" in caplog.text
+    assert qat.template().describe(qat.hf) == "[CLS] Q [SEP] C [SEP]"
