@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 from golden_answers import FAMILIES, FAMILY_TEMPLATE, assert_reference_answers, stored_goldens
@@ -45,12 +47,15 @@ def write_batch(name: str, folder) -> tuple[list[str], list[str]]:
     return paths, args
 
 
-def check_results(name: str, paths: list[str], env: dict, database_url: str) -> None:
+def stored_answers(env: dict, database_url: str) -> list[dict]:
     out = docqa(["results", "--all-ranks", "--format", "jsonl", "--database-url", database_url], env)
     assert out.returncode == 0, out.stderr
+    return [json.loads(line) for line in out.stdout.splitlines()]
+
+
+def check_results(name: str, paths: list[str], rows: list[dict]) -> None:
     got: dict[tuple[str, str], list] = {}
-    for line in out.stdout.splitlines():
-        r = json.loads(line)
+    for r in rows:
         if r["document_source"] in paths:  # the store may hold other families' documents
             got.setdefault((r["document_source"], r["question"]), []).append(r)
     by_text = {open(p, "rb").read().decode("utf-8"): p for p in paths}
@@ -68,7 +73,7 @@ def test_docqa_run_gives_the_5_2_answers(name, tmp_path):
     url = f"sqlite:///{tmp_path / 'store.db'}"
     run = docqa(["run", *paths, *args, "--database-url", url], env)
     assert run.returncode == 0, run.stderr
-    check_results(name, paths, env, url)
+    check_results(name, paths, stored_answers(env, url))
 
 
 @pytest.mark.services
@@ -80,12 +85,15 @@ def test_workers_of_every_family_give_the_5_2_answers(distributed_env, workers, 
     for name in sorted(GOLDENS):
         batches[name] = write_batch(name, tmp_path / name)
         workers.start(1, extra=["--model", str(FAMILIES / name)])
-    for name, (paths, args) in batches.items():
-        sub = docqa(["submit", *paths, *args], env)
-        assert sub.returncode == 0, sub.stderr
+    submits = [subprocess.Popen([sys.executable, "-m", "docqa.cli", "submit", *paths, *args], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+               for paths, args in batches.values()]
+    for sub in submits:
+        assert sub.wait(timeout=300) == 0, sub.stderr.read()
     repo = open_repo(env["DOCQA_DATABASE_URL"])
     total = sum(len(batch_cases(name)) for name in batches)
     wait_for(lambda: repo.counts()["done"] == total, timeout=300, what=f"{total} jobs done", logs=workers.logs)
     assert repo.counts()["failed"] == 0
+    rows = stored_answers(env, env["DOCQA_DATABASE_URL"])
     for name, (paths, _args) in batches.items():
-        check_results(name, paths, env, env["DOCQA_DATABASE_URL"])
+        check_results(name, paths, rows)
