@@ -15,7 +15,8 @@ from golden_answers import FAMILIES, assert_reference_answers, family_goldens, f
 
 from docqa.core.params import AnswerParams
 from docqa.core.tokenizer import load_tokenizer
-from docqa.core.windows import plan_windows, tokenize_document
+from docqa.core.windows import tokenize_document
+from docqa.producer.chunking import Chunker
 from docqa.worker.engine import Engine, QAItem
 from docqa.worker.parts import decode_windows, encode_windows
 from docqa.worker.spans import merge_answers
@@ -69,15 +70,13 @@ def test_answers_equal_the_reference(results, name, index):
 
 
 @pytest.mark.parametrize("name", sorted(GOLDENS))
-def test_windows_are_the_reference_windows(name):
-    qat = load_tokenizer(str(FAMILIES / name))
+def test_the_producers_window_plans_are_the_reference_windows(name):
+    """The producer fixes each job's windows at submit with the same loader and template."""
+    chunker = Chunker.load(str(FAMILIES / name))
     for case in GOLDENS[name]["cases"]:
         p = AnswerParams(**family_params(name, case["params"]))
-        doc = tokenize_document(qat.hf, case["context"])
-        q = len(tokenize_document(qat.hf, case["question"]))
-        windows = plan_windows(len(doc), q, max_seq_len=p.max_seq_len, doc_stride=p.doc_stride,
-                               n_special=qat.template(p.pair_template).n_special)
-        assert [list(w) for w in windows] == case["windows"], case["id"]
+        plan = chunker.plan(chunker.tokenize(case["context"]), case["question"], p)
+        assert [list(w) for w in plan.spans] == case["windows"], case["id"]
 
 
 GOLDENS_4 = family_goldens("families-4.57")
