@@ -312,7 +312,7 @@ def _add_health_routes(app: FastAPI, client: Client, settings: Settings, token: 
             log.warning("readyz: the store is unavailable: %s", _masked(exc, settings.database_url))
             return JSONResponse(status_code=503, content={"status": "unavailable", "detail": STORE_UNAVAILABLE})
         if not client.embedded:
-            from docqa.cli.inspecting import broker_facts
+            from docqa.worker.queues import broker_facts
 
             broker = await anyio.to_thread.run_sync(broker_facts, settings, limiter=side)
             if "error" in broker:

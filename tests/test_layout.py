@@ -72,6 +72,15 @@ def test_every_layer_imports_only_what_is_below_it():
     assert not bad, "forbidden arrows:\n" + "\n".join(bad)
 
 
+def test_the_top_level_modules_do_not_import_the_command_line():
+    """The Python API and the HTTP service sit beside the CLI, not on it (only `python -m
+    docqa`, the CLI's entry point, may import it)."""
+    bad = [f"{path.relative_to(ROOT)}:{line} imports {module}"
+           for path in sorted((ROOT / "docqa").glob("*.py")) if path.name != "__main__.py"
+           for line, module in _docqa_imports(path) if _layer(module) == "docqa.cli"]
+    assert not bad, "\n".join(bad)
+
+
 def test_the_arrow_check_catches_a_forbidden_import(tmp_path):
     # The walker sees imports inside functions too: the lazy ones are the easy ones to miss.
     sample = tmp_path / "sample.py"

@@ -35,29 +35,6 @@ def _seconds_since(when) -> float | None:
     return None if when is None else max(0.0, (utcnow() - when).total_seconds())
 
 
-def broker_facts(settings) -> dict:
-    """Queue depth and dead letters from the broker, or {"error": why} (never hangs long)."""
-    from urllib.parse import urlparse
-
-    if urlparse(settings.broker_url).scheme not in ("redis", "rediss"):
-        return {"error": "not a Redis broker: queue depth and dead letters are not shown"}
-    import redis
-
-    from docqa.worker.bounces import bouncing
-    from docqa.worker.deadletter import DEAD_LETTER_KEY
-
-    client = redis.Redis.from_url(settings.broker_url, socket_connect_timeout=2, socket_timeout=2)
-    try:
-        count, entries = bouncing(client, limit=5)
-        return {"queue": settings.model_queue, "queue_depth": int(client.llen(settings.model_queue)),
-                "dead_letters": int(client.llen(DEAD_LETTER_KEY)), "bouncing": count, "bouncing_messages": entries}
-    except redis.RedisError as exc:
-        reason = masked(str(exc), settings.broker_url)
-        return {"error": f"broker {safe_url(settings.broker_url)} not reachable ({reason})"}
-    finally:
-        client.close()
-
-
 def store_facts(repo, settings) -> dict:
     live = repo.live_workers(seen_within=settings.live_worker_seconds)
     served = {w.model for w in live}
@@ -107,6 +84,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             raise CliError(f"--interval must be positive (got {args.interval:g})")
         return watch(repo, settings, interval=args.interval, metrics_urls=args.metrics_url,
                      json_lines=args.format == "json")
+    from docqa.worker.queues import broker_facts
+
     facts = store_facts(repo, settings)
     failures = repo.failures(limit=args.limit)
     broker = broker_facts(settings) if not args.no_broker else None
@@ -116,9 +95,12 @@ def cmd_status(args: argparse.Namespace) -> int:
             out["broker"] = broker
         json.dump(out, sys.stdout, ensure_ascii=False)
         sys.stdout.write("\n")
-        return 0
-    _print_status(facts, failures, broker, settings)
-    return 0
+    else:
+        _print_status(facts, failures, broker, settings)
+    # A shared (PostgreSQL) store means distributed mode, where a broker that does not answer
+    # is an outage; an embedded SQLite store needs none.
+    distributed = not settings.database_url.startswith("sqlite")
+    return exits.UNREACHABLE if distributed and broker is not None and broker.get("unreachable") else exits.OK
 
 
 def _print_status(facts: dict, failures, broker: dict | None, settings) -> None:
@@ -172,8 +154,10 @@ def cmd_health(args: argparse.Namespace) -> int:
         print(f"unhealthy: store: {exc}", file=sys.stderr)
         return exits.FAILED  # every unhealthy state is 1, as container healthchecks expect
     if not args.no_broker:
+        from docqa.worker.queues import broker_facts
+
         broker = broker_facts(settings)
-        if "error" in broker and "not a Redis broker" not in broker["error"]:
+        if broker.get("unreachable"):
             print(f"unhealthy: {broker['error']}", file=sys.stderr)
             return exits.FAILED
     if args.worker:

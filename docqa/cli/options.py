@@ -151,14 +151,12 @@ def open_repo(settings: Settings, *, create: bool = True):
     """
     import os
 
-    from sqlalchemy.engine import make_url
-
     from docqa.storage.db import SCHEMA_HEAD, StoreError, current_revision, ensure_schema, make_engine, session_factory
     from docqa.storage.repository import Repository
 
     url = settings.database_url
+    parsed = _store_url(url)
     try:
-        parsed = make_url(url)
         if not create and parsed.get_backend_name() == "sqlite" and parsed.database and not os.path.exists(parsed.database):
             raise CliError(
                 f"there is no store at {safe_url(url)} (no such file): answer something first ('docqa run' or "
@@ -184,6 +182,22 @@ def open_repo(settings: Settings, *, create: bool = True):
         raise CliError(f"cannot open the store {safe_url(url)}: {type(exc).__name__}: {masked(str(exc), url)}",
                        status=exits.UNREACHABLE) from None
     return Repository(session_factory(db))
+
+
+def _store_url(url: str):
+    """The parsed URL of a store docqa can use; a usage error (2) for any other."""
+    from sqlalchemy.engine import make_url
+
+    usage = "give --database-url / DOCQA_DATABASE_URL as sqlite:///FILE or postgresql+psycopg://USER@HOST/DB"
+    try:
+        parsed = make_url(url)
+    except Exception as exc:  # sqlalchemy's ArgumentError, or a bad port
+        raise CliError(f"{safe_url(url)!r} is not a database URL ({masked(str(exc), url)}): {usage}",
+                       status=exits.USAGE) from None
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise CliError(f"docqa keeps its store in SQLite or PostgreSQL, not {parsed.get_backend_name()} "
+                       f"({safe_url(url)!r}): {usage}", status=exits.USAGE)
+    return parsed
 
 
 # The stores this process opened with open_repo (weakly: one gone is closed already).

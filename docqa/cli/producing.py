@@ -277,7 +277,21 @@ def cmd_retry(args: argparse.Namespace) -> int:
         print(f"  job {job.id} ({job.model}{'@' + job.revision if job.revision else ''})")
     if len(jobs) > 50:
         print(f"  ... and {len(jobs) - 50} more")
-    return 0
+    return _named_jobs_not_retried(repo, args.job or [], {job.id for job in jobs})
+
+
+def _named_jobs_not_retried(repo, named: list[int], retried: set[int]) -> int:
+    """Say on stderr why each job named with --job was not retried (no such job, or not
+    failed): exit 1 if none of them was, 3 if some were, 0 when all were."""
+    missed = [job_id for job_id in dict.fromkeys(named) if job_id not in retried]
+    if not missed:
+        return exits.OK
+    statuses = repo.job_statuses(missed)
+    for job_id in missed:
+        status = statuses.get(job_id)
+        why = "there is no such job" if status is None else f"it is {getattr(status, 'value', status)}, not failed"
+        print(f"docqa retry: job {job_id} not retried: {why}", file=sys.stderr)
+    return exits.FAILED if len(missed) == len(set(named)) else exits.SKIPPED
 
 
 def cmd_requeue(args: argparse.Namespace) -> int:

@@ -22,12 +22,12 @@ def test_status_and_results_in_a_folder_without_a_store_create_nothing(tmp_path)
 
 def test_a_bad_database_url_is_one_line_without_the_password(tmp_path):
     out = docqa(["status", "--no-broker", "--database-url", "postgresql://u:secret@127.0.0.1:notaport/db"], tmp_path)
-    assert out.returncode == 4
+    assert out.returncode == 2  # a usage error: the port is not a number
     assert "Traceback" not in out.stderr and "secret" not in out.stderr
     lines = out.stderr.strip().splitlines()
     # The error is one line; before it, the warning that a password on the command line is
     # visible to every user of the host (it names the variables to use instead).
-    assert "cannot open the store postgresql://u:***@127.0.0.1:notaport/db" in lines[-1]
+    assert "'postgresql://u:***@127.0.0.1:notaport/db' is not a database URL" in lines[-1]
     assert len(lines) == 2 and "DOCQA_DATABASE_URL" in lines[0]
 
 
