@@ -1,6 +1,7 @@
 """Shared test fixtures: offline model hubs, real PostgreSQL and Redis, migrated stores.
 
-Services are the ones on 127.0.0.1 (PostgreSQL 5432 with trust auth, Redis 6379).
+Services are the ones on 127.0.0.1 (PostgreSQL 5432 with trust auth, Redis 6379), unless
+DOCQA_TEST_POSTGRES_HOST/_PORT/_DB and DOCQA_TEST_REDIS_HOST/_PORT/_DB say otherwise.
 A test that needs an unreachable service is skipped with the reason; with
 DOCQA_REQUIRE_SERVICES=1 (CI) it fails instead, so a broken service cannot pass
 silently. The reachability checks are plain functions (`postgres_unreachable_reason`,
@@ -24,12 +25,14 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # Before torch loads OpenMP: spinning threads slow every process on a busy 2-core machine.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-POSTGRES_HOST = "127.0.0.1"
-POSTGRES_PORT = 5432
+# Where the shared services are: settable for a machine whose services live elsewhere
+# (CONTRIBUTING.md lists the variables).
+POSTGRES_HOST = os.environ.get("DOCQA_TEST_POSTGRES_HOST", "127.0.0.1")
+POSTGRES_PORT = int(os.environ.get("DOCQA_TEST_POSTGRES_PORT", "5432"))
 # The database the admin connection opens to create and drop per-test databases.
-POSTGRES_ADMIN_DB = "test"
-REDIS_HOST = "127.0.0.1"
-REDIS_PORT = 6379
+POSTGRES_ADMIN_DB = os.environ.get("DOCQA_TEST_POSTGRES_DB", "test")
+REDIS_HOST = os.environ.get("DOCQA_TEST_REDIS_HOST", "127.0.0.1")
+REDIS_PORT = int(os.environ.get("DOCQA_TEST_REDIS_PORT", "6379"))
 # A db number nothing else uses: every test flushes it. Two test runs on one machine at
 # once (e.g. two checkouts) must each set their own DOCQA_TEST_REDIS_DB.
 REDIS_TEST_DB = int(os.environ.get("DOCQA_TEST_REDIS_DB", "15"))

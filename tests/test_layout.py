@@ -174,3 +174,15 @@ def test_public_api_names_resolve():
         assert getattr(docqa, name) is not None, name
     with pytest.raises(AttributeError):
         docqa.no_such_name  # noqa: B018
+
+
+def test_the_readmes_code_layout_names_every_module():
+    """The module map cannot go stale: a new module must be named in README "Code layout"."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Code layout"): readme.index("## Tests")]
+    named = set(re.findall(r"`([A-Za-z_]+)(?:\.[A-Za-z_]+)?`", section)) | set(re.findall(r"\(`([a-z_]+)`", section))
+    missing = [str(path.relative_to(ROOT))
+               for folder in [*PACKAGES.values(), ROOT / "docqa"]
+               for path in sorted(folder.glob("*.py"))
+               if path.stem not in ("__init__", "__main__") and path.stem not in named]
+    assert not missing, "README 'Code layout' does not name: " + ", ".join(missing)
