@@ -311,7 +311,7 @@ def rerun(spec: dict, docs) -> dict:
     jobs_file = work / "bench.jsonl"
     n_jobs = write_jsonl(jobs_file, docs)
     runs = []
-    for k in range(2):
+    for _ in range(2):
         start = log.stat().st_size if log.exists() else 0
         r = run_timed(docqa_cmd() + ["run", str(jobs_file)], env, log)
         text = log.read_text(errors="replace")[start:]

@@ -365,7 +365,6 @@ def _record(row) -> ResultRecord:
         a, document_id=doc_id, question=question, external_id=external_id, source=source, sha256=digest,
         metadata=meta, params=params, version=version, superseded=not latest, text_id=text_id,
     )
-    return record
 
 
 def _valid_answers(results) -> tuple[dict[int, list[Answer]], dict[int, ValueError | NotFound]]:

@@ -69,7 +69,7 @@ def test_gpu_worker_reserves_a_gpu_waits_for_healthy_services_and_stops_graceful
 
 def test_every_service_command_is_documented_in_the_readme():
     for name, service in SERVICES.items():
-        if "command" not in service or not service["command"][0] in ("docqa", "celery"):
+        if "command" not in service or service["command"][0] not in ("docqa", "celery"):
             continue
         command = shlex.join(service["command"])
         assert command in README, f"{name}: {command!r} is not in README.md"

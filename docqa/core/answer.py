@@ -43,17 +43,17 @@ class Answer(BaseModel):
             data = {k: v for k, v in data.items() if k != "margin"}
         return data
 
-    @computed_field  # in model_dump and JSON output, never read back in
+    @computed_field  # type: ignore[prop-decorator]  # in model_dump and JSON output, never read back in
     @property
     def margin(self) -> float | None:
         """start_logit + end_logit - null_start_logit - null_end_logit: the log-odds, in the
         model's own units, of this span against "no answer" in its window. Unlike `score`
         (a softmax within one window, so its size depends on the window's other tokens)
         it compares across windows and documents. None for the null answer."""
-        parts = (self.start_logit, self.end_logit, self.null_start_logit, self.null_end_logit)
-        if any(p is None for p in parts):
+        s, e, null_s, null_e = self.start_logit, self.end_logit, self.null_start_logit, self.null_end_logit
+        if s is None or e is None or null_s is None or null_e is None:
             return None
-        return self.start_logit + self.end_logit - self.null_start_logit - self.null_end_logit
+        return s + e - null_s - null_e
 
 
 class QuestionAnswers(BaseModel):

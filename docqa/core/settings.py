@@ -128,7 +128,7 @@ class _StoreAndModel(BaseSettings):
 
 
 # The answer parameters, with AnswerParams' own descriptions, defaults and bounds.
-_WithAnswerParams = create_model(
+_WithAnswerParams = create_model(  # type: ignore[call-overload]  # fields built from AnswerParams
     "_WithAnswerParams",
     __base__=_StoreAndModel,
     **{name: (field.annotation, field) for name, field in AnswerParams.model_fields.items()},

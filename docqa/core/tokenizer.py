@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -92,6 +93,8 @@ class PairTemplate:
 
     def type_row(self, n_question: int, n_context: int) -> np.ndarray:
         """Token type ids of one window (requires type_ids)."""
+        if self.type_ids is None:
+            raise ValueError("this pair template has no token type ids")
         pre, first, mid, second, suf = self.type_ids
         n_first, n_second = (n_question, n_context) if self.question_first else (n_context, n_question)
         return np.concatenate([np.full(len(self.prefix), pre), np.full(n_first, first), np.full(len(self.middle), mid),
@@ -136,7 +139,7 @@ class QATokenizer:
     """A model's tokenizer as docqa uses it: the fast tokenizer (`hf`), the key of its
     definition, and its pair template per `pair_template` name."""
 
-    hf: object
+    hf: Any  # the transformers fast tokenizer
     templates: dict[str, PairTemplate]
     source: str  # "tokenizer.json" or "class" (no tokenizer.json: the class built it)
     class_name: str | None = None

@@ -571,7 +571,7 @@ def compute_windows(tok, question: str, context: str, max_seq_len: int, doc_stri
             )
         windows.append([matches[0], matches[0] + len(ids)])
     # consecutive windows: overlap of doc_stride tokens (or up to the end)
-    for (s0, e0), (s1, e1) in zip(windows, windows[1:]):
+    for (_s0, e0), (s1, _e1) in zip(windows, windows[1:]):
         assert s1 == e0 - doc_stride, (windows, doc_stride)
     assert windows[0][0] == 0 and windows[-1][1] == len(a_ids), windows
     return n, windows, len(a_ids)

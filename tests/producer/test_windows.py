@@ -55,7 +55,7 @@ def test_windows_equal_the_tokenizers_overflow_windows(tokenizer, n_words, max_s
         covered.update(range(s, e))
         assert e - s <= max_seq_len - q_len - 3
     assert covered == set(range(len(doc)))
-    for (s0, e0), (s1, _e1) in zip(windows, windows[1:]):
+    for (_s0, e0), (s1, _e1) in zip(windows, windows[1:]):
         assert e0 - s1 == doc_stride
 
 

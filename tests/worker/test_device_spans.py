@@ -24,23 +24,23 @@ def _layouts(rng, n, max_len=60):
 def test_device_candidates_equal_the_numpy_path(top_k, max_answer_len):
     rng = np.random.default_rng(top_k * 100 + max_answer_len)
     layouts = _layouts(rng, 12)
-    width = max(l.seq_len for l in layouts)
+    width = max(lay.seq_len for lay in layouts)
     start = np.zeros((len(layouts), width), np.float32)
     end = np.zeros_like(start)
     allowed = np.zeros((len(layouts), width), bool)
-    for i, l in enumerate(layouts):
-        start[i, : l.seq_len] = rng.normal(0, 4, l.seq_len)
-        end[i, : l.seq_len] = rng.normal(0, 4, l.seq_len)
-        start[i, l.seq_len :] = 99.0  # padding must never matter
-        allowed[i, : l.seq_len] = l.allowed_mask()
+    for i, lay in enumerate(layouts):
+        start[i, : lay.seq_len] = rng.normal(0, 4, lay.seq_len)
+        end[i, : lay.seq_len] = rng.normal(0, 4, lay.seq_len)
+        start[i, lay.seq_len :] = 99.0  # padding must never matter
+        allowed[i, : lay.seq_len] = lay.allowed_mask()
     params = AnswerParams(top_k=top_k, max_answer_len=max_answer_len)
     n = top_k * 2 + 10
     got = device_candidates(
         torch.from_numpy(start), torch.from_numpy(end), torch.from_numpy(allowed),
         n_candidates=n, max_answer_len=max_answer_len,
     )
-    for i, l in enumerate(layouts):
-        want, null = window_candidates(start[i, : l.seq_len], end[i, : l.seq_len], l, params)
+    for i, lay in enumerate(layouts):
+        want, null = window_candidates(start[i, : lay.seq_len], end[i, : lay.seq_len], lay, params)
         want = [c for c in want if c.score > 0]
         have = got.window(i)
         assert [(c.start, c.end) for c in have] == [(c.start, c.end) for c in want]

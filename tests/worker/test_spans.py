@@ -90,7 +90,6 @@ def test_equal_texts_merge_across_windows_ignoring_case_and_keep_first_offsets()
 
 
 def test_align_to_words_widens_to_the_whole_word_inside_the_window():
-    text = "unbelievable"
     offsets = np.array([[0, 2], [2, 6], [6, 12]])  # un ##beli ##evable
     words = np.array([0, 0, 0])
     full = WindowLayout(seq_len=6, context_offset=2, doc_start=0, doc_end=3)
