@@ -50,6 +50,16 @@ def input_walk(args: argparse.Namespace):
     return Walk(include=tuple(args.include or ()), exclude=tuple(args.exclude or ()))
 
 
+def _some_input_exists(inputs: list[str]) -> None:
+    """A usage error, before anything is stored, when no input named exists (a typo'd sole
+    file): nothing would be done. Some missing among others are skipped and named (exit 3)."""
+    from pathlib import Path
+
+    if inputs and all(name != "-" and not Path(name).exists() for name in inputs):
+        missing = ", ".join(inputs[:5]) + (f" and {len(inputs) - 5} more" if len(inputs) > 5 else "")
+        raise CliError(f"no input exists: {missing}: no such file or directory")
+
+
 def submit_inputs(args, settings, repo, enqueue, walk=None, chunker=None):
     """Submit the command's inputs; `chunker` (a function giving a Chunker) overrides the
     producer's own tokenizer load (docqa run hands in its engine's tokenizer)."""
@@ -118,6 +128,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings = build_settings(args)
     answer_params(settings)
+    _some_input_exists(args.inputs)
     started = time.perf_counter()
     try:  # an unknown model stops the run before anything is stored
         check_model_available(settings.model, settings.revision)
@@ -189,6 +200,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     settings = build_settings(args)
     answer_params(settings)
+    _some_input_exists(args.inputs)
     if settings.database_url.startswith("sqlite") and not args.shared_sqlite:
         raise CliError(
             f"the store is a SQLite file ({safe_url(settings.database_url)}) while the jobs go to the broker at "

@@ -43,3 +43,14 @@ def test_status_of_a_distributed_store_with_its_broker_down_is_unreachable(tmp_p
     assert "not reachable" in down.stdout  # what the store says is printed all the same
     skipped = docqa(["status", "--no-broker", "--database-url", postgres_url], tmp_path)
     assert skipped.returncode == exits.OK, skipped.stderr
+
+
+def test_a_run_whose_only_input_does_not_exist_is_a_usage_error_and_stores_nothing(tmp_path, tiny_model):
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    out = docqa(["run", "missing.txt", "-q", "Who?", "--model", tiny_model, "--database-url", url], tmp_path)
+    assert out.returncode == exits.USAGE
+    assert "no input exists: missing.txt: no such file or directory" in out.stderr
+    assert not (tmp_path / "store.db").exists()
+    (tmp_path / "doc.txt").write_text("The mill stood by the river until 1901.", encoding="utf-8")
+    some = docqa(["run", "missing.txt", "doc.txt", "-q", "Who?", "--model", tiny_model, "--database-url", url], tmp_path)
+    assert some.returncode == exits.SKIPPED and "missing.txt: no such file or directory" in some.stderr
