@@ -15,6 +15,8 @@ Documents are read lazily: an iterable of a million documents is never held in m
 
 from __future__ import annotations
 
+from docqa.core.errors import UsageError
+
 import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -27,7 +29,7 @@ from docqa.core.settings import Settings
 # Seconds between progress reads while waiting.
 POLL_SECONDS = 0.5
 
-class SubmitError(ValueError):
+class SubmitError(UsageError):
     """The submission could not be made at all (bad parameters, no questions, refused store)."""
 
 

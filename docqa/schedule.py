@@ -27,6 +27,8 @@ over when the holder stops renewing (it exited or died) for one lease.
 
 from __future__ import annotations
 
+from docqa.core.errors import UsageError
+
 import glob
 import os
 import re
@@ -48,7 +50,7 @@ _SOURCE_KEYS = {"name", "inputs", "questions", "interval", "model", "revision", 
 _TOP_KEYS = {"interval", "model", "revision", "questions", "params", "source"}
 
 
-class ScheduleError(ValueError):
+class ScheduleError(UsageError):
     """The schedule file cannot be used; the message names the file, the source and the key."""
 
 

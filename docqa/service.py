@@ -325,9 +325,10 @@ def _add_health_routes(app: FastAPI, client: Client, settings: Settings, token: 
 
 def _masked(exc: BaseException, url: str) -> str:
     """`exc` in one line for the server's log, `url`'s credentials masked."""
+    from docqa.core.errors import first_line
     from docqa.storage.db import mask_secrets
 
-    return mask_secrets(f"{type(exc).__name__}: {_first(exc)}", url)
+    return mask_secrets(first_line(exc, with_type=True), url)
 
 
 # -- submitting and waiting -----------------------------------------------------------------------------
@@ -632,7 +633,3 @@ def _json(content: Any, status_code: int = 200, ascii_only: bool = False) -> Res
     return Response(json.dumps(content, ensure_ascii=ascii_only), status_code=status_code,
                     media_type="application/json")
 
-
-def _first(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else ""

@@ -9,6 +9,8 @@ read tokens and plans and run the model; they tokenize only the question.
 
 from __future__ import annotations
 
+from docqa.core.errors import DocqaError, first_line
+
 import logging
 import threading
 
@@ -24,7 +26,7 @@ from docqa.core.windows import (
 )
 
 
-class ChunkerUnavailable(RuntimeError):
+class ChunkerUnavailable(DocqaError, RuntimeError):
     """The model's tokenizer cannot be loaded here; the message says why."""
 
 
@@ -62,8 +64,7 @@ class Chunker:
         except TokenizerError as exc:
             raise ChunkerUnavailable(str(exc)) from None
         except Exception as exc:  # missing files, no network, not a model: any of these
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ChunkerUnavailable(f"cannot load the tokenizer of {model!r}: {first}") from None
+            raise ChunkerUnavailable(f"cannot load the tokenizer of {model!r}: {first_line(exc)}") from None
 
     def tokenize(self, text: str) -> DocumentTokens:
         return tokenize_documents(self.tokenizer, [text])[0]

@@ -6,6 +6,8 @@ normalisation): answer offsets index this text.
 
 from __future__ import annotations
 
+from docqa.core.errors import UsageError
+
 import json
 import math
 import os
@@ -19,7 +21,7 @@ from typing import Any, Iterator
 from docqa.core.text import clip
 
 
-class InputError(ValueError):
+class InputError(UsageError):
     """One input cannot be used; the message names it and says why."""
 
 

@@ -4,12 +4,14 @@ queueing jobs that wait forever."""
 
 from __future__ import annotations
 
+from docqa.core.errors import UsageError
+
 from collections import Counter
 
 from docqa.core.labels import model_label
 
 
-class UnservedModel(ValueError):
+class UnservedModel(UsageError):
     """No live worker serves the model and this host cannot load it; the message says what to do."""
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from docqa.core.errors import FAILED, UnreachableError
 
-class StoreError(Exception):
+
+class StoreError(UnreachableError):
     """The store cannot do what was asked: unreachable, wrong encoding, unknown schema, unknown id.
 
     Messages name the database URL (password hidden) where the database is the problem.
@@ -12,6 +14,9 @@ class StoreError(Exception):
 
 class NotFound(StoreError, LookupError):
     """A job or document id that the store does not hold."""
+
+    exit_status = FAILED
+    http_status = 404
 
 
 class LeaseLost(StoreError):

@@ -13,6 +13,8 @@ merge across windows.
 
 from __future__ import annotations
 
+from docqa.core.errors import UsageError, first_line
+
 import logging
 import time
 from dataclasses import dataclass, field
@@ -57,7 +59,7 @@ DEFAULT_PARAMS = AnswerParams()
 COMPILE_MODES = ("off", "default", "reduce-overhead")
 
 
-class ItemError(ValueError):
+class ItemError(UsageError):
     """One (document, question) item cannot be answered; the message says why."""
 
 
@@ -686,7 +688,7 @@ class Engine:
         except Exception as exc:  # the compiler's errors have no common type
             if isinstance(exc, torch.cuda.OutOfMemoryError):
                 raise
-            self.compile_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            self.compile_error = first_line(exc, with_type=True)
             log.warning("torch.compile (mode %s) failed; the model runs uncompiled: %s", self.compile_mode,
                         self.compile_error)
             self._model, self._eager_model = self._eager_model, None

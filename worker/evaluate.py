@@ -9,6 +9,8 @@ percentages (0-100).
 
 from __future__ import annotations
 
+from docqa.core.errors import UsageError
+
 import json
 import re
 import string
@@ -51,7 +53,7 @@ class SquadQuestion:
     gold: tuple[str, ...]
 
 
-class DatasetError(ValueError):
+class DatasetError(UsageError):
     """The file is not a SQuAD v1.1-format dataset; the message says where."""
 
 

@@ -8,6 +8,8 @@ a lease, so only a worker that stopped beating loses its jobs.
 
 from __future__ import annotations
 
+from docqa.core.errors import first_line
+
 import logging
 import threading
 from collections.abc import Iterable
@@ -50,9 +52,8 @@ class Heartbeat:
             try:
                 kept = self.repo.extend_lease(self.held, worker=self.worker, lease_seconds=self.lease_seconds)
             except Exception as exc:  # the store is away: try again next beat, the lease still runs
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                log.warning("could not renew the lease of %d job(s) (%s: %s); retrying in %.0f s", len(self.held),
-                            type(exc).__name__, first, self.interval)
+                log.warning("could not renew the lease of %d job(s) (%s); retrying in %.0f s", len(self.held),
+                            first_line(exc, with_type=True), self.interval)
                 continue
             self.beats += 1
             lost = sorted(set(self.held) - set(kept))

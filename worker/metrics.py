@@ -32,6 +32,8 @@ Labels carry no job, document or question: only status, kind, model, dtype and d
 
 from __future__ import annotations
 
+from docqa.core.errors import DocqaError, first_line
+
 import atexit
 import functools
 import glob
@@ -210,7 +212,7 @@ def recorder(settings) -> NullRecorder:
 
 
 # -- serving (the worker's main process) ----------------------------------------------------
-class MetricsError(RuntimeError):
+class MetricsError(DocqaError, RuntimeError):
     """The metrics cannot be served (the port is taken, say); the message says why."""
 
 
@@ -280,8 +282,8 @@ class _StoreJobs:
                 except Exception as exc:  # the store is away: no gauge rather than a stale one
                     self._counts = None
                     if not self._failing:
-                        log.warning("metrics: cannot read the store's job counts (%s: %s)", type(exc).__name__,
-                                    str(exc).splitlines()[0] if str(exc) else "")
+                        log.warning("metrics: cannot read the store's job counts (%s)",
+                                    first_line(exc, with_type=True))
                     self._failing = True
             return self._counts
 

@@ -8,6 +8,8 @@ its pool afterwards, and a process that has run torch must not fork.
 
 from __future__ import annotations
 
+from docqa.core.errors import first_line
+
 import os
 import subprocess
 import sys
@@ -49,7 +51,7 @@ def _check_store(settings) -> str | None:
     except StoreError as exc:
         return f"store: {exc}"
     except Exception as exc:
-        return f"store: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        return f"store: {first_line(exc, with_type=True)}"
     return None
 
 

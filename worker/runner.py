@@ -8,6 +8,8 @@ cut short (worker killed) keeps its lease until the sweeper hands it out again.
 
 from __future__ import annotations
 
+from docqa.core.errors import UnreachableError, first_line
+
 import logging
 import time
 from dataclasses import dataclass, field
@@ -58,7 +60,7 @@ class RunStats:
     merged: int = 0  # split jobs whose last part this run finished: answered (counted in `done`)
 
 
-class StoreUnavailable(RuntimeError):
+class StoreUnavailable(UnreachableError, RuntimeError):
     """The store failed mid-run; the run's claims were handed back where the store allowed
     (`released`: how many)."""
 
@@ -190,7 +192,7 @@ class JobRunner:
                                                   f"handing back {len(ids)} job(s)"))
                 except (SQLAlchemyError, StoreError):  # still away: their leases run out instead
                     log.warning("could not hand back %d job(s); the sweeper will requeue them", len(claimed))
-            raise StoreUnavailable(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+            raise StoreUnavailable(first_line(exc, with_type=True),
                                    released) from exc
 
     def _run(self, ids: list[int], fill: bool, claimed: list) -> RunStats:

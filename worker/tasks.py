@@ -21,6 +21,8 @@ jobs are recorded: answered, failed, or handed back to the queue):
 
 from __future__ import annotations
 
+from docqa.core.errors import first_line
+
 import logging
 import os
 import threading
@@ -257,8 +259,8 @@ class Runtime:
                 self.sweep()
             except Exception as exc:  # store or broker away: try again next time
                 self._store_ok_since = None
-                log.warning("sweeper pass failed (%s: %s); retrying in %.0f s",
-                            type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "", self.sweep_seconds)
+                log.warning("sweeper pass failed (%s); retrying in %.0f s",
+                            first_line(exc, with_type=True), self.sweep_seconds)
 
     def stop(self) -> None:
         self._stop.set()
@@ -346,7 +348,7 @@ def run_jobs(self, message=None, *args, **kwargs) -> dict:
     except Exception as exc:  # the store (or the model) cannot be had right now: put back, try later
         global _start_failures
         _start_failures += 1
-        return back(f"this worker process cannot run jobs ({type(exc).__name__}: {_first_line(exc)})",
+        return back(f"this worker process cannot run jobs ({first_line(exc, with_type=True)})",
                     backoff_seconds(_start_failures))
     if msg.store_id is not None and msg.store_id != rt.store_id:
         log.error(
@@ -374,7 +376,7 @@ def run_jobs(self, message=None, *args, **kwargs) -> dict:
         # Not the store: the broker, or a fault of docqa's own. The claims stand (their
         # attempts count), so a job that keeps failing is failed by its attempts.
         log.exception("a run failed (%s: %s)", type(exc).__name__, exc)
-        return back(f"a run failed ({type(exc).__name__}: {_first_line(exc)})", rt.backoff())
+        return back(f"a run failed ({first_line(exc, with_type=True)})", rt.backoff())
     rt.failures = 0
     back.ran(stats.claimed > 0)
     if stats.unknown:
@@ -429,6 +431,3 @@ class _PutBack:
         if claimed:
             bounces.mark_progress(app, self.queue)
 
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).splitlines()[0] if str(exc) else ""

@@ -14,6 +14,7 @@ import sys
 from docqa import __version__
 from docqa.cli import answering, exits, inspecting, producing, provenance, scheduling, serving
 from docqa.cli.options import CliError
+from docqa.core.errors import DocqaError
 
 __all__ = ["CliError", "build_parser", "console", "main"]
 
@@ -89,9 +90,9 @@ def _main(argv: list[str] | None) -> int:
         return exits.USAGE
     try:
         return args.func(args)
-    except CliError as exc:
+    except DocqaError as exc:  # CliError, and any of docqa's own errors a command let through
         print(f"docqa {args.command}: error: {exc}", file=sys.stderr)
-        return exc.status
+        return exc.exit_status
     except KeyboardInterrupt:
         print(f"docqa {args.command}: interrupted", file=sys.stderr)
         return exits.INTERRUPTED

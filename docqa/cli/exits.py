@@ -8,12 +8,13 @@ healthchecks expect.
 
 from __future__ import annotations
 
-OK = 0  # everything asked for was done
-FAILED = 1  # some jobs failed, or the work could not be done (a model that cannot be loaded, no such document)
-USAGE = 2  # bad usage or input (argparse's own status): a missing argument, a refused option value
-SKIPPED = 3  # the rest was done, but some inputs were skipped (each named on stderr)
-UNREACHABLE = 4  # the store or the broker cannot be reached or opened (or the store failed mid-command)
-INTERRUPTED = 130  # Ctrl-C
+# The numbers live with the error classes that carry them (docqa.core.errors):
+# OK 0: everything asked for was done. FAILED 1: some jobs failed, or the work could not be
+# done (a model that cannot be loaded, no such document). USAGE 2: bad usage or input
+# (argparse's own status). SKIPPED 3: the rest was done, but some inputs were skipped (each
+# named on stderr). UNREACHABLE 4: the store or the broker cannot be reached or opened (or
+# the store failed mid-command). INTERRUPTED 130: Ctrl-C.
+from docqa.core.errors import FAILED, INTERRUPTED, OK, SKIPPED, UNREACHABLE, USAGE  # noqa: F401
 
 TABLE = (
     (OK, "all done"),

@@ -17,15 +17,16 @@ from typing import Any, Literal
 
 from docqa.cli import exits
 from docqa.core.params import AnswerParams
+from docqa.core.errors import DocqaError
 from docqa.core.settings import FILE_FIELDS, Settings, env_name, file_env_name
 
 
-class CliError(Exception):
-    """A problem the user can fix; printed as one line (no traceback)."""
+class CliError(DocqaError):
+    """A problem the user can fix; printed as one line (no traceback), exiting with `status`."""
 
     def __init__(self, message: str, status: int = exits.USAGE) -> None:
         super().__init__(message)
-        self.status = status
+        self.status = self.exit_status = status
 
 
 # -- flags made from Settings fields ---------------------------------------------------

@@ -10,6 +10,8 @@ A store or worker that does not answer is reported on that line and asked again 
 
 from __future__ import annotations
 
+from docqa.core.errors import first_line
+
 import json
 import sys
 import time
@@ -137,7 +139,7 @@ def watch(repo, settings, *, interval: float, metrics_urls: list[str] | None = N
                 counts = repo.counts()
                 workers = len(repo.live_workers(seen_within=settings.live_worker_seconds))
             except Exception as exc:  # the store is away: say so, ask again next time
-                counts, problem = None, f"store: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                counts, problem = None, f"store: {first_line(exc, with_type=True)}"
             if counts is not None:
                 windows = scrape_windows(metrics_urls) if metrics else None
                 rates.add(Sample(time.monotonic(), counts.get("done", 0) + counts.get("failed", 0), windows))

@@ -11,6 +11,8 @@ the hub, when the hub cannot be reached.
 
 from __future__ import annotations
 
+from docqa.core.errors import DocqaError, first_line
+
 import functools
 import os
 import threading
@@ -18,7 +20,7 @@ import threading
 from docqa.core.labels import model_label
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(DocqaError, RuntimeError):
     """The model or tokenizer could not be loaded; the message says what to do."""
 
 
@@ -68,7 +70,7 @@ def hub_unreachable(endpoint: str | None = None, timeout: float = HUB_PROBE_SECO
         try:
             get_session().head(url, timeout=timeout)
         except Exception as exc:  # noqa: BLE001 (DNS failure, refused, timeout, TLS: all mean unreachable)
-            outcome.append(_first_line(exc) or type(exc).__name__)
+            outcome.append(first_line(exc))
         else:
             outcome.append(None)
 
@@ -166,11 +168,7 @@ def _not_loadable(model: str, label: str, exc: BaseException) -> str:
     return (
         f"could not load the {where} {label!r}: it is not a local folder holding a "
         f"question-answering model, and it could not be downloaded from the Hugging Face hub "
-        f"({_first_line(exc)}). Pass --model PATH to a local folder (or set DOCQA_MODEL), or "
+        f"({first_line(exc)}). Pass --model PATH to a local folder (or set DOCQA_MODEL), or "
         f"connect once so the model can be downloaded."
     )
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

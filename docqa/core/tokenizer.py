@@ -27,6 +27,8 @@ or cut text differently from the checkpoint's file (`QATokenizer.disagreement`).
 
 from __future__ import annotations
 
+from docqa.core.errors import DocqaError
+
 import json
 import logging
 from dataclasses import dataclass, field, replace
@@ -56,7 +58,7 @@ FIVE_TWO_NO_TYPES = frozenset({"AlbertTokenizer", "AlbertTokenizerFast", "XLNetT
 PROBE_TEXT = "Ada Lovelace wrote in 1843 \u2014 caf\u00e9 cafe\u0301 \u00c9COLE \u4e2d\u6587 \U0001f600 a\u00a0b\tc  d."
 
 
-class TokenizerError(ValueError):
+class TokenizerError(DocqaError, ValueError):
     """The model's tokenizer cannot be used for question answering; the message says why."""
 
 

@@ -15,12 +15,14 @@ reaches the end of the document is the last one.
 
 from __future__ import annotations
 
+from docqa.core.errors import UsageError
+
 from dataclasses import dataclass
 
 import numpy as np
 
 
-class WindowError(ValueError):
+class WindowError(UsageError):
     """The document/question cannot be windowed; the message names the numbers."""
 
 
