@@ -7,7 +7,6 @@ import importlib
 import inspect
 import pkgutil
 
-import docqa
 from docqa.core.errors import FAILED, UNREACHABLE, USAGE, DocqaError, UsageError, first_line
 
 
