@@ -186,7 +186,7 @@ class Engine:
         # Context-first models (XLNet): transformers' pipeline let any token of a window start or
         # end a span, mapping question tokens onto the document's characters (offsets such as
         # 54:0, or past its end). The drop-in reproduces that (True); answers that are stored
-        # with provenance come from the context and CLS only (False), so each is a document span.
+        # with provenance come from the context tokens only (False), so each is a document span.
         self.reference_spans = reference_spans
         self.pad_buckets_request = pad_buckets
         self.compile_mode = compile
