@@ -188,6 +188,7 @@ def test_exit_statuses_for_usage_errors_and_unreachable_stores_and_brokers(tmp_p
     assert usage.returncode == exits.USAGE == 2 and "the following arguments are required" in usage.stderr
     assert docqa(["no-such-command"], tmp_path).returncode == 2
     closed = "postgresql+psycopg://nobody@127.0.0.1:9/none"  # nothing listens on port 9
+    (tmp_path / "x.txt").write_text(RIVER, encoding="utf-8")  # an input that exists: the store is the problem
     for args in (["status", "--no-broker", "--database-url", closed], ["results", "--database-url", closed],
                  ["run", "x.txt", "-q", "Where?", "--database-url", closed, "--model", tiny_model]):
         out = docqa(args, tmp_path)
