@@ -116,7 +116,7 @@ def test_submit_wait_read_answers_with_token_and_limits(embedded_server):
         none = httpx.post(base + "/v1/submissions", json=body, headers=AUTH)
         assert none.status_code == 422 and none.json()["detail"].startswith("questions: no question to ask")
         assert "-q" not in none.json()["detail"]
-    emoji = httpx.post(base + "/v1/submissions?wait=60", headers=AUTH, json={
+    emoji = httpx.post(base + "/v1/submissions?wait=60", headers=AUTH, timeout=90, json={
         "documents": [{"id": "astral", "text": "🚀🚀 The river flows north to the sea."}], "questions": ["Where?"]})
     assert emoji.status_code == 200 and emoji.json()["finished"]
     assert emoji.json()["submission_id"] == sid + 1  # the refused requests stored no submission

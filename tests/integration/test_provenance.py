@@ -225,7 +225,9 @@ def test_cli_http_and_client_show_the_same_rows_and_delete_by_path(tmp_path):
         # Names docqa made up for unnamed texts ("document 0" of each request) are not keys:
         # they would name unrelated documents of other submissions.
         for text in ("First unnamed text about rivers.", "Second unnamed text about towers."):
-            posted = httpx.post(base + "/v1/submissions?wait=60", json={"documents": [text], "questions": [Q]})
+            # The first one loads the model in the server: the client waits as long as the server may.
+            posted = httpx.post(base + "/v1/submissions?wait=60", json={"documents": [text], "questions": [Q]},
+                                timeout=90)
             assert posted.status_code == 200 and posted.json()["finished"], posted.text
         unnamed = httpx.get(base + "/v1/answers", params={"question": Q, "limit": 100}).json()["answers"]
         assert sorted(r["document_source"] for r in unnamed if r["document_source"] == "document 0") == [
