@@ -125,27 +125,30 @@ def _sanitize_parameters(**kwargs: Any) -> tuple[dict, dict]:
     """
     pre = {k: kwargs[k] for k in _PRE_KEYS if kwargs.get(k) is not None}
     post: dict[str, Any] = {}
-    top_k = kwargs.get("top_k")
-    if top_k is not None:
-        if isinstance(top_k, numbers.Real) and top_k < 1:
-            raise ValueError(f"top_k parameter should be >= 1 (got {top_k})")
-        post["top_k"] = _whole(top_k, "top_k", floats=False)
-    max_answer_len = kwargs.get("max_answer_len")
-    if max_answer_len is not None:
-        if isinstance(max_answer_len, numbers.Real) and max_answer_len < 1:
-            raise ValueError(f"max_answer_len parameter should be >= 1 (got {max_answer_len})")
-        post["max_answer_len"] = _whole(max_answer_len, "max_answer_len", floats=True)
+    for key, floats in (("top_k", False), ("max_answer_len", True)):
+        if kwargs.get(key) is not None:
+            post[key] = _at_least_one(kwargs[key], key, floats=floats)
     for key in ("handle_impossible_answer", "align_to_words"):
         if kwargs.get(key) is not None:
             post[key] = bool(kwargs[key])  # 5.2.0 tested truthiness
-    template = kwargs.get("pair_template")
-    if template is not None:  # docqa's own parameter: see docqa.core.tokenizer
-        from docqa.core.tokenizer import PAIR_TEMPLATES
-
-        if template not in PAIR_TEMPLATES:
-            raise ValueError(f"pair_template must be one of {', '.join(PAIR_TEMPLATES)} (got {template!r})")
-        post["pair_template"] = template
+    if kwargs.get("pair_template") is not None:  # docqa's own parameter: see docqa.core.tokenizer
+        post["pair_template"] = _pair_template(kwargs["pair_template"])
     return pre, post
+
+
+def _at_least_one(value: Any, name: str, *, floats: bool) -> int:
+    """top_k / max_answer_len: a number below 1 is 5.2.0's ValueError; then `_whole`."""
+    if isinstance(value, numbers.Real) and value < 1:
+        raise ValueError(f"{name} parameter should be >= 1 (got {value})")
+    return _whole(value, name, floats=floats)
+
+
+def _pair_template(template: Any) -> str:
+    from docqa.core.tokenizer import PAIR_TEMPLATES
+
+    if template not in PAIR_TEMPLATES:
+        raise ValueError(f"pair_template must be one of {', '.join(PAIR_TEMPLATES)} (got {template!r})")
+    return template
 
 
 def _whole(value: Any, name: str, *, floats: bool) -> int:
@@ -310,75 +313,103 @@ class QuestionAnsweringPipeline:
     def _answer(self, pairs, max_seq_len: int, doc_stride: int, post: dict, batch_size: int) -> list:
         """One result per (question, context) pair: a dict or a list of dicts (see module doc)."""
         from docqa.core.params import AnswerParams
-        from docqa.core.windows import tokenize_documents
         from docqa.worker.engine import QAItem
 
-        engine, tok = self._engine, self.tokenizer
-        texts = list(dict.fromkeys(c for _, c in pairs))
-        docs = dict(zip(texts, tokenize_documents(tok, texts)))
-        questions = list(dict.fromkeys(q for q, _ in pairs if isinstance(q, str)))
-        q_ids = tok(questions, add_special_tokens=False)["input_ids"] if questions else []
-        q_len = dict(zip(questions, map(len, q_ids)))
-        limit = engine.max_model_len
+        docs, q_len = _token_counts(self.tokenizer, pairs)
+        limit = self._engine.max_model_len
         pair_template = post.get("pair_template", "checkpoint")
-        specials = engine.template(AnswerParams(pair_template=pair_template)).n_special
-        top_k = post.get("top_k", 1)
+        specials = self._engine.template(AnswerParams(pair_template=pair_template)).n_special
+        # Above the limit but with an input that fits, one window either way: same answers.
+        window = min(max_seq_len, limit)
         items = []
         for i, (question, context) in enumerate(pairs):  # 5.2.0's order: input by input
-            if not isinstance(question, str):
-                raise ValueError(
-                    f"`question` must be a str (got {type(question).__name__} at position {i}): pass "
-                    "question=str or question=[str, ...]"
-                )
-            n_q, n_doc = q_len[question], len(docs[context])
-            room = max_seq_len - n_q - specials  # context tokens per window
-            if room <= 0 and n_doc > room:
-                raise Exception(  # noqa: TRY002 - the class 5.2.0 raised (from the tokenizer)
-                    "Truncation error: Sequence to truncate too short to respect the provided max_length "
-                    f"(the question has {n_q} tokens; with max_seq_len {max_seq_len} and {specials} special "
-                    "tokens no room is left for the context: shorten the question or raise max_seq_len)"
-                )
-            if n_doc > room and doc_stride >= room:
-                raise ValueError(
-                    f"doc_stride ({doc_stride}) must be smaller than the context tokens of a window ({room} = "
-                    f"max_seq_len {max_seq_len} - question {n_q} tokens - {specials} special tokens) when a "
-                    "context needs several windows; lower doc_stride or raise max_seq_len"
-                )
-            longest = min(n_q + n_doc + specials, max_seq_len)
-            if longest > limit:
-                raise RuntimeError(
-                    f"a window of {longest} tokens is more than this model takes ({limit} tokens): "
-                    f"lower max_seq_len (now {max_seq_len}) to at most {limit}"
-                )
-            # Above the limit but with an input that fits, one window either way: same answers.
-            window = min(max_seq_len, limit)
-            # Checked above, as 5.2.0 checked them; model_construct keeps AnswerParams' own
-            # (stricter, pydantic) validators from raising other errors for accepted values.
-            params = AnswerParams.model_construct(
-                max_seq_len=window,
-                doc_stride=doc_stride,
-                top_k=top_k,
-                max_answer_len=post.get("max_answer_len", 15),
-                handle_impossible_answer=post.get("handle_impossible_answer", False),
-                align_to_words=post.get("align_to_words", True),
-                merge_by_text=True,
-                pair_template=pair_template,
-            )
+            _check_question(question, i)
+            _check_fit(q_len[question], len(docs[context]), max_seq_len, doc_stride, specials, limit)
+            params = _answer_params(window, doc_stride, post, pair_template)
             items.append(QAItem(context, question, params, tokens=docs[context]))
+        return _answer_dicts(self._run(items, batch_size, window))
+
+    def _run(self, items: list, batch_size: int, window: int) -> list:
+        """The engine's results for `items`, batch_size windows per forward pass."""
+        engine = self._engine
         with self._lock:
             engine.max_batch_windows = batch_size
-            engine.batch_tokens_request = batch_size * max(1, min(max_seq_len, limit))
-            results = engine.run(items, allow_empty=True)
-        out = []
-        for i, res in enumerate(results):
-            if res.error is not None:  # not expected: every input was checked above
-                raise ValueError(f"input {i} cannot be answered: {res.error}")
-            answers = [
-                {"score": float(a.score), "start": int(a.char_start), "end": int(a.char_end), "answer": a.text}
-                for a in res.answers
-            ]
-            out.append(answers[0] if len(answers) == 1 else answers)
-        return out
+            engine.batch_tokens_request = batch_size * max(1, window)
+            return engine.run(items, allow_empty=True)
+
+
+def _token_counts(tok, pairs) -> tuple[dict, dict]:
+    """(context -> its tokens, question -> its number of tokens); each distinct text once."""
+    from docqa.core.windows import tokenize_documents
+
+    texts = list(dict.fromkeys(c for _, c in pairs))
+    docs = dict(zip(texts, tokenize_documents(tok, texts)))
+    questions = list(dict.fromkeys(q for q, _ in pairs if isinstance(q, str)))
+    q_ids = tok(questions, add_special_tokens=False)["input_ids"] if questions else []
+    return docs, dict(zip(questions, map(len, q_ids)))
+
+
+def _check_question(question: Any, i: int) -> None:
+    if not isinstance(question, str):
+        raise ValueError(
+            f"`question` must be a str (got {type(question).__name__} at position {i}): pass "
+            "question=str or question=[str, ...]"
+        )
+
+
+def _check_fit(n_q: int, n_doc: int, max_seq_len: int, doc_stride: int, specials: int, limit: int) -> None:
+    """An input of n_q question and n_doc context tokens fits windows of max_seq_len tokens."""
+    room = max_seq_len - n_q - specials  # context tokens per window
+    if room <= 0 and n_doc > room:
+        raise Exception(  # noqa: TRY002 - the class 5.2.0 raised (from the tokenizer)
+            "Truncation error: Sequence to truncate too short to respect the provided max_length "
+            f"(the question has {n_q} tokens; with max_seq_len {max_seq_len} and {specials} special "
+            "tokens no room is left for the context: shorten the question or raise max_seq_len)"
+        )
+    if n_doc > room and doc_stride >= room:
+        raise ValueError(
+            f"doc_stride ({doc_stride}) must be smaller than the context tokens of a window ({room} = "
+            f"max_seq_len {max_seq_len} - question {n_q} tokens - {specials} special tokens) when a "
+            "context needs several windows; lower doc_stride or raise max_seq_len"
+        )
+    longest = min(n_q + n_doc + specials, max_seq_len)
+    if longest > limit:
+        raise RuntimeError(
+            f"a window of {longest} tokens is more than this model takes ({limit} tokens): "
+            f"lower max_seq_len (now {max_seq_len}) to at most {limit}"
+        )
+
+
+def _answer_params(window: int, doc_stride: int, post: dict, pair_template: str):
+    """AnswerParams for one input."""
+    from docqa.core.params import AnswerParams
+
+    # Checked before, as 5.2.0 checked them; model_construct keeps AnswerParams' own
+    # (stricter, pydantic) validators from raising other errors for accepted values.
+    return AnswerParams.model_construct(
+        max_seq_len=window,
+        doc_stride=doc_stride,
+        top_k=post.get("top_k", 1),
+        max_answer_len=post.get("max_answer_len", 15),
+        handle_impossible_answer=post.get("handle_impossible_answer", False),
+        align_to_words=post.get("align_to_words", True),
+        merge_by_text=True,
+        pair_template=pair_template,
+    )
+
+
+def _answer_dicts(results) -> list:
+    """5.2.0's result for each engine result: the answer dict if there is one, else the list."""
+    out = []
+    for i, res in enumerate(results):
+        if res.error is not None:  # not expected: every input was checked before
+            raise ValueError(f"input {i} cannot be answered: {res.error}")
+        answers = [
+            {"score": float(a.score), "start": int(a.char_start), "end": int(a.char_end), "answer": a.text}
+            for a in res.answers
+        ]
+        out.append(answers[0] if len(answers) == 1 else answers)
+    return out
 
 
 def _place(model, device, torch):
@@ -448,6 +479,117 @@ def _task_from_hub(model: str, token) -> str:
     return info.pipeline_tag
 
 
+def _model_and_task(task: Any, model: Any, tokenizer: Any, token) -> tuple[Any, Any]:
+    """(model, task): a path-like model as its str, the task inferred when None, then checked."""
+    if task is None and model is None:
+        raise RuntimeError(
+            "Impossible to instantiate a pipeline without either a task or a model being specified. "
+            "Please provide a task class or a model"
+        )
+    if model is None and tokenizer is not None:
+        raise RuntimeError(
+            "Impossible to instantiate a pipeline with tokenizer specified but not the model as the provided tokenizer"
+            " may not be compatible with the default model. Please provide a PreTrainedModel class or a"
+            " path/identifier to a pretrained model when providing tokenizer."
+        )
+    if model is not None and not isinstance(model, str) and hasattr(model, "__fspath__"):
+        model = str(model.__fspath__())
+    if task is None:
+        task = _inferred_task(model, token)
+    _check_task(task)
+    return model, task
+
+
+def _inferred_task(model: Any, token) -> str:
+    if not isinstance(model, str):
+        raise RuntimeError(
+            "Inferring the task automatically requires to check the hub with a model_id defined as a `str`. "
+            f"{model} is not a valid model_id."
+        )
+    return _task_from_hub(model, token)
+
+
+def _checked_pipeline_class(pipeline_class: Any) -> type[QuestionAnsweringPipeline]:
+    if pipeline_class is None:
+        return QuestionAnsweringPipeline
+    if not (isinstance(pipeline_class, type) and issubclass(pipeline_class, QuestionAnsweringPipeline)):
+        raise TypeError(f"pipeline_class must be a subclass of docqa's QuestionAnsweringPipeline (got {pipeline_class!r})")
+    return pipeline_class
+
+
+def _default_model(revision: str | None) -> tuple[str, str]:
+    """5.2.0's default model and revision (unless one was given), with its warning."""
+    model, revision = DEFAULT_MODEL, revision if revision is not None else DEFAULT_REVISION
+    log.warning(
+        "No model was supplied, defaulted to %s and revision %s.\n"
+        "Using a pipeline without specifying a model name and revision in production is not recommended.",
+        model, revision,
+    )  # fmt: skip
+    return model, revision
+
+
+def _model_kwargs(model_kwargs: dict, device_map: Any, dtype: Any, torch_dtype: Any, torch) -> dict:
+    """model_kwargs with device_map and dtype added, refusing both forms of either."""
+    if device_map is not None:
+        if "device_map" in model_kwargs:
+            raise ValueError(
+                'You cannot use both `pipeline(... device_map=..., model_kwargs={"device_map":...})` as those'
+                " arguments might conflict, use only one.)"
+            )
+        model_kwargs["device_map"] = device_map
+    dtype = _dtype(dtype, torch_dtype, model_kwargs, torch)
+    if dtype is not None:
+        model_kwargs["dtype"] = dtype
+    return model_kwargs
+
+
+def _dtype(dtype: Any, torch_dtype: Any, model_kwargs: dict, torch) -> Any:
+    """The dtype to load with (None: model_kwargs holds it or none was asked); a name as a torch.dtype."""
+    if torch_dtype is not None and dtype == "auto":
+        dtype = torch_dtype
+    if "torch_dtype" in model_kwargs or "dtype" in model_kwargs:
+        if dtype != "auto":
+            raise ValueError(
+                'You cannot use both `pipeline(... dtype=..., model_kwargs={"dtype":...})` as those'
+                " arguments might conflict, use only one.)"
+            )
+        return None
+    if isinstance(dtype, str) and dtype != "auto" and hasattr(torch, dtype):
+        return getattr(torch, dtype)
+    return dtype
+
+
+def _tokenizer_source(tokenizer: Any, model_name: str | None, config: Any, pipeline_class: type) -> Any:
+    """The tokenizer as given, else the model's or the config's name; a TypeError if none."""
+    if tokenizer is None:
+        tokenizer = model_name if model_name is not None else config if isinstance(config, str) else None
+    if tokenizer is None:
+        raise TypeError(
+            f"{pipeline_class.__name__}.__init__() missing 1 required positional argument: 'tokenizer' "
+            "(a model object does not say which tokenizer it needs: pass tokenizer=<tokenizer or its path>)"
+        )
+    return tokenizer
+
+
+def _load_tokenizer(auto_tokenizer, tokenizer: str | tuple, use_fast: bool, hub_kwargs: dict, model_kwargs: dict):
+    """The fast tokenizer named by `tokenizer`: an identifier or an (identifier, kwargs) tuple."""
+    if isinstance(tokenizer, tuple):
+        identifier, tok_kwargs = tokenizer[0], dict(tokenizer[1])
+        use_fast = tok_kwargs.pop("use_fast", use_fast)
+    else:
+        identifier = tokenizer
+        tok_kwargs = {k: v for k, v in model_kwargs.items() if k not in ("dtype", "torch_dtype", "device_map")}
+    if not use_fast:
+        log.warning("use_fast=False: docqa's pipeline needs a fast tokenizer; loading the fast one")
+    if tok_kwargs:  # loader options only the tokenizer class knows: the class, as asked
+        return auto_tokenizer.from_pretrained(identifier, use_fast=True, **hub_kwargs, **tok_kwargs)
+    # docqa's tokenizer contract: the checkpoint's tokenizer.json and pair template
+    from docqa.core.tokenizer import load_tokenizer
+
+    revision, local_only, token = hub_kwargs["revision"], hub_kwargs["local_files_only"], hub_kwargs["token"]
+    return load_tokenizer(identifier, revision, local_only=local_only, compare_class=True, token=token).hf
+
+
 def pipeline(
     task: str | None = None,
     model: Any = None,
@@ -486,97 +628,23 @@ def pipeline(
     model_kwargs = dict(model_kwargs or {})
     kwargs.pop("code_revision", None)
     kwargs.pop("_commit_hash", None)
-    if task is None and model is None:
-        raise RuntimeError(
-            "Impossible to instantiate a pipeline without either a task or a model being specified. "
-            "Please provide a task class or a model"
-        )
-    if model is None and tokenizer is not None:
-        raise RuntimeError(
-            "Impossible to instantiate a pipeline with tokenizer specified but not the model as the provided tokenizer"
-            " may not be compatible with the default model. Please provide a PreTrainedModel class or a"
-            " path/identifier to a pretrained model when providing tokenizer."
-        )
-    if model is not None and not isinstance(model, str) and hasattr(model, "__fspath__"):
-        model = str(model.__fspath__())
-    if task is None:
-        if not isinstance(model, str):
-            raise RuntimeError(
-                "Inferring the task automatically requires to check the hub with a model_id defined as a `str`. "
-                f"{model} is not a valid model_id."
-            )
-        task = _task_from_hub(model, token)
-    _check_task(task)
-    if pipeline_class is None:
-        pipeline_class = QuestionAnsweringPipeline
-    elif not (isinstance(pipeline_class, type) and issubclass(pipeline_class, QuestionAnsweringPipeline)):
-        raise TypeError(f"pipeline_class must be a subclass of docqa's QuestionAnsweringPipeline (got {pipeline_class!r})")
+    model, task = _model_and_task(task, model, tokenizer, token)
+    pipeline_class = _checked_pipeline_class(pipeline_class)
     if model is None:
-        model, revision = DEFAULT_MODEL, revision if revision is not None else DEFAULT_REVISION
-        log.warning(
-            "No model was supplied, defaulted to %s and revision %s.\n"
-            "Using a pipeline without specifying a model name and revision in production is not recommended.",
-            model, revision,
-        )  # fmt: skip
+        model, revision = _default_model(revision)
 
     import torch
     from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoTokenizer
 
-    hub_kwargs = {
-        "revision": revision,
-        "token": token,
-        "trust_remote_code": trust_remote_code,
-        "local_files_only": kwargs.get("local_files_only", False),
-    }
-    if device_map is not None:
-        if "device_map" in model_kwargs:
-            raise ValueError(
-                'You cannot use both `pipeline(... device_map=..., model_kwargs={"device_map":...})` as those'
-                " arguments might conflict, use only one.)"
-            )
-        model_kwargs["device_map"] = device_map
-    torch_dtype = kwargs.pop("torch_dtype", None)
-    if torch_dtype is not None:
-        dtype = torch_dtype if dtype == "auto" else dtype
-    if "torch_dtype" in model_kwargs or "dtype" in model_kwargs:
-        if dtype != "auto":
-            raise ValueError(
-                'You cannot use both `pipeline(... dtype=..., model_kwargs={"dtype":...})` as those'
-                " arguments might conflict, use only one.)"
-            )
-        dtype = None
-    if dtype is not None:
-        if isinstance(dtype, str) and dtype != "auto" and hasattr(torch, dtype):
-            dtype = getattr(torch, dtype)
-        model_kwargs["dtype"] = dtype
-
+    hub_kwargs: dict[str, Any] = {"revision": revision, "token": token, "trust_remote_code": trust_remote_code}
+    hub_kwargs["local_files_only"] = kwargs.get("local_files_only", False)
+    model_kwargs = _model_kwargs(model_kwargs, device_map, dtype, kwargs.pop("torch_dtype", None), torch)
     model_name = model if isinstance(model, str) else None
-    if isinstance(model, str):
+    if model_name is not None:
         if isinstance(config, str):
             config = AutoConfig.from_pretrained(config, **hub_kwargs)
         model = AutoModelForQuestionAnswering.from_pretrained(model, config=config, **hub_kwargs, **model_kwargs)
-
-    if tokenizer is None:
-        tokenizer = model_name if model_name is not None else config if isinstance(config, str) else None
-    if tokenizer is None:
-        raise TypeError(
-            f"{pipeline_class.__name__}.__init__() missing 1 required positional argument: 'tokenizer' "
-            "(a model object does not say which tokenizer it needs: pass tokenizer=<tokenizer or its path>)"
-        )
+    tokenizer = _tokenizer_source(tokenizer, model_name, config, pipeline_class)
     if isinstance(tokenizer, (str, tuple)):
-        if isinstance(tokenizer, tuple):
-            identifier, tok_kwargs = tokenizer[0], dict(tokenizer[1])
-            use_fast = tok_kwargs.pop("use_fast", use_fast)
-        else:
-            identifier = tokenizer
-            tok_kwargs = {k: v for k, v in model_kwargs.items() if k not in ("dtype", "torch_dtype", "device_map")}
-        if not use_fast:
-            log.warning("use_fast=False: docqa's pipeline needs a fast tokenizer; loading the fast one")
-        if tok_kwargs:  # loader options only the tokenizer class knows: the class, as asked
-            tokenizer = AutoTokenizer.from_pretrained(identifier, use_fast=True, **hub_kwargs, **tok_kwargs)
-        else:  # docqa's tokenizer contract: the checkpoint's tokenizer.json and pair template
-            from docqa.core.tokenizer import load_tokenizer
-
-            tokenizer = load_tokenizer(identifier, revision, local_only=hub_kwargs["local_files_only"],
-                                       compare_class=True, token=token).hf
+        tokenizer = _load_tokenizer(AutoTokenizer, tokenizer, use_fast, hub_kwargs, model_kwargs)
     return pipeline_class(model=model, tokenizer=tokenizer, task=task, device=device, **kwargs)
