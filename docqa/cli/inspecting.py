@@ -112,6 +112,15 @@ def _print_status(facts: dict, failures, broker: dict | None, settings) -> None:
     workers = facts["workers"]
     print(f"live workers: {len(workers)}" + "".join(
         f"\n  {w['name']} ({w['model']}, queue {w['queue']}, seen {w['last_seen_seconds']:.0f} s ago)" for w in workers))
+    _print_warnings(facts, settings)
+    if broker is not None:
+        _print_broker(broker)
+    for job_id, source, question, error in failures:
+        print(f"failed job {job_id} ({_clip(source)}, {_clip(question)!r}): {_clip(error, 500)}")
+
+
+def _print_warnings(facts: dict, settings) -> None:
+    """The status lines on oversubscribed hosts, the oldest queued job and unserved models."""
     for host in facts["oversubscribed"]:
         print(f"warning: host {host['host']}: {host['processes']} docqa worker processes use {host['threads']} torch "
               f"threads on {host['cores']} cores; set DOCQA_TORCH_THREADS (docqa worker --torch-threads) or fewer "
@@ -122,19 +131,19 @@ def _print_status(facts: dict, failures, broker: dict | None, settings) -> None:
     for model in facts["models_without_worker"]:
         print(f"queued for model {model}: {plural(facts['queued_by_model'][model], 'job')}, and no live worker "
               "serves it")
-    if broker is not None:
-        if "error" in broker:
-            print(f"broker: {broker['error']}")
-        else:
-            print(f"broker: {plural(broker['queue_depth'], 'message')} waiting on queue {broker['queue']!r}; "
-                  f"dead letters: {broker['dead_letters']}" + (" (see 'docqa dead-letters')" if broker["dead_letters"] else ""))
-            for entry in broker["bouncing_messages"]:
-                print(f"bouncing: a message of {plural(entry['jobs'], 'job')} on {entry['queue']!r} was put back "
-                      f"{plural(entry['bounces'], 'time')} (last {entry['at']}): {_clip(entry['reason'], 300)}")
-            if broker["bouncing"] > len(broker["bouncing_messages"]):
-                print(f"bouncing: {broker['bouncing'] - len(broker['bouncing_messages'])} more")
-    for job_id, source, question, error in failures:
-        print(f"failed job {job_id} ({_clip(source)}, {_clip(question)!r}): {_clip(error, 500)}")
+
+
+def _print_broker(broker: dict) -> None:
+    if "error" in broker:
+        print(f"broker: {broker['error']}")
+        return
+    print(f"broker: {plural(broker['queue_depth'], 'message')} waiting on queue {broker['queue']!r}; "
+          f"dead letters: {broker['dead_letters']}" + (" (see 'docqa dead-letters')" if broker["dead_letters"] else ""))
+    for entry in broker["bouncing_messages"]:
+        print(f"bouncing: a message of {plural(entry['jobs'], 'job')} on {entry['queue']!r} was put back "
+              f"{plural(entry['bounces'], 'time')} (last {entry['at']}): {_clip(entry['reason'], 300)}")
+    if broker["bouncing"] > len(broker["bouncing_messages"]):
+        print(f"bouncing: {broker['bouncing'] - len(broker['bouncing_messages'])} more")
 
 
 def _clip(text: str, limit: int = CLIP_CHARS) -> str:
@@ -204,91 +213,136 @@ def parse_where(items: list[str]) -> dict[str, str]:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    import csv
-
     settings = build_settings(args)
     repo = open_repo(settings, create=False)
-    if args.submission is not None and not repo.submission_exists(args.submission):
-        raise CliError(f"there is no submission {args.submission} in {safe_url(settings.database_url)}", status=1)
-    document_ids = None
-    if args.document is not None:
-        document_ids = repo.resolve_documents(args.document)
-        if not document_ids:
-            raise CliError(f"no document is named {args.document!r} (a document id, an id given at submit, or a file path)", status=1)
-    if args.all_ranks and args.rank is not None:
-        raise CliError("give --rank N or --all-ranks, not both")
-    rank = None if args.all_ranks else (0 if args.rank is None else args.rank)
-    filters = dict(document_ids=document_ids, question=args.question, model=args.model_filter, rank=rank,
-                   where=parse_where(args.where), all_versions=args.all_versions)
-
-    texts: dict[int, str] = {}  # document texts, for offsets in another unit
-
-    def write(rec) -> None:
-        row = rec.as_dict()
-        if args.offsets != "codepoints":
-            from docqa.core.offsets import record_in_unit
-
-            if rec.text_id not in texts:
-                if len(texts) > 256:
-                    texts.clear()
-                texts[rec.text_id] = repo.text_of(rec.text_id)
-            row = record_in_unit(row, texts[rec.text_id], args.offsets)
-        if writer is not None:
-            for key in ("document_metadata", "params"):
-                row[key] = None if row[key] is None else json.dumps(row[key], ensure_ascii=False, sort_keys=True)
-            writer.writerow(row)
-        else:
-            sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-    writer = None
-    if args.format == "csv":
-        fields = RESULT_FIELDS + (("offset_unit",) if args.offsets != "codepoints" else ())
-        writer = csv.DictWriter(sys.stdout, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
+    filters = _result_filters(repo, settings, args)
+    write = _result_writer(repo, args)
     if args.top is not None:
         if args.question is None or args.follow:
             raise CliError("--top ranks the answers to one --question across documents (and does not --follow)")
-        for rec in repo.top_results(top=args.top, order=args.order or "margin", submission_id=args.submission,
-                                    **filters):
-            write(rec)
-        return 0
-    if args.order not in (None, "answer"):
+        records = repo.top_results(top=args.top, order=args.order or "margin", submission_id=args.submission,
+                                   **filters)
+    elif args.order not in (None, "answer"):
         if args.follow:
             raise CliError("--follow prints answers as they land, in answer order: drop --order or --follow")
-        for rec in repo.iter_results(job_id=args.job, submission_id=args.submission, order=args.order, **filters):
-            write(rec)
-        return 0
+        records = repo.iter_results(job_id=args.job, submission_id=args.submission, order=args.order, **filters)
+    else:
+        return _follow_results(repo, settings, args, filters, write)
+    for rec in records:
+        write(rec)
+    return 0
+
+
+def _result_filters(repo, settings, args: argparse.Namespace) -> dict:
+    """The answer filters of `docqa results` (document_ids, question, model, rank, where, all_versions);
+    CliError for a submission or document not in the store, or --rank with --all-ranks."""
+    if args.submission is not None and not repo.submission_exists(args.submission):
+        raise CliError(f"there is no submission {args.submission} in {safe_url(settings.database_url)}", status=1)
+    document_ids = None if args.document is None else _document_ids(repo, args.document)
+    if args.all_ranks and args.rank is not None:
+        raise CliError("give --rank N or --all-ranks, not both")
+    rank = None if args.all_ranks else (0 if args.rank is None else args.rank)
+    return dict(document_ids=document_ids, question=args.question, model=args.model_filter, rank=rank,
+                where=parse_where(args.where), all_versions=args.all_versions)
+
+
+def _document_ids(repo, ref: str) -> list:
+    document_ids = repo.resolve_documents(ref)
+    if not document_ids:
+        raise CliError(f"no document is named {ref!r} (a document id, an id given at submit, or a file path)", status=1)
+    return document_ids
+
+
+def _result_writer(repo, args: argparse.Namespace):
+    """A function printing one answer record as args.format, offsets in args.offsets; for csv,
+    the header row is written now."""
+    import csv
+
+    as_row = _row_maker(repo, args.offsets)
+    if args.format != "csv":
+        def write_jsonl(rec) -> None:
+            sys.stdout.write(json.dumps(as_row(rec), ensure_ascii=False) + "\n")
+
+        return write_jsonl
+    fields = RESULT_FIELDS + (("offset_unit",) if args.offsets != "codepoints" else ())
+    writer = csv.DictWriter(sys.stdout, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+
+    def write_csv(rec) -> None:
+        row = as_row(rec)
+        for key in ("document_metadata", "params"):
+            row[key] = None if row[key] is None else json.dumps(row[key], ensure_ascii=False, sort_keys=True)
+        writer.writerow(row)
+
+    return write_csv
+
+
+def _row_maker(repo, unit: str):
+    """A function from an answer record to its dict, offsets converted to unit."""
+    if unit == "codepoints":
+        return lambda rec: rec.as_dict()
+    texts: dict[int, str] = {}  # document texts, for offsets in another unit
+
+    def as_row(rec) -> dict:
+        from docqa.core.offsets import record_in_unit
+
+        row = rec.as_dict()
+        if rec.text_id not in texts:
+            if len(texts) > 256:
+                texts.clear()
+            texts[rec.text_id] = repo.text_of(rec.text_id)
+        return record_in_unit(row, texts[rec.text_id], unit)
+
+    return as_row
+
+
+def _follow_results(repo, settings, args: argparse.Namespace, filters: dict, write) -> int:
+    """Answers in answer order; with --follow, polls every --interval seconds until done or Ctrl-C."""
     # A followed submission ends when its last job does; the whole store only with --until-done.
     until_done = args.until_done or args.submission is not None
     position = None
     quiet_since = None
     while True:
-        # Counts first, answers second: an answer committed between the two reads is still
-        # printed, by this pass or the final one.
-        progress = repo.submission_progress(args.submission) if args.submission is not None else repo.counts()
+        progress, position = _poll_results(repo, args, filters, position, write)
         finished = progress.get("queued", 0) == 0 and progress.get("running", 0) == 0
-        records, position = repo.follow_results(position, job_id=args.job, submission_id=args.submission, **filters)
-        for rec in records:
-            write(rec)
-        sys.stdout.flush()
         if not args.follow:
             return 0
         if until_done and finished:
-            if progress.get("failed", 0):
-                print(f"docqa results: {plural(progress['failed'], 'job')} failed: see 'docqa status'", file=sys.stderr)
-                return 1
-            return 0
-        done = progress.get("done", 0) + progress.get("failed", 0)
-        total = sum(progress.values())
-        if sys.stderr.isatty():
-            sys.stderr.write(f"\r{done}/{total} jobs finished ({progress.get('failed', 0)} failed)")
-            sys.stderr.flush()
+            return _followed_status(progress)
+        _show_progress(progress)
         if not settings.database_url.startswith("sqlite") and not finished:
             quiet_since = warn_unserved(repo, settings, args, quiet_since)
         try:
             time.sleep(args.interval)
         except KeyboardInterrupt:
             return 130
+
+
+def _poll_results(repo, args: argparse.Namespace, filters: dict, position, write) -> tuple:
+    """One pass: the job counts, then the answers after position, printed. (counts, new position)"""
+    # Counts first, answers second: an answer committed between the two reads is still
+    # printed, by this pass or the final one.
+    progress = repo.submission_progress(args.submission) if args.submission is not None else repo.counts()
+    records, position = repo.follow_results(position, job_id=args.job, submission_id=args.submission, **filters)
+    for rec in records:
+        write(rec)
+    sys.stdout.flush()
+    return progress, position
+
+
+def _followed_status(progress: dict) -> int:
+    if progress.get("failed", 0):
+        print(f"docqa results: {plural(progress['failed'], 'job')} failed: see 'docqa status'", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _show_progress(progress: dict) -> None:
+    done = progress.get("done", 0) + progress.get("failed", 0)
+    total = sum(progress.values())
+    if sys.stderr.isatty():
+        sys.stderr.write(f"\r{done}/{total} jobs finished ({progress.get('failed', 0)} failed)")
+        sys.stderr.flush()
 
 
 def warn_unserved(repo, settings, args, said_at: float | None) -> float | None:
@@ -346,6 +400,12 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
+    for add_parser in (_add_status_parser, _add_health_parser, _add_dead_letters_parser, _add_results_parser,
+                       _add_delete_parser, _add_db_parser):
+        add_parser(sub)
+
+
+def _add_status_parser(sub) -> None:
     p = sub.add_parser("status", help="job counts, live workers, stuck jobs, dead letters, failures",
                        description="Job counts by status; live workers, and hosts where their torch threads "
                        "add up to more than the cores; the oldest queued job and the jobs queued "
@@ -371,6 +431,8 @@ def register(sub) -> None:
                    "repeat for each worker: windows/s is their sum")
     p.set_defaults(func=cmd_status)
 
+
+def _add_health_parser(sub) -> None:
     p = sub.add_parser("health", help="exit 0 when the store and broker answer (probes for supervisors)",
                        description="Readiness: exit 0 when the store (schema current) and the broker answer, 1 "
                        "with the reason otherwise. With --worker (liveness of a worker container): also a docqa "
@@ -382,6 +444,8 @@ def register(sub) -> None:
     p.add_argument("--no-broker", action="store_true", help="do not check the broker")
     p.set_defaults(func=cmd_health)
 
+
+def _add_dead_letters_parser(sub) -> None:
     p = sub.add_parser("dead-letters", help="print the malformed messages workers set aside, with reasons",
                        description="Print the dead-letter list of the broker (newest first, JSON lines: time, "
                        "queue, reason, worker, payload); the count goes to stderr.")
@@ -390,30 +454,14 @@ def register(sub) -> None:
     p.add_argument("--clear", action="store_true", help="empty the list after printing")
     p.set_defaults(func=cmd_dead_letters)
 
+
+def _add_results_parser(sub) -> None:
     p = sub.add_parser("results", help="stream answers with provenance as JSON lines or CSV",
                        description="Print stored answers with provenance: document id and source, question, "
                        "rank, answer text, score, margin, character offsets (text[char_start:char_end] == answer), "
                        "window, model, the document's metadata and the job's answer parameters.")
     add_store_option(p)
-    p.add_argument("--submission", type=int, metavar="ID",
-                   help="only this submission's answers; with --follow, stop when its last job ends "
-                   "(exit 1 if any failed)")
-    p.add_argument("--document", metavar="REF",
-                   help="only this document (every version): its document id, the id it was submitted with, or "
-                   "the path of the file it was read from")
-    p.add_argument("--job", type=int, help="only this job id")
-    p.add_argument("--question", metavar="Q", help="only answers to this question (exact text)")
-    p.add_argument("--model", dest="model_filter", metavar="MODEL", help="only answers of jobs for this model")
-    p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
-                   help="only documents whose metadata has KEY equal to VALUE (top-level keys; numbers and "
-                   "booleans as JSON writes them, e.g. year=2024, draft=false); repeat to require several")
-    p.add_argument("--rank", type=int, metavar="N",
-                   help="only answers of this rank (default 0: each job's best answer)")
-    p.add_argument("--all-ranks", action="store_true", help="every rank of every job (a job asked for top_k > 1 "
-                   "has several)")
-    p.add_argument("--all-versions", action="store_true",
-                   help="include answers of documents replaced by a newer version (same id or path, new content); "
-                   "they carry superseded=true and their document_version")
+    _add_results_filters(p)
     p.add_argument("--order", choices=["answer", "reference", "margin"], default=None,
                    help="answer: as stored (default; --follow needs it); reference: the pipeline's score, highest "
                    "first (comparable within one job only); margin: start+end logits minus the window's null "
@@ -435,6 +483,31 @@ def register(sub) -> None:
     add_setting(p, "lease_seconds", metavar="S")
     p.set_defaults(func=cmd_results)
 
+
+def _add_results_filters(p) -> None:
+    """The options of `docqa results` that choose which answers to print."""
+    p.add_argument("--submission", type=int, metavar="ID",
+                   help="only this submission's answers; with --follow, stop when its last job ends "
+                   "(exit 1 if any failed)")
+    p.add_argument("--document", metavar="REF",
+                   help="only this document (every version): its document id, the id it was submitted with, or "
+                   "the path of the file it was read from")
+    p.add_argument("--job", type=int, help="only this job id")
+    p.add_argument("--question", metavar="Q", help="only answers to this question (exact text)")
+    p.add_argument("--model", dest="model_filter", metavar="MODEL", help="only answers of jobs for this model")
+    p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                   help="only documents whose metadata has KEY equal to VALUE (top-level keys; numbers and "
+                   "booleans as JSON writes them, e.g. year=2024, draft=false); repeat to require several")
+    p.add_argument("--rank", type=int, metavar="N",
+                   help="only answers of this rank (default 0: each job's best answer)")
+    p.add_argument("--all-ranks", action="store_true", help="every rank of every job (a job asked for top_k > 1 "
+                   "has several)")
+    p.add_argument("--all-versions", action="store_true",
+                   help="include answers of documents replaced by a newer version (same id or path, new content); "
+                   "they carry superseded=true and their document_version")
+
+
+def _add_delete_parser(sub) -> None:
     p = sub.add_parser("delete", help="remove documents; their texts, jobs and answers where nothing else needs them",
                        description="Remove documents from the store: one document with every version (by id, JSONL "
                        "id or file path) or every document of a submission. A text, its jobs and their answers go "
@@ -449,6 +522,8 @@ def register(sub) -> None:
     add_store_option(p)
     p.set_defaults(func=cmd_delete)
 
+
+def _add_db_parser(sub) -> None:
     p = sub.add_parser("db", help="database maintenance",
                        description="Database maintenance: 'docqa db upgrade' creates or migrates the store's schema.")
     dbsub = p.add_subparsers(dest="db_command", metavar="ACTION", required=True)
