@@ -47,6 +47,28 @@ def _digest(question: str, question_of: dict[str, str]) -> str:
     return digest
 
 
+def _check_model_and_params(model: str, params: AnswerParams) -> None:
+    if not isinstance(model, str) or not model:
+        raise ValueError("model must be a non-empty string (hub id or local folder)")
+    if not isinstance(params, AnswerParams):
+        raise TypeError(f"params must be AnswerParams, not {type(params).__name__}")
+
+
+def _stored_jobs(
+    asked: list[tuple[int, list[str]]], job_of: dict[tuple[int, str], int], created: set[int],
+) -> list[list[StoredJob]]:
+    """One list per request, aligned with its question digests; `created` is consumed."""
+    out: list[list[StoredJob]] = []
+    for doc, digests in asked:
+        stored = []
+        for digest in digests:
+            job_id = job_of[doc, digest]
+            stored.append(StoredJob(job_id, job_id in created))
+            created.discard(job_id)  # reported created at its first occurrence only
+        out.append(stored)
+    return out
+
+
 class _JobIdentity(NamedTuple):
     """What a job's identity holds besides its text and question."""
 
@@ -99,32 +121,27 @@ class Jobs(Transactions):
         """`add_jobs` for several (document id, questions) in one transaction (a producer's
         group of documents): one list per request, aligned with its questions. A job two
         requests need (two documents with one text) is created at its first occurrence only."""
-        if not isinstance(model, str) or not model:
-            raise ValueError("model must be a non-empty string (hub id or local folder)")
-        if not isinstance(params, AnswerParams):
-            raise TypeError(f"params must be AnswerParams, not {type(params).__name__}")
+        _check_model_and_params(model, params)
         question_of: dict[str, str] = {}
         asked = [(doc, [_digest(q, question_of) for q in questions]) for doc, questions in requests]
         if not any(digests for _doc, digests in asked):
             return [[] for _ in requests]
         identity = _JobIdentity(model, "" if revision is None else revision, params)
+        job_of, created = self._insert_jobs_retrying(asked, question_of, identity)
+        return _stored_jobs(asked, job_of, created)
+
+    def _insert_jobs_retrying(
+        self, asked: list[tuple[int, list[str]]], question_of: dict[str, str], identity: _JobIdentity,
+    ) -> tuple[dict[tuple[int, str], int], set[int]]:
+        """`_insert_jobs`, run again (up to DEADLOCK_RETRIES times) when PostgreSQL aborts it as a deadlock."""
         for attempt in range(DEADLOCK_RETRIES + 1):
             try:
-                job_of, created = self._insert_jobs(asked, question_of, identity)
-                break
+                return self._insert_jobs(asked, question_of, identity)
             except OperationalError as exc:
                 if attempt == DEADLOCK_RETRIES or getattr(exc.orig, "sqlstate", None) != DEADLOCK_DETECTED:
                     raise
                 log.info("making jobs met another producer's in a deadlock; trying again (%d)", attempt + 1)
-        out: list[list[StoredJob]] = []
-        for doc, digests in asked:
-            stored = []
-            for digest in digests:
-                job_id = job_of[doc, digest]
-                stored.append(StoredJob(job_id, job_id in created))
-                created.discard(job_id)  # reported created at its first occurrence only
-            out.append(stored)
-        return out
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _insert_jobs(
         self, asked: list[tuple[int, list[str]]], question_of: dict[str, str], identity: _JobIdentity,

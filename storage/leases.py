@@ -70,6 +70,116 @@ def _lease_end(now: datetime | None, lease_seconds: float) -> tuple[datetime, da
     return start, start + timedelta(seconds=lease_seconds)
 
 
+def _out_of_attempts(candidates: Sequence[Any], max_attempts: int | None) -> list[Any]:
+    """The candidates whose `evidence` reached `max_attempts` (none without a maximum)."""
+    if max_attempts is None:
+        return []
+    return [row for row in candidates if evidence(row.attempts, row.lost_in_batch) >= max_attempts]
+
+
+def _mark_running(session: Session, ids: Sequence[int], *, worker: str, now: datetime, until: datetime) -> None:
+    """Jobs `ids` become running under `worker` until `until`, one more attempt each."""
+    for chunk in chunks(ids):
+        session.execute(
+            update(Job)
+            .where(Job.id.in_(chunk))
+            .values(
+                status=JobStatus.RUNNING,
+                attempts=Job.attempts + 1,
+                worker=worker,
+                started_at=now,
+                leased_until=until,
+                finished_at=None,
+                error=None,
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+
+
+def _claimed_rows(session: Session, ids: Sequence[int]) -> list[Any]:
+    """The columns a ClaimedJob needs of jobs `ids` (text not included)."""
+    jobs: list[Any] = []
+    for chunk in chunks(ids):
+        jobs.extend(
+            session.execute(
+                select(Job.id, Job.text_id, Job.question, Job.model, Job.revision, Job.params, Job.attempts,
+                       Job.n_windows, Job.parent_id, Job.window_start, Job.window_end).where(Job.id.in_(chunk))
+            ).all()
+        )
+    return jobs
+
+
+def _claimed_texts(session: Session, text_ids: Sequence[int]) -> dict[int, tuple[str, str]]:
+    """text id -> (sha256, text): one copy of each text, however many of its jobs are claimed."""
+    texts: dict[int, tuple[str, str]] = {}
+    for chunk in chunks(text_ids):
+        for text_id, digest, body in session.execute(
+            select(TextRow.id, TextRow.sha256, TextRow.text).where(TextRow.id.in_(chunk))
+        ):
+            texts[text_id] = (digest, body)
+    return texts
+
+
+def _claimed_job(job: Any, texts: dict[int, tuple[str, str]], params_cache: dict[str, AnswerParams]) -> ClaimedJob:
+    """A claimed job row with its text; parameters parsed once per distinct JSON (in params_cache)."""
+    params = params_cache.get(job.params)
+    if params is None:
+        params = params_cache[job.params] = AnswerParams.model_validate_json(job.params)
+    digest, body = texts[job.text_id]
+    return ClaimedJob(
+        job_id=job.id,
+        text_id=job.text_id,
+        sha256=digest,
+        text=body,
+        question=job.question,
+        model=job.model,
+        revision=job.revision if job.revision != "" else None,
+        params=params,
+        attempts=job.attempts,
+        n_windows=job.n_windows,
+        parent_id=job.parent_id,
+        window_start=job.window_start,
+        window_end=job.window_end,
+    )
+
+
+def _gone(now: datetime, dead: Sequence[str], expired: bool) -> Any:
+    """The sweeper's condition: lease ran out (when `expired`) or held by a `dead` worker."""
+    gone = Job.leased_until < now if expired else false()
+    if dead:
+        gone = or_(gone, Job.worker.in_(dead))
+    return gone
+
+
+def _batch_first(lost: Sequence[Any]) -> list[int]:
+    """Ids of the jobs lost for the first time together with others of their worker."""
+    in_batch = {w for w, n in Counter(row.worker for row in lost).items() if n > 1}
+    return [row.id for row in lost if row.worker in in_batch and row.attempts == 1]
+
+
+def _triage(lost: Sequence[Any], max_attempts: int) -> tuple[list[int], list[Any], list[int]]:
+    """The sweeper's verdicts on `lost` jobs: (ids lost first in a batch, rows out of attempts,
+    ids to requeue)."""
+    batch_first = _batch_first(lost)
+    exhausted = [row for row in lost
+                 if evidence(row.attempts, row.lost_in_batch or row.id in batch_first) >= max_attempts]
+    out = {row.id for row in exhausted}
+    return batch_first, exhausted, [row.id for row in lost if row.id not in out]
+
+
+def _requeue(session: Session, ids: Sequence[int], batch_first: list[int], now: datetime) -> None:
+    """Jobs `ids` go back to queued; those in `batch_first` are marked lost_in_batch."""
+    for chunk in chunks(ids):
+        session.execute(
+            update(Job)
+            .where(Job.id.in_(chunk))
+            .values(status=JobStatus.QUEUED, leased_until=None, updated_at=now,
+                    lost_in_batch=Job.lost_in_batch | Job.id.in_(batch_first))
+            .execution_options(synchronize_session=False)
+        )
+
+
 class Leases(Transactions):
     """Claiming jobs, renewing and expiring their leases."""
 
@@ -188,69 +298,16 @@ class Leases(Transactions):
         max_attempts: int | None,
     ) -> list[ClaimedJob]:
         """Mark locked candidates running under `worker` (or failed, when out of attempts); load them."""
-        exhausted = [row for row in candidates
-                     if max_attempts is not None and evidence(row.attempts, row.lost_in_batch) >= max_attempts]
+        exhausted = _out_of_attempts(candidates, max_attempts)
         if exhausted:
             self._give_up(session, exhausted, now)
         out = {row.id for row in exhausted}
         take = [row.id for row in candidates if row.id not in out]
-        for chunk in chunks(take):
-            session.execute(
-                update(Job)
-                .where(Job.id.in_(chunk))
-                .values(
-                    status=JobStatus.RUNNING,
-                    attempts=Job.attempts + 1,
-                    worker=worker,
-                    started_at=now,
-                    leased_until=until,
-                    finished_at=None,
-                    error=None,
-                    updated_at=now,
-                )
-                .execution_options(synchronize_session=False)
-            )
-        jobs: list[Any] = []
-        for chunk in chunks(take):
-            jobs.extend(
-                session.execute(
-                    select(Job.id, Job.text_id, Job.question, Job.model, Job.revision, Job.params, Job.attempts,
-                           Job.n_windows, Job.parent_id, Job.window_start, Job.window_end).where(Job.id.in_(chunk))
-                ).all()
-            )
-        # One copy of each text, however many of its jobs are claimed.
-        texts: dict[int, tuple[str, str]] = {}
-        text_ids = sorted({job.text_id for job in jobs})
-        for chunk in chunks(text_ids):
-            for text_id, digest, body in session.execute(
-                select(TextRow.id, TextRow.sha256, TextRow.text).where(TextRow.id.in_(chunk))
-            ):
-                texts[text_id] = (digest, body)
+        _mark_running(session, take, worker=worker, now=now, until=until)
+        jobs = _claimed_rows(session, take)
+        texts = _claimed_texts(session, sorted({job.text_id for job in jobs}))
         params_cache: dict[str, AnswerParams] = {}
-        claimed = []
-        for job in sorted(jobs, key=lambda row: row.id):
-            params = params_cache.get(job.params)
-            if params is None:
-                params = params_cache[job.params] = AnswerParams.model_validate_json(job.params)
-            digest, body = texts[job.text_id]
-            claimed.append(
-                ClaimedJob(
-                    job_id=job.id,
-                    text_id=job.text_id,
-                    sha256=digest,
-                    text=body,
-                    question=job.question,
-                    model=job.model,
-                    revision=job.revision if job.revision != "" else None,
-                    params=params,
-                    attempts=job.attempts,
-                    n_windows=job.n_windows,
-                    parent_id=job.parent_id,
-                    window_start=job.window_start,
-                    window_end=job.window_end,
-                )
-            )
-        return claimed
+        return [_claimed_job(job, texts, params_cache) for job in sorted(jobs, key=lambda row: row.id)]
 
     def extend_lease(
         self,
@@ -322,39 +379,29 @@ class Leases(Transactions):
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
         now = utcnow() if now is None else now
-        dead = sorted(set(dead_workers))
-        gone = Job.leased_until < now if expired else false()
-        if dead:
-            gone = or_(gone, Job.worker.in_(dead))
+        gone = _gone(now, sorted(set(dead_workers)), expired)
         with self._write() as session:
-            stmt = (
-                select(Job.id, Job.attempts, Job.worker, Job.lost_in_batch)
-                .where(Job.status == JobStatus.RUNNING, gone)
-                .order_by(Job.id)
-            )
-            if self._postgres:
-                # A job a worker is completing right now is not expired for long: skip it.
-                stmt = stmt.with_for_update(skip_locked=True, key_share=True)
-            lost = session.execute(stmt).all()
-            in_batch = {w for w, n in Counter(row.worker for row in lost).items() if n > 1}
-            batch_first = [row.id for row in lost if row.worker in in_batch and row.attempts == 1]
-            exhausted = [row for row in lost
-                         if evidence(row.attempts, row.lost_in_batch or row.id in batch_first) >= max_attempts]
-            out = {row.id for row in exhausted}
-            requeue = [row.id for row in lost if row.id not in out]
+            lost = self._lock_gone(session, gone)
+            batch_first, exhausted, requeue = _triage(lost, max_attempts)
             if exhausted:
                 self._give_up(session, exhausted, now)
-            for chunk in chunks(requeue):
-                session.execute(
-                    update(Job)
-                    .where(Job.id.in_(chunk))
-                    .values(status=JobStatus.QUEUED, leased_until=None, updated_at=now,
-                            lost_in_batch=Job.lost_in_batch | Job.id.in_(batch_first))
-                    .execution_options(synchronize_session=False)
-                )
+            _requeue(session, requeue, batch_first, now)
         if given_up is not None:  # only once the transaction committed
             given_up.extend(row.id for row in exhausted)
         return requeue
+
+    def _lock_gone(self, session: Session, gone: Any) -> list[Any]:
+        """(id, attempts, worker, lost_in_batch) of the running jobs matching `gone`, by id,
+        locked for this transaction on PostgreSQL."""
+        stmt = (
+            select(Job.id, Job.attempts, Job.worker, Job.lost_in_batch)
+            .where(Job.status == JobStatus.RUNNING, gone)
+            .order_by(Job.id)
+        )
+        if self._postgres:
+            # A job a worker is completing right now is not expired for long: skip it.
+            stmt = stmt.with_for_update(skip_locked=True, key_share=True)
+        return list(session.execute(stmt).all())
 
     def running_workers(self) -> list[str]:
         """Names of the workers holding running jobs."""

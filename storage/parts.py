@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import NamedTuple
 
-from sqlalchemy import and_, case, delete, func, select, update
+from sqlalchemy import Row, and_, case, delete, func, select, update
 from sqlalchemy.orm import Session, aliased
 
 from docqa.core.params import AnswerParams
@@ -118,33 +119,32 @@ class Parts(Transactions):
         """Record finished parts (part id, encoded windows) under `fence`, in one transaction.
         Returns (refused: part id -> LeaseLost or NotFound, parents whose parts are now all
         done)."""
-        refused: dict[int, Exception] = {}
         now = utcnow()
         with self._write() as session:
-            lock = select(Job.id, Job.status, Job.worker, Job.attempts, Job.parent_id).where(
-                Job.id.in_([r[0] for r in results])).order_by(Job.id)
-            if self._postgres:
-                lock = lock.with_for_update(key_share=True)
-            rows = {row.id: row for row in session.execute(lock)}
-            kept = []
-            for part_id, data in results:
-                row = rows.get(part_id)
-                if row is None or row.parent_id is None:
-                    refused[part_id] = NotFound(f"part {part_id} does not exist")
-                elif not fence.holds(row.status, row.worker, part_id, row.attempts):
-                    refused[part_id] = LeaseLost(part_id, row.status, row.worker)
-                else:
-                    kept.append((part_id, data))
+            rows = self._lock_parts(session, [r[0] for r in results])
+            refused, kept = _check_parts(results, rows, fence)
             if kept:
-                ids = [p for p, _ in kept]
-                session.execute(delete(PartResult).where(PartResult.job_id.in_(ids)))
-                session.execute(self._insert(PartResult).values(
-                    [{"job_id": p, "data": d, "created_at": now} for p, d in kept]))
-                session.execute(update(Job).where(Job.id.in_(ids))
-                                .values(status=JobStatus.DONE, finished_at=now, leased_until=None, updated_at=now)
-                                .execution_options(synchronize_session=False))
+                self._store_parts(session, kept, now)
             parents = sorted({rows[p].parent_id for p, _ in kept})
         return refused, [s.job_id for s in self.split_states(parents) if s.done == s.parts]
+
+    def _lock_parts(self, session: Session, ids: list[int]) -> dict[int, Row]:
+        """The rows of jobs `ids` by id, locked in id order on PostgreSQL."""
+        lock = select(Job.id, Job.status, Job.worker, Job.attempts, Job.parent_id).where(
+            Job.id.in_(ids)).order_by(Job.id)
+        if self._postgres:
+            lock = lock.with_for_update(key_share=True)
+        return {row.id: row for row in session.execute(lock)}
+
+    def _store_parts(self, session: Session, kept: list[tuple[int, bytes]], now: datetime) -> None:
+        """Keep each part's windows (replacing earlier ones) and mark the parts done."""
+        ids = [p for p, _ in kept]
+        session.execute(delete(PartResult).where(PartResult.job_id.in_(ids)))
+        session.execute(self._insert(PartResult).values(
+            [{"job_id": p, "data": d, "created_at": now} for p, d in kept]))
+        session.execute(update(Job).where(Job.id.in_(ids))
+                        .values(status=JobStatus.DONE, finished_at=now, leased_until=None, updated_at=now)
+                        .execution_options(synchronize_session=False))
 
     def split_states(self, parent_ids: Iterable[int] | None = None) -> list[SplitState]:
         """Split jobs (running, no worker, with parts): their parts and how many are done.
@@ -200,6 +200,22 @@ class Parts(Transactions):
                                 .values(status=JobStatus.QUEUED, leased_until=None, updated_at=now)
                                 .execution_options(synchronize_session=False))
         return ids
+
+
+def _check_parts(results: Sequence[tuple[int, bytes]], rows: dict[int, Row], fence: Fence,
+                 ) -> tuple[dict[int, Exception], list[tuple[int, bytes]]]:
+    """(refused: part id -> NotFound or LeaseLost, the results `fence` may record)."""
+    refused: dict[int, Exception] = {}
+    kept = []
+    for part_id, data in results:
+        row = rows.get(part_id)
+        if row is None or row.parent_id is None:
+            refused[part_id] = NotFound(f"part {part_id} does not exist")
+        elif not fence.holds(row.status, row.worker, part_id, row.attempts):
+            refused[part_id] = LeaseLost(part_id, row.status, row.worker)
+        else:
+            kept.append((part_id, data))
+    return refused, kept
 
 
 def fail_parents_of(session: Session, part_ids: Sequence[int], errors: dict[int, str], now) -> None:
