@@ -119,17 +119,14 @@ class _Submission:
             return
         stored = self.repo.add_jobs_many([(doc, asked) for doc, _t, _text, _new, asked in items], model=self.model,
                                          revision=self.revision, params=self.params)
-        self.repo.add_submission_jobs(self.report.submission_id, [job.id for jobs in stored for job in jobs])
+        self.repo.add_submission_jobs(self.report.submission_id, _job_ids(stored))
         self.repo.add_submission_documents(self.report.submission_id, [doc for doc, *_rest in items])
-        planned: dict[int, tuple[str, bool, list[tuple[int, str]]]] = {}  # text id -> (text, new, new jobs)
-        for (_doc, text_id, text, text_new, asked), jobs in zip(items, stored):
+        for jobs in stored:
             self.count(jobs)
-            new_jobs = [(job.id, q) for job, q in zip(jobs, asked) if job.created]
-            if new_jobs:  # a document whose jobs all exist costs nothing more
-                planned.setdefault(text_id, (text, text_new, []))[2].extend(new_jobs)
+        planned = _new_jobs_by_text(items, stored)
         windows = self.plan(planned) if planned and self.chunker is not None else {}
         if self.priority > 0:  # a caller waits: its jobs (new, or queued already) go first
-            self.repo.prioritize([job.id for jobs in stored for job in jobs], self.priority)
+            self.repo.prioritize(_job_ids(stored), self.priority)
         # Sent once their plans are stored, so a worker finds them.
         self.send([job_id for _text, _new, jobs in planned.values() for job_id, _q in jobs], windows)
 
@@ -153,6 +150,15 @@ class _Submission:
         ch = self.chunker()
         if ch is None:
             return {}
+        tokens = self.tokens(ch, planned)
+        plans = [(job_id, ch.plan(tokens[text_id], q, self.params))
+                 for text_id, (_text, _new, jobs) in planned.items() for job_id, q in jobs]
+        self.repo.add_plans([(job_id, p) for job_id, p in plans if p is not None])
+        return {job_id: len(p.windows) for job_id, p in plans if p is not None}
+
+    def tokens(self, ch, planned: dict[int, tuple[str, bool, list[tuple[int, str]]]]) -> dict:
+        """Each planned text's tokens under `ch`: stored ones reused, the others made in one
+        tokenizer call and stored."""
         # Stored tokens are reused; a text new to the store has none to look up.
         known = [text_id for text_id, (_text, new, _jobs) in planned.items() if not new]
         tokens = self.repo.tokens_for(known, ch.key) if known else {}
@@ -162,10 +168,7 @@ class _Submission:
             self.report.token_bytes += self.repo.add_tokens_many(ch.key, made.items())
             self.report.tokens += sum(len(t) for t in made.values())
             tokens.update(made)
-        plans = [(job_id, ch.plan(tokens[text_id], q, self.params))
-                 for text_id, (_text, _new, jobs) in planned.items() for job_id, q in jobs]
-        self.repo.add_plans([(job_id, p) for job_id, p in plans if p is not None])
-        return {job_id: len(p.windows) for job_id, p in plans if p is not None}
+        return tokens
 
     def send(self, job_ids: list[int], windows: dict[int, int]) -> None:
         """Messages of at most `chunk` jobs and `chunk_windows` windows (a job without a plan
@@ -194,9 +197,40 @@ class _Submission:
         self.pending.clear()
         self.pending_windows = 0
 
+    def read(self, documents: Iterable[SourceDocument], common: list[str],
+             progress: Callable[[SourceDocument], None] | None, max_question_chars: int | None) -> None:
+        """Store each document that has questions to ask; on KeyboardInterrupt between
+        documents, the ones stored so far get their jobs before it goes on up."""
+        try:
+            for doc in documents:
+                if progress is not None:
+                    progress(doc)
+                asked = _questions_of(doc, common, max_question_chars, self.report.errors)
+                if asked:
+                    self.add(doc, asked)
+        except KeyboardInterrupt:
+            self.finish()
+            raise
+
     def finish(self) -> None:
         self.flush_group()
         self.flush()
+
+
+def _job_ids(stored) -> list[int]:
+    """The ids of a group's jobs, document by document."""
+    return [job.id for jobs in stored for job in jobs]
+
+
+def _new_jobs_by_text(items, stored) -> dict[int, tuple[str, bool, list[tuple[int, str]]]]:
+    """Text id -> (text, text new, [(job id, question)] of the jobs just created), for the
+    texts that have any: a document whose jobs all exist costs nothing more."""
+    planned: dict[int, tuple[str, bool, list[tuple[int, str]]]] = {}
+    for (_doc, text_id, text, text_new, asked), jobs in zip(items, stored):
+        new_jobs = [(job.id, q) for job, q in zip(jobs, asked) if job.created]
+        if new_jobs:
+            planned.setdefault(text_id, (text, text_new, []))[2].extend(new_jobs)
+    return planned
 
 
 def submit(
@@ -244,23 +278,19 @@ def submit(
                         chunk_windows=CPU_BATCH_WINDOWS if chunk_windows is None else chunk_windows, chunker=chunker,
                         priority=priority)
     common = [q for q in (q.strip() for q in questions) if q]
-    try:
-        for doc in documents:
-            if progress is not None:
-                progress(doc)
-            asked = _questions_of(doc, common, max_question_chars, report.errors)
-            if asked:
-                state.add(doc, asked)
-    except KeyboardInterrupt:  # between documents: what was stored gets its jobs, then it goes on up
-        state.finish()
-        raise
+    state.read(documents, common, progress, max_question_chars)
     state.finish()
-    repo.finish_submission(report.submission_id, SubmissionCounts(
-        report.documents, report.new_documents, report.jobs, report.new_jobs, len(report.errors),
-        report.changed_documents, report.texts, report.new_texts,
-    ))
+    repo.finish_submission(report.submission_id, _counts(report))
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _counts(report: SubmitReport) -> SubmissionCounts:
+    """What the store records of a finished submission."""
+    return SubmissionCounts(
+        report.documents, report.new_documents, report.jobs, report.new_jobs, len(report.errors),
+        report.changed_documents, report.texts, report.new_texts,
+    )
 
 
 def _questions_of(doc: SourceDocument, common: list[str], max_chars: int | None, errors: list[str]) -> list[str]:

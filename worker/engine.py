@@ -140,6 +140,28 @@ def _windows_allowing_empty(n_doc: int, n_question: int, params: AnswerParams, n
     )
 
 
+def _check_options(batch_tokens, quantize: str, span_path: str, pad_buckets, compile: str) -> None:
+    """ValueError for an Engine option outside its values."""
+    if batch_tokens is not None and batch_tokens <= 0:
+        raise ValueError(f"batch_tokens must be positive (got {batch_tokens})")
+    if quantize not in ("none", "int8"):
+        raise ValueError(f"quantize must be 'none' or 'int8' (got {quantize!r})")
+    if span_path not in ("auto", "numpy", "device"):
+        raise ValueError(f"span_path must be 'auto', 'numpy' or 'device' (got {span_path!r})")
+    if pad_buckets not in (True, False, "auto"):
+        raise ValueError(f"pad_buckets must be True, False or 'auto' (got {pad_buckets!r})")
+    if compile not in COMPILE_MODES:
+        raise ValueError(f"compile must be one of {', '.join(COMPILE_MODES)} (got {compile!r})")
+
+
+def _merged(item: QAItem, doc: DocumentTokens, wins: list) -> list[Answer]:
+    """The item's answers from its windows' candidates."""
+    offsets, word_ids = doc.offsets, doc.word_ids
+    if len(doc) == 0:  # allow_empty: one (0, 0) row, so the window's range reads 0..0
+        offsets, word_ids = np.zeros((1, 2), dtype=np.int64), np.full(1, -1, dtype=np.int64)
+    return merge_answers(item.text, wins, offsets, word_ids, item.params)
+
+
 class Engine:
     """Batched extractive QA with one model. Construct cheaply; `warm_up()` loads."""
 
@@ -161,16 +183,7 @@ class Engine:
         overlap: bool = True,
         reference_spans: bool = False,
     ) -> None:
-        if batch_tokens is not None and batch_tokens <= 0:
-            raise ValueError(f"batch_tokens must be positive (got {batch_tokens})")
-        if quantize not in ("none", "int8"):
-            raise ValueError(f"quantize must be 'none' or 'int8' (got {quantize!r})")
-        if span_path not in ("auto", "numpy", "device"):
-            raise ValueError(f"span_path must be 'auto', 'numpy' or 'device' (got {span_path!r})")
-        if pad_buckets not in (True, False, "auto"):
-            raise ValueError(f"pad_buckets must be True, False or 'auto' (got {pad_buckets!r})")
-        if compile not in COMPILE_MODES:
-            raise ValueError(f"compile must be one of {', '.join(COMPILE_MODES)} (got {compile!r})")
+        _check_options(batch_tokens, quantize, span_path, pad_buckets, compile)
         self.model_id = model
         self.revision = revision
         self.device_request = device
@@ -194,14 +207,7 @@ class Engine:
         # only to measure what the overlap is worth (benchmarks/gpu/check.py).
         self.overlap = overlap
         self.compile_error: str | None = None  # why torch.compile failed (the model then runs eager)
-        self._eager_model = None  # the model before torch.compile, while the compiled one is used
-        self._tokenizer = None
-        self._model = None
-        self._qat: QATokenizer | None = None  # the tokenizer under docqa's contract (its pair templates)
-        self._feeds_types = False  # whether the model takes token_type_ids
-        self._device = None
-        self._dtype = None
-        self._buffers: PinnedBuffers | None = None  # host-to-device copies (pinned on CUDA)
+        self._init_unloaded()
         self._trimmer = HeapTrimmer(trim_seconds)
         self.forward_calls = 0  # forwards run so far (a batch is one call)
         self.windows_run = 0
@@ -212,6 +218,17 @@ class Engine:
         # forward and the copy of its results: on CUDA by the device's clock, so time the batch
         # waited behind the one before is not counted): the worker's metrics. None: nothing.
         self.on_forward: Callable[[int, int, int, float], None] | None = None
+
+    def _init_unloaded(self) -> None:
+        """The state `warm_up` (or `from_loaded`) fills in, empty."""
+        self._eager_model = None  # the model before torch.compile, while the compiled one is used
+        self._tokenizer = None
+        self._model = None
+        self._qat: QATokenizer | None = None  # the tokenizer under docqa's contract (its pair templates)
+        self._feeds_types = False  # whether the model takes token_type_ids
+        self._device = None
+        self._dtype = None
+        self._buffers: PinnedBuffers | None = None  # host-to-device copies (pinned on CUDA)
 
     @classmethod
     def from_settings(cls, settings) -> "Engine":
@@ -435,10 +452,24 @@ class Engine:
         return results
 
     def _run(self, items: Sequence[QAItem], allow_empty: bool) -> list[QAResult]:
-        tok = self._tokenizer
         results = [QAResult() for _ in items]
+        doc_tokens, q_tokens = self._tokenize(items)
+        windows = self._item_windows(items, doc_tokens, q_tokens, results, allow_empty)
+        scored = self._score_windows(windows, items)
+        per_item: dict[int, list] = {}
+        for (i, layout, _ids), (cands, null, s_log, e_log) in zip(windows, scored):
+            per_item.setdefault(i, []).append((layout, cands, null, s_log, e_log))
+        for i, wins in per_item.items():
+            item = items[i]
+            if item.window_range is not None:  # a part of a split job: its windows, merged later
+                results[i].windows = wins
+                continue
+            results[i].answers = _merged(item, doc_tokens[item.text], wins)
+        return results
 
-        # Tokenize each distinct document and question once.
+    def _tokenize(self, items: Sequence[QAItem]) -> tuple[dict[str, DocumentTokens], dict[str, DocumentTokens]]:
+        """Tokens of each distinct document (given ones kept) and question, each made once."""
+        tok = self._tokenizer
         doc_tokens: dict[str, DocumentTokens] = {}
         for item in items:
             if item.tokens is not None:
@@ -451,8 +482,13 @@ class Engine:
         # Questions as documents are (ids, offsets, words): a context-first model's spans can
         # fall on question tokens, and map to characters through them.
         q_tokens = dict(zip(questions, tokenize_documents(tok, questions)))
+        return doc_tokens, q_tokens
 
-        # Windows of every item: (item index, layout, input ids).
+    def _item_windows(self, items: Sequence[QAItem], doc_tokens: dict[str, DocumentTokens],
+                      q_tokens: dict[str, DocumentTokens], results: list[QAResult],
+                      allow_empty: bool) -> list[tuple[int, WindowLayout, np.ndarray]]:
+        """Windows of every item: (item index, layout, input ids). An item without windows
+        gets its error in `results`, one with windows their count."""
         windows: list[tuple[int, WindowLayout, np.ndarray]] = []
         for i, item in enumerate(items):
             question = q_tokens[item.question]
@@ -465,22 +501,7 @@ class Engine:
             results[i].n_windows = len(spans)
             windows += [(i, layout, ids)
                         for layout, ids in self._window_inputs(doc_tokens[item.text], question, spans, template)]
-
-        scored = self._score_windows(windows, items)
-        per_item: dict[int, list] = {}
-        for (i, layout, _ids), (cands, null, s_log, e_log) in zip(windows, scored):
-            per_item.setdefault(i, []).append((layout, cands, null, s_log, e_log))
-        for i, wins in per_item.items():
-            item = items[i]
-            if item.window_range is not None:  # a part of a split job: its windows, merged later
-                results[i].windows = wins
-                continue
-            doc = doc_tokens[item.text]
-            offsets, word_ids = doc.offsets, doc.word_ids
-            if len(doc) == 0:  # allow_empty: one (0, 0) row, so the window's range reads 0..0
-                offsets, word_ids = np.zeros((1, 2), dtype=np.int64), np.full(1, -1, dtype=np.int64)
-            results[i].answers = merge_answers(item.text, wins, offsets, word_ids, item.params)
-        return results
+        return windows
 
     def _spans(self, item: QAItem, doc: DocumentTokens, n_question: int, template: PairTemplate,
                allow_empty: bool) -> list[tuple[int, int]]:
@@ -497,20 +518,24 @@ class Engine:
         else:
             spans = plan_windows(len(doc), n_question, max_seq_len=p.max_seq_len, doc_stride=p.doc_stride,
                                  n_special=n_special)
-            # A plan fixed at submit by the producer: the same rule must give the same windows
-            # here, else this engine's own windows are the reference.
-            if item.plan is not None and item.plan.question_tokens == n_question and item.plan.spans == spans:
-                self.plans_used += 1
-            elif item.plan is not None:
-                self.plans_refused += 1
-                log.warning("a stored window plan disagrees with this worker's windows (%d vs %d windows); "
-                            "using the worker's", len(item.plan.spans), len(spans))
+            if item.plan is not None:
+                self._count_plan(item.plan, n_question, spans)
         if item.window_range is None:
             return spans
         start, end = item.window_range
         if not 0 <= start < end <= len(spans):
             raise WindowError(f"window range {start}-{end} is outside this job's {len(spans)} windows")
         return spans[start:end]
+
+    def _count_plan(self, plan: WindowPlan, n_question: int, spans: list[tuple[int, int]]) -> None:
+        """A plan fixed at submit by the producer: the same rule must give the same windows
+        here, else this engine's own windows are the reference."""
+        if plan.question_tokens == n_question and plan.spans == spans:
+            self.plans_used += 1
+            return
+        self.plans_refused += 1
+        log.warning("a stored window plan disagrees with this worker's windows (%d vs %d windows); "
+                    "using the worker's", len(plan.spans), len(spans))
 
     def _window_inputs(self, doc: DocumentTokens, question: DocumentTokens, spans,
                        template: PairTemplate) -> list[tuple[WindowLayout, np.ndarray]]:
@@ -601,33 +626,10 @@ class Engine:
         the host needs (all asynchronous on CUDA); the batch in flight."""
         import torch
 
-        tok = self._tokenizer
-        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-        # One batch is all typed or all untyped (run() keeps them apart): the batch's first says.
-        use_types = self._feeds_types and self.template(items[windows[batch[0]][0]].params).type_ids is not None
         on_device = self.span_path == "device"
-        width = max(planned[j] for j in batch)
-        n_rows = (bucket_rows(len(batch), width, self.batch_tokens, self.max_batch_windows) if self.pad_buckets
-                  else len(batch))
-        ids = np.full((n_rows, width), pad, dtype=np.int64)
-        mask = np.zeros((n_rows, width), dtype=np.int64)
-        mask[len(batch):, 0] = 1  # padding rows: one token each, so no row is all masked
-        types = np.zeros((n_rows, width), dtype=np.int64) if use_types else None
-        allowed = np.zeros((len(batch), width), dtype=bool) if on_device else None
-        for row, j in enumerate(batch):
-            layout = windows[j][1]
-            ids[row, : lengths[j]] = windows[j][2]
-            mask[row, : lengths[j]] = 1
-            if use_types:
-                types[row, : lengths[j]] = self._type_row(layout, items[windows[j][0]].params)
-            if on_device:
-                allowed[row, : lengths[j]] = layout.allowed_mask()
-        slot = 4 * parity
-        inputs = {"input_ids": self._buffers.to_device(ids, slot),
-                  "attention_mask": self._buffers.to_device(mask, slot + 1)}
-        if use_types:
-            inputs["token_type_ids"] = self._buffers.to_device(types, slot + 2)
-        allowed_t = self._buffers.to_device(allowed, slot + 3) if on_device else None
+        ids, mask, types, allowed = self._batch_arrays(batch, windows, items, lengths, planned, on_device)
+        inputs, allowed_t = self._device_inputs(ids, mask, types, allowed, 4 * parity)
+        padded = ids.shape[0] * ids.shape[1]
         cuda = str(self._device).startswith("cuda")
         started = time.perf_counter()
         begin = None
@@ -648,9 +650,46 @@ class Engine:
         if cuda:
             done = torch.cuda.Event(enable_timing=True)
             done.record()  # after the copies back: once it has passed, the results are on the host
-            return _InFlight(batch, n_rows * width, (begin, done), host, groups)
+            return _InFlight(batch, padded, (begin, done), host, groups)
         # Elsewhere the forward returned when it was done: its time is measured already.
-        return _InFlight(batch, n_rows * width, time.perf_counter() - started, host, groups)
+        return _InFlight(batch, padded, time.perf_counter() - started, host, groups)
+
+    def _batch_arrays(self, batch: list[int], windows, items, lengths: list[int], planned: list[int],
+                      on_device: bool) -> tuple:
+        """One batch's inputs on the host, [rows, width]: input ids, attention mask, token types
+        (None when the batch takes none) and, on the device span path, the positions that may
+        start or end a span (None otherwise)."""
+        tok = self._tokenizer
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        # One batch is all typed or all untyped (run() keeps them apart): the batch's first says.
+        use_types = self._feeds_types and self.template(items[windows[batch[0]][0]].params).type_ids is not None
+        width = max(planned[j] for j in batch)
+        n_rows = (bucket_rows(len(batch), width, self.batch_tokens, self.max_batch_windows) if self.pad_buckets
+                  else len(batch))
+        ids = np.full((n_rows, width), pad, dtype=np.int64)
+        mask = np.zeros((n_rows, width), dtype=np.int64)
+        mask[len(batch):, 0] = 1  # padding rows: one token each, so no row is all masked
+        types = np.zeros((n_rows, width), dtype=np.int64) if use_types else None
+        allowed = np.zeros((len(batch), width), dtype=bool) if on_device else None
+        for row, j in enumerate(batch):
+            layout = windows[j][1]
+            ids[row, : lengths[j]] = windows[j][2]
+            mask[row, : lengths[j]] = 1
+            if use_types:
+                types[row, : lengths[j]] = self._type_row(layout, items[windows[j][0]].params)
+            if on_device:
+                allowed[row, : lengths[j]] = layout.allowed_mask()
+        return ids, mask, types, allowed
+
+    def _device_inputs(self, ids, mask, types, allowed, slot: int) -> tuple[dict, object]:
+        """The model's inputs and the allowed positions (or None) on the device, copied through
+        the buffers from `slot` on."""
+        inputs = {"input_ids": self._buffers.to_device(ids, slot),
+                  "attention_mask": self._buffers.to_device(mask, slot + 1)}
+        if types is not None:
+            inputs["token_type_ids"] = self._buffers.to_device(types, slot + 2)
+        allowed_t = self._buffers.to_device(allowed, slot + 3) if allowed is not None else None
+        return inputs, allowed_t
 
     def _collect(self, flight: _InFlight, windows, items, lengths: list[int], out: list) -> None:
         """Wait for a batch's results on the host and rank each window's spans into `out`."""

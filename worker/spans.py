@@ -279,6 +279,17 @@ def merge_answers(
     window's null logits (at CLS, position 0): `Answer.margin` is the answer's logits
     minus them, how much the model prefers this span to "no answer" in its window.
     """
+    merged, null_score = _merge_candidates(text, windows, offsets, word_ids, params)
+    if params.handle_impossible_answer:
+        merged.append([null_score, 0, 0, None, None, ""])
+    merged.sort(key=lambda m: m[0], reverse=True)
+    return [_answer(rank, entry, windows, offsets) for rank, entry in enumerate(merged[: params.top_k])]
+
+
+def _merge_candidates(text: str, windows: list, offsets: np.ndarray, word_ids: np.ndarray,
+                      params: AnswerParams) -> tuple[list[list], float]:
+    """The windows' candidates, merged by text (or by characters), in first-seen order, and the
+    null score (the least of the windows')."""
     align, by_text = params.align_to_words, params.merge_by_text
     # [score, char start, char end, window index, candidate, text]: the details of an
     # answer (token span, logits) are looked up only for the top_k that are returned.
@@ -298,35 +309,32 @@ def merge_answers(
             item = [cand.score, cs, ce, w, cand, answer_text]
             index[key] = item
             merged.append(item)
-    if params.handle_impossible_answer:
-        merged.append([null_score, 0, 0, None, None, ""])
-    merged.sort(key=lambda m: m[0], reverse=True)
-    out = []
-    for rank, (score, cs, ce, w, cand, answer_text) in enumerate(merged[: params.top_k]):
-        if w is None:  # "no answer"
-            out.append(Answer(rank=rank, text=answer_text, score=score, char_start=cs, char_end=ce, window_index=None,
-                              window_char_start=None, window_char_end=None, token_start=None, token_end=None,
-                              start_logit=None, end_logit=None, null_start_logit=None, null_end_logit=None))
-            continue
-        layout, _cands, _null, start_logits, end_logits = windows[w]
-        tok_s = cand.start - layout.context_offset + layout.doc_start
-        tok_e = cand.end - layout.context_offset + layout.doc_start
-        out.append(
-            Answer(
-                rank=rank,
-                text=answer_text,
-                score=score,
-                char_start=cs,
-                char_end=ce,
-                window_index=w,
-                window_char_start=int(offsets[layout.doc_start, 0]),
-                window_char_end=int(offsets[layout.doc_end - 1, 1]),
-                token_start=tok_s if layout.doc_start <= tok_s < layout.doc_end else None,
-                token_end=tok_e if layout.doc_start <= tok_e < layout.doc_end else None,
-                start_logit=float(start_logits[cand.start]),
-                end_logit=float(end_logits[cand.end]),
-                null_start_logit=float(start_logits[0]),
-                null_end_logit=float(end_logits[0]),
-            )
-        )
-    return out
+    return merged, null_score
+
+
+def _answer(rank: int, entry: list, windows: list, offsets: np.ndarray) -> Answer:
+    """The Answer of one merged entry, ranked `rank`; window index None is "no answer"."""
+    score, cs, ce, w, cand, answer_text = entry
+    if w is None:  # "no answer"
+        return Answer(rank=rank, text=answer_text, score=score, char_start=cs, char_end=ce, window_index=None,
+                      window_char_start=None, window_char_end=None, token_start=None, token_end=None,
+                      start_logit=None, end_logit=None, null_start_logit=None, null_end_logit=None)
+    layout, _cands, _null, start_logits, end_logits = windows[w]
+    tok_s = cand.start - layout.context_offset + layout.doc_start
+    tok_e = cand.end - layout.context_offset + layout.doc_start
+    return Answer(
+        rank=rank,
+        text=answer_text,
+        score=score,
+        char_start=cs,
+        char_end=ce,
+        window_index=w,
+        window_char_start=int(offsets[layout.doc_start, 0]),
+        window_char_end=int(offsets[layout.doc_end - 1, 1]),
+        token_start=tok_s if layout.doc_start <= tok_s < layout.doc_end else None,
+        token_end=tok_e if layout.doc_start <= tok_e < layout.doc_end else None,
+        start_logit=float(start_logits[cand.start]),
+        end_logit=float(end_logits[cand.end]),
+        null_start_logit=float(start_logits[0]),
+        null_end_logit=float(end_logits[0]),
+    )
