@@ -93,63 +93,81 @@ def parse_interval(value: Any, where: str) -> float:
 def load_schedule(path: str | os.PathLike) -> Schedule:
     """Read and check a schedule file; ScheduleError names what is wrong and where."""
     path = Path(path)
+    data = _read_toml(path)
+    _check_keys(data, _TOP_KEYS, f"{path}", "a schedule")
+    raw_sources = data.get("source")
+    if not isinstance(raw_sources, list) or not raw_sources:
+        raise ScheduleError(f"{path}: no sources: add at least one [[source]] table with name and inputs")
+    default_questions = _strings(data.get("questions", []), f"{path}: questions")
+    default_params = _table(data.get("params", {}), f"{path}")
+    sources = []
+    names: set[str] = set()
+    for n, raw in enumerate(raw_sources, start=1):
+        name = _source_name(raw, n, path, names)
+        sources.append(_load_source(raw, name, path, data, default_questions, default_params))
+    return Schedule(path, tuple(sources))
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ScheduleError(f"{path}: cannot read the schedule ({exc.strerror})") from None
     except UnicodeDecodeError:
         raise ScheduleError(f"{path}: the schedule is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ScheduleError(f"{path}: not valid TOML ({exc})") from None
-    unknown = set(data) - _TOP_KEYS
+
+
+def _check_keys(table: dict[str, Any], known: set[str], where: str, what: str) -> None:
+    unknown = set(table) - known
     if unknown:
-        raise ScheduleError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; a schedule has "
-                            f"{', '.join(sorted(_TOP_KEYS))}")
-    raw_sources = data.get("source")
-    if not isinstance(raw_sources, list) or not raw_sources:
-        raise ScheduleError(f"{path}: no sources: add at least one [[source]] table with name and inputs")
-    default_questions = _strings(data.get("questions", []), f"{path}: questions")
-    default_params = data.get("params", {})
-    if not isinstance(default_params, dict):
-        raise ScheduleError(f"{path}: params must be a table like {{ top_k = 2 }}")
-    sources = []
-    names: set[str] = set()
-    for n, raw in enumerate(raw_sources, start=1):
-        where = f"{path}: source {n}"
-        if not isinstance(raw, dict):
-            raise ScheduleError(f"{where}: must be a [[source]] table")
-        name = raw.get("name")
-        if not isinstance(name, str) or not name.strip():
-            raise ScheduleError(f"{where}: needs a name (a non-empty string)")
-        where = f"{path}: source {name!r}"
-        if name in names:
-            raise ScheduleError(f"{where}: the name is used twice; each source needs its own")
-        names.add(name)
-        unknown = set(raw) - _SOURCE_KEYS
-        if unknown:
-            raise ScheduleError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; a source has "
-                                f"{', '.join(sorted(_SOURCE_KEYS))}")
-        inputs = _strings(raw.get("inputs"), f"{where}: inputs")
-        if not inputs:
-            raise ScheduleError(f"{where}: inputs must list folders, files or glob patterns")
-        questions = tuple(dict.fromkeys(default_questions + _strings(raw.get("questions", []), f"{where}: questions")))
-        if not questions:
-            raise ScheduleError(f"{where}: no questions (give questions here or at the top of the file)")
-        if "interval" not in raw and "interval" not in data:
-            raise ScheduleError(f"{where}: no interval (give one here or at the top of the file, e.g. \"1h\")")
-        interval = parse_interval(raw.get("interval", data.get("interval")), where)
-        params = raw.get("params", {})
-        if not isinstance(params, dict):
-            raise ScheduleError(f"{where}: params must be a table like {{ top_k = 2 }}")
-        params = {**default_params, **params}
-        _check_params(params, where)
-        model = raw.get("model", data.get("model"))
-        revision = raw.get("revision", data.get("revision"))
-        for key, value in (("model", model), ("revision", revision)):
-            if value is not None and (not isinstance(value, str) or not value):
-                raise ScheduleError(f"{where}: {key} must be a non-empty string")
-        sources.append(Source(name, tuple(inputs), questions, interval, model, revision, params))
-    return Schedule(path, tuple(sources))
+        raise ScheduleError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; {what} has "
+                            f"{', '.join(sorted(known))}")
+
+
+def _table(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ScheduleError(f"{where}: params must be a table like {{ top_k = 2 }}")
+    return value
+
+
+def _source_name(raw: Any, n: int, path: Path, names: set[str]) -> str:
+    """The name of the n-th source table `raw`, added to `names` (each may be used once)."""
+    where = f"{path}: source {n}"
+    if not isinstance(raw, dict):
+        raise ScheduleError(f"{where}: must be a [[source]] table")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise ScheduleError(f"{where}: needs a name (a non-empty string)")
+    if name in names:
+        raise ScheduleError(f"{path}: source {name!r}: the name is used twice; each source needs its own")
+    names.add(name)
+    return name
+
+
+def _load_source(raw: dict[str, Any], name: str, path: Path, data: dict[str, Any],
+                 default_questions: tuple[str, ...], default_params: dict[str, Any]) -> Source:
+    """A checked source; the top-level `data` gives its defaults."""
+    where = f"{path}: source {name!r}"
+    _check_keys(raw, _SOURCE_KEYS, where, "a source")
+    inputs = _strings(raw.get("inputs"), f"{where}: inputs")
+    if not inputs:
+        raise ScheduleError(f"{where}: inputs must list folders, files or glob patterns")
+    questions = tuple(dict.fromkeys(default_questions + _strings(raw.get("questions", []), f"{where}: questions")))
+    if not questions:
+        raise ScheduleError(f"{where}: no questions (give questions here or at the top of the file)")
+    if "interval" not in raw and "interval" not in data:
+        raise ScheduleError(f"{where}: no interval (give one here or at the top of the file, e.g. \"1h\")")
+    interval = parse_interval(raw.get("interval", data.get("interval")), where)
+    params = {**default_params, **_table(raw.get("params", {}), where)}
+    _check_params(params, where)
+    model = raw.get("model", data.get("model"))
+    revision = raw.get("revision", data.get("revision"))
+    for key, value in (("model", model), ("revision", revision)):
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ScheduleError(f"{where}: {key} must be a non-empty string")
+    return Source(name, tuple(inputs), questions, interval, model, revision, params)
 
 
 def _strings(value: Any, where: str) -> tuple[str, ...]:
@@ -212,12 +230,14 @@ class Scheduler:
         schedule: Schedule,
         client,
         *,
+        repo=None,
         lease_seconds: float = 30.0,
         log: Callable[[str], None] = print,
         holder: str | None = None,
     ) -> None:
         self.schedule = schedule
         self.client = client
+        self._repo = repo
         self.lease_seconds = lease_seconds
         self.log = log
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
@@ -227,7 +247,16 @@ class Scheduler:
 
     @property
     def repo(self):
-        return self.client._repo
+        """The store of the role and of the sources' last runs: `repo` as given (the client's
+        own store), else one opened from the client's settings."""
+        if self._repo is None:
+            from docqa.storage.db import ensure_schema, make_engine, session_factory
+            from docqa.storage.repository import Repository
+
+            db = make_engine(self.client.settings.database_url)
+            ensure_schema(db)
+            self._repo = Repository(session_factory(db))
+        return self._repo
 
     # -- the role ------------------------------------------------------------------
     def hold(self) -> bool:

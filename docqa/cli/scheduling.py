@@ -29,13 +29,13 @@ def _scheduler(args: argparse.Namespace, *, create: bool):
     except ScheduleError as exc:
         raise CliError(str(exc)) from None
     settings = build_settings(args)
-    open_repo(settings, create=create)  # a clear error when the store is missing or unreachable
-    client = Client(settings=settings)
+    repo = open_repo(settings, create=create)  # a clear error when the store is missing or unreachable
+    client = Client(settings=settings, open_store=lambda: repo)
 
     def log(line: str) -> None:
         print(line, flush=True)
 
-    return Scheduler(schedule, client, lease_seconds=settings.lease_seconds, log=log)
+    return Scheduler(schedule, client, repo=repo, lease_seconds=settings.lease_seconds, log=log)
 
 
 def cmd_schedule_run(args: argparse.Namespace) -> int:
