@@ -15,14 +15,14 @@ Documents are read lazily: an iterable of a million documents is never held in m
 
 from __future__ import annotations
 
-from docqa.core.errors import UsageError
-
 import os
+import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from docqa.core.errors import UsageError
 from docqa.core.filters import where_text
 from docqa.core.settings import Settings
 
@@ -31,6 +31,32 @@ POLL_SECONDS = 0.5
 
 class SubmitError(UsageError):
     """The submission could not be made at all (bad parameters, no questions, refused store)."""
+
+
+class SharedFileStore(SubmitError):
+    """Distributed with a SQLite store: workers elsewhere cannot read the file (allowed with
+    shared_sqlite when every worker runs on this host)."""
+
+
+@dataclass
+class SubmitHooks:
+    """How a caller follows one submission (the command line's progress bars); each optional."""
+
+    read: Callable[[Any], None] | None = None  # one input document read
+    note: Callable[[str], None] | None = None  # a sentence for the user (no tokenizer here)
+    loaded: Callable[[Any], None] | None = None  # embedded: the engine, just loaded
+    answering: Callable[[int], None] | None = None  # embedded: this many queued jobs answered now
+    answered: Callable[[Any], None] | None = None  # embedded: one run's RunStats
+
+
+@dataclass(frozen=True)
+class SubmitOutcome:
+    """One pass of the submit path: the producer's SubmitReport, the failed jobs queued
+    again (retry_failed) and, embedded, the totals of answering here (None: nothing queued)."""
+
+    report: Any
+    retried: list
+    answered: Any = None
 
 
 @dataclass(frozen=True)
@@ -128,8 +154,13 @@ class Client:
         embedded: bool | None = None,
         shared_sqlite: bool = False,
         settings: Settings | None = None,
+        open_store: Callable[[], Any] | None = None,
+        connect: Callable[[], Any] | None = None,
         **overrides: Any,
     ) -> None:
+        """`open_store` and `connect`, when given, open the store's Repository and the
+        connected Celery app on first use in the caller's own way (the command line checks
+        and words failures itself); by default the settings' URLs are opened here."""
         if database_url is not None:
             overrides["database_url"] = database_url
         if broker_url is not None:
@@ -143,7 +174,10 @@ class Client:
         self.embedded = embedded
         self.shared_sqlite = shared_sqlite
         self._repo_value = None
+        self._open_store = open_store
+        self._connect = connect
         self._engine = None
+        self._engine_lock = threading.Lock()
         self._dispatcher = None
         self._chunkers: dict = {}
 
@@ -180,99 +214,120 @@ class Client:
         backlog: someone waits for them. Unset, a call with one text or mapping gets 1 and
         anything else (paths, several documents) 0.
         """
-        from docqa.core.params import AnswerParams
-        from docqa.producer.submit import submit
+        from docqa.producer.models import UnservedModel
 
-        settings = self.settings
-        if model is not None or revision is not None:
-            settings = settings.model_copy(update={"model": model or settings.model, "revision": revision})
-        try:
-            params = AnswerParams(**{**settings.answer_params().model_dump(), **answer_params})
-        except ValueError as exc:
-            raise SubmitError(f"invalid answer parameters: {exc}") from None
-        from docqa.producer.documents import InputError, check_question, unstorable
-
-        asked = [questions] if isinstance(questions, str) else list(questions)
-        for q in asked:
-            if not isinstance(q, str):
-                raise SubmitError(f"questions must be str, not {type(q).__name__}")
-            try:
-                check_question(q, settings.max_question_chars)
-            except InputError as exc:
-                raise SubmitError(str(exc)) from None
-            problem = unstorable(q, "a question")
-            if problem is not None:
-                raise SubmitError(problem)
+        settings = self._settings_for(model, revision)
+        params = _checked_params(settings, answer_params)
+        asked = _checked_questions(questions, settings.max_question_chars)
         if isinstance(documents, (str, os.PathLike, Mapping)):
             documents = [documents]
-        if priority is None:
-            one = isinstance(documents, (list, tuple)) and len(documents) == 1
-            priority = int(one and isinstance(documents[0], (str, Mapping)))
-        if not any(q.strip() for q in asked) and isinstance(documents, (list, tuple)) and not any(
-                isinstance(d, Mapping) and d.get("questions") for d in documents):
-            raise SubmitError("no question to ask: pass questions=[...] (asked of every document), or "
-                              "\"questions\" in a document mapping")
-        repo = self._repo
-        enqueue = None
-        if not self.embedded:
-            if settings.database_url.startswith("sqlite") and not self.shared_sqlite:
-                raise SubmitError(
-                    "a SQLite store with a broker: workers elsewhere cannot read that file; use the PostgreSQL "
-                    "store the workers use, Client(embedded=True) to answer in this process, or "
-                    "shared_sqlite=True if every worker runs on this host with this same file"
-                )
-            if check_model:
-                from docqa.producer.models import UnservedModel, check_model_served
-
-                try:
-                    check_model_served(repo, settings.model, settings.revision,
-                                       seen_within=settings.live_worker_seconds)
-                except UnservedModel as exc:
-                    raise SubmitError(str(exc).replace("--no-model-check", "check_model=False")) from None
-            dispatcher = self._dispatch()
-            enqueue = lambda ids: dispatcher.send(ids, settings.model, settings.revision)  # noqa: E731
-        report = submit(
-            _source_documents(documents, settings.max_document_chars),
-            asked,
-            repo=repo,
-            model=settings.model,
-            revision=settings.revision,
-            params=params,
-            enqueue=enqueue,
-            chunk=settings.worker_batch_jobs,
-            chunk_windows=settings.batch_windows,
-            priority=priority,
-            command="client" if label is None else "schedule",
-            max_question_chars=settings.max_question_chars,
-            label=label,
-            chunker=self._chunker(settings),
-        )
-        if retry_failed:
-            retried = repo.retry_failed(submission_id=report.submission_id)
-            if retried and not self.embedded:
-                self._dispatch().send_queued(retried)
+        _something_asked(asked, documents)
+        try:
+            outcome = self.submit_sources(
+                _source_documents(documents, settings.max_document_chars), asked, settings=settings, params=params,
+                check_model=check_model, retry_failed=retry_failed, label=label,
+                priority=_default_priority(documents) if priority is None else priority,
+                command="client" if label is None else "schedule")
+        except UnservedModel as exc:
+            raise SubmitError(str(exc).replace("--no-model-check", "check_model=False")) from None
+        report = outcome.report
         if report.send_error is not None:
             raise ConnectionError(
                 f"the broker refused the jobs' messages ({report.send_error}); submission {report.submission_id} "
                 "is stored and its jobs are queued: a worker's reconciler sends them once the broker is back"
             )
-        if self.embedded:
-            self._answer_here(settings)
         return Submission(self, report.submission_id, SubmitSummary.of(report))
 
-    def _chunker(self, settings: Settings):
-        """The producer-side tokenizer for this model (cached), or None (see chunker_for)."""
+    def submit_sources(
+        self,
+        sources: Iterable,
+        questions: list[str],
+        *,
+        settings: Settings | None = None,
+        params=None,
+        check_model: bool = True,
+        retry_failed: bool = False,
+        label: str | None = None,
+        priority: int = 0,
+        command: str = "client",
+        hooks: SubmitHooks | None = None,
+    ) -> SubmitOutcome:
+        """The one submit path (`submit`, `docqa run`, `docqa submit`): store `sources`
+        (producer SourceDocuments, read one at a time) with a job per (document, question),
+        then send the new jobs to the workers (distributed) or answer them here (embedded).
+        Refuses before storing anything: a SQLite store with a broker (SharedFileStore,
+        unless shared_sqlite), and with check_model a model nobody can run (UnservedModel
+        distributed, ModelLoadError embedded). `hooks` follow the work (progress bars)."""
+        from docqa.producer.submit import submit
+
+        settings = settings or self.settings
+        hooks = hooks or SubmitHooks()
+        enqueue = self._enqueue_for(settings, check_model)
+        report = submit(
+            sources, questions, repo=self._repo, model=settings.model, revision=settings.revision,
+            params=params or settings.answer_params(), enqueue=enqueue, chunk=settings.worker_batch_jobs,
+            chunk_windows=settings.batch_windows, progress=hooks.read, priority=priority, command=command,
+            max_question_chars=settings.max_question_chars, label=label, chunker=self._chunker(settings, hooks),
+        )
+        retried = self._repo.retry_failed(submission_id=report.submission_id) if retry_failed else []
+        if retried and not self.embedded and report.send_error is None:
+            self._dispatch().send_queued(retried)
+        answered = self._answer_here(settings, hooks) if self.embedded else None
+        return SubmitOutcome(report, retried, answered)
+
+    def _settings_for(self, model: str | None, revision: str | None) -> Settings:
+        if model is None and revision is None:
+            return self.settings
+        return self.settings.model_copy(update={"model": model or self.settings.model, "revision": revision})
+
+    def _enqueue_for(self, settings: Settings, check_model: bool):
+        """How new jobs leave this process: None embedded (answered here), else a function
+        sending job ids to the model's queue; the refusals `submit_sources` names."""
+        if self.embedded:
+            if check_model:
+                from docqa.core.loading import check_model_available
+
+                check_model_available(settings.model, settings.revision)
+            return None
+        if settings.database_url.startswith("sqlite") and not self.shared_sqlite:
+            raise SharedFileStore(
+                "a SQLite store with a broker: workers elsewhere cannot read that file; use the PostgreSQL "
+                "store the workers use, Client(embedded=True) to answer in this process, or "
+                "shared_sqlite=True if every worker runs on this host with this same file"
+            )
+        if check_model:
+            from docqa.producer.models import check_model_served
+
+            check_model_served(self._repo, settings.model, settings.revision, seen_within=settings.live_worker_seconds)
+        dispatcher = self._dispatch()
+        return lambda ids: dispatcher.send(ids, settings.model, settings.revision)
+
+    def _chunker(self, settings: Settings, hooks: SubmitHooks | None = None):
+        """The producer-side tokenizer (a function giving a Chunker, or None: see chunker_for).
+        Embedded, the engine's own tokenizer (one load for chunking and answering); else a
+        tokenizer of its own, cached per model."""
         import logging
 
-        from docqa.producer.chunking import chunker_for
+        from docqa.producer.chunking import Chunker, chunker_for
 
-        key = (settings.model, settings.revision, settings.chunk_at_submit)
+        if not settings.chunk_at_submit:
+            return None
+        if self.embedded:
+            from functools import cache
+
+            return cache(lambda: Chunker(self._engine_for(settings, hooks).tokenizer))
+        key = (settings.model, settings.revision)
         if key not in self._chunkers:
-            self._chunkers[key] = chunker_for(settings, say=logging.getLogger("docqa.client").warning)
+            say = hooks.note if hooks is not None and hooks.note else logging.getLogger("docqa.client").warning
+            self._chunkers[key] = chunker_for(settings, say=say)
         return self._chunkers[key]
 
     def warm_up(self) -> None:
-        """Load now what the first submit would otherwise wait for (the producer's tokenizer)."""
+        """Load now what the first submit would otherwise wait for: the model (embedded) or
+        the producer's tokenizer."""
+        if self.embedded:
+            self._engine_for(self.settings)
+            return
         get = self._chunker(self.settings)
         if get is not None:
             get()
@@ -283,16 +338,36 @@ class Client:
             raise LookupError(f"there is no submission {submission_id}")
         return Submission(self, submission_id)
 
-    def _answer_here(self, settings: Settings) -> None:
+    def _engine_for(self, settings: Settings, hooks: SubmitHooks | None = None):
+        """The warm engine for settings' model, loaded once (a server warms it in a thread
+        while a request may ask for it); `hooks.loaded` hears of a new one."""
         from docqa.worker.engine import Engine
-        from docqa.worker.runner import JobRunner, answer_queued
 
-        if not self._repo.queued_job_ids(model=settings.model, revision=settings.revision or "", limit=1):
-            return  # nothing to answer: the model is not even loaded
-        if self._engine is None or (self._engine.model_id, self._engine.revision) != (settings.model, settings.revision):
-            self._engine = Engine.from_settings(settings).warm_up()
-        answer_queued(JobRunner.from_settings(self._repo, self._engine, settings), model=settings.model,
-                      revision=settings.revision)
+        with self._engine_lock:
+            if self._engine is None or (self._engine.model_id, self._engine.revision) != (settings.model,
+                                                                                         settings.revision):
+                self._engine = Engine.from_settings(settings).warm_up()
+                if hooks is not None and hooks.loaded is not None:
+                    hooks.loaded(self._engine)
+            return self._engine
+
+    def _answer_here(self, settings: Settings, hooks: SubmitHooks | None = None):
+        """Embedded: answer every queued job of the model here (jobs a dead run of this host
+        left running first go back to the queue). The totals, or None when nothing was
+        queued (the model is not even loaded)."""
+        from docqa.worker.runner import JobRunner, answer_queued, dead_local_workers
+
+        hooks = hooks or SubmitHooks()
+        repo = self._repo
+        repo.requeue_expired(max_attempts=settings.max_attempts, dead_workers=dead_local_workers(repo.running_workers()))
+        pending = repo.queued_job_ids(model=settings.model, revision=settings.revision or "")
+        if not pending:
+            return None
+        engine = self._engine_for(settings, hooks)
+        if hooks.answering is not None:
+            hooks.answering(len(pending))
+        return answer_queued(JobRunner.from_settings(repo, engine, settings), model=settings.model,
+                             revision=settings.revision, on_run=hooks.answered)
 
     # -- reading ---------------------------------------------------------------------
     def answers(
@@ -307,6 +382,8 @@ class Client:
         where: Mapping[str, Any] | None = None,
         all_versions: bool = False,
         order: str = "answer",
+        after: str | None = None,
+        batch: int = 500,
     ) -> Iterator:
         """Stored answers with provenance (`ResultRecord`s), filtered as given.
 
@@ -321,22 +398,37 @@ class Client:
         - `all_versions`: include documents replaced by a newer version (same id or path,
           new content), marked `superseded`;
         - `order`: "answer" (as stored), "reference" (the pipeline's score, highest first)
-          or "margin" (comparable across windows and documents, highest first).
+          or "margin" (comparable across windows and documents, highest first);
+        - `after`: a page's last answer's cursor (`docqa.storage.answers.result_cursor`, same
+          order): the answers after it; `batch`: how many are read from the store at a time.
         """
         document_ids = None if document is None else self._repo.resolve_documents(document)
         return self._repo.iter_results(submission_id=submission, job_id=job, document_ids=document_ids,
                                        question=question, model=model, rank=rank, where=where_text(where),
-                                       all_versions=all_versions, order=order)
+                                       all_versions=all_versions, order=order, after=after, batch=batch)
 
     def best_documents(
         self, question: str, top: int = 10, *, model: str | None = None, where: Mapping[str, Any] | None = None,
-        order: str = "margin",
+        order: str = "margin", rank: int | None = 0, document: int | str | None = None,
+        submission: int | None = None, all_versions: bool = False,
     ) -> list:
-        """The `top` best answers (rank 0 of each job) to `question` across the latest versions
-        of all documents, by margin (or "reference" score): which documents answer it best.
-        Each document is an entry: two documents with one text are two entries."""
-        return self._repo.top_results(question=question, top=top, model=model, rank=0, where=where_text(where),
-                                      order=order)
+        """The `top` best answers (rank 0 of each job, or `rank`; None: any) to `question`
+        across the latest versions of all documents (or every version), by margin (or
+        "reference" score): which documents answer it best. Each document is an entry: two
+        documents with one text are two entries. `document`, `submission` narrow it as in
+        `answers`."""
+        document_ids = None if document is None else self._repo.resolve_documents(document)
+        return self._repo.top_results(question=question, top=top, model=model, rank=rank, where=where_text(where),
+                                      order=order, document_ids=document_ids, submission_id=submission,
+                                      all_versions=all_versions)
+
+    def text_of(self, text_id: int) -> str | None:
+        """The stored text an answer's offsets point into (`record.text_id`); None: no such text."""
+        return self._repo.text_of(text_id)
+
+    def counts(self) -> dict[str, int]:
+        """The store's jobs by status (queued, running, done, failed); reading it checks the store answers."""
+        return self._repo.counts()
 
     def delete(
         self, *, document: int | str | None = None, submission: int | None = None, path: str | None = None,
@@ -367,18 +459,31 @@ class Client:
         all: bool = False,  # noqa: A002 (the CLI's word)
     ) -> list[int]:
         """Queue failed jobs again (attempts reset) and send or answer them; their ids."""
+        jobs, _ = self.requeue_failed(job_ids=job_ids, document=document, submission=submission, all=all)
+        return [j.id for j in jobs]
+
+    def requeue_failed(
+        self, *, job_ids: Iterable[int] | None = None, document: int | None = None, submission: int | None = None,
+        all: bool = False, answer_here: bool = True,  # noqa: A002 (the CLI's word)
+    ) -> tuple[list, int]:
+        """`retry`, returning the jobs queued again and the broker messages that carried them
+        (distributed; the broker is reached before any job is touched). Embedded, they are
+        answered here unless answer_here=False (left queued)."""
         if job_ids is None and document is None and submission is None and not all:
             raise ValueError("say which failed jobs to retry: job_ids, document, submission or all=True")
+        dispatcher = None if self.embedded else self._dispatch()
         jobs = self._repo.retry_failed(job_ids=job_ids, document_id=document, submission_id=submission)
-        if jobs and not self.embedded:
-            self._dispatch().send_queued(jobs)
-        elif jobs:
+        if jobs and dispatcher is not None:
+            return jobs, dispatcher.send_queued(jobs)
+        if jobs and answer_here:
             self._answer_here(self.settings)
-        return [j.id for j in jobs]
+        return jobs, 0
 
     # -- plumbing --------------------------------------------------------------------
     @property
     def _repo(self):
+        if self._repo_value is None and self._open_store is not None:
+            self._repo_value = self._open_store()
         if self._repo_value is None:
             from docqa.storage.db import ensure_schema, make_engine, session_factory
             from docqa.storage.repository import Repository
@@ -392,7 +497,8 @@ class Client:
         if self._dispatcher is None:
             from docqa.worker.app import Dispatcher, make_celery
 
-            self._dispatcher = Dispatcher(make_celery(self.settings), self._repo, queue=self.settings.queue,
+            app = self._connect() if self._connect is not None else make_celery(self.settings)
+            self._dispatcher = Dispatcher(app, self._repo, queue=self.settings.queue,
                                           batch_jobs=self.settings.worker_batch_jobs,
                                           batch_windows=self.settings.batch_windows)
         return self._dispatcher
@@ -429,4 +535,47 @@ def _nameable(ext: Any) -> bool:
     return len(str(ext)) <= MAX_ID_CHARS and unstorable(str(ext), "its id") is None
 
 
-__all__ = ["Client", "Progress", "Submission", "SubmitError", "SubmitSummary"]
+def _checked_params(settings: Settings, given: Mapping[str, Any]):
+    """The answer parameters: the settings' with `given` on top (SubmitError if invalid)."""
+    from docqa.core.params import AnswerParams
+
+    try:
+        return AnswerParams(**{**settings.answer_params().model_dump(), **given})
+    except ValueError as exc:
+        raise SubmitError(f"invalid answer parameters: {exc}") from None
+
+
+def _checked_questions(questions: Iterable[str] | str, max_chars: int) -> list[str]:
+    """The questions as a list, each checked (SubmitError names the first bad one)."""
+    from docqa.producer.documents import InputError, check_question, unstorable
+
+    asked = [questions] if isinstance(questions, str) else list(questions)
+    for q in asked:
+        if not isinstance(q, str):
+            raise SubmitError(f"questions must be str, not {type(q).__name__}")
+        try:
+            check_question(q, max_chars)
+        except InputError as exc:
+            raise SubmitError(str(exc)) from None
+        problem = unstorable(q, "a question")
+        if problem is not None:
+            raise SubmitError(problem)
+    return asked
+
+
+def _something_asked(asked: list[str], documents) -> None:
+    """SubmitError when neither the call nor a (listed) document mapping asks anything."""
+    if not any(q.strip() for q in asked) and isinstance(documents, (list, tuple)) and not any(
+            isinstance(d, Mapping) and d.get("questions") for d in documents):
+        raise SubmitError("no question to ask: pass questions=[...] (asked of every document), or "
+                          "\"questions\" in a document mapping")
+
+
+def _default_priority(documents) -> int:
+    """1 (someone waits) for one text or mapping, else 0 (bulk)."""
+    one = isinstance(documents, (list, tuple)) and len(documents) == 1
+    return int(one and isinstance(documents[0], (str, Mapping)))
+
+
+__all__ = ["Client", "Progress", "SharedFileStore", "Submission", "SubmitError", "SubmitHooks", "SubmitOutcome",
+           "SubmitSummary"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from contextlib import contextmanager
 
 from docqa.cli import exits
 from docqa.cli.options import (
@@ -18,11 +19,11 @@ from docqa.cli.options import (
     answer_params,
     build_settings,
     connect_broker,
-    load_engine,
     open_repo,
     progress_bar,
     safe_url,
 )
+from docqa.core.errors import DocqaError
 from docqa.core.text import clip, plural
 
 
@@ -60,36 +61,55 @@ def _some_input_exists(inputs: list[str]) -> None:
         raise CliError(f"no input exists: {missing}: no such file or directory")
 
 
-def submit_inputs(args, settings, repo, enqueue, walk=None, chunker=None):
-    """Submit the command's inputs; `chunker` (a function giving a Chunker) overrides the
-    producer's own tokenizer load (docqa run hands in its engine's tokenizer)."""
-    from docqa.producer.chunking import chunker_for
+class CliProgress:
+    """The command line's view of one submission (`hooks` for Client.submit_sources): a bar
+    while reading documents, one while answering here, notes on stderr."""
+
+    def __init__(self, command: str) -> None:
+        from docqa.client import SubmitHooks
+
+        self.command = command
+        self.engine = None  # embedded: the engine, once loaded
+        self._bars = [progress_bar(None, "doc", "reading documents")]
+        self.hooks = SubmitHooks(read=lambda _doc: self._bars[-1].update(1), note=self._note, loaded=self._loaded,
+                                 answering=self._answering, answered=self._answered)
+
+    def _note(self, line: str) -> None:
+        print(f"docqa {self.command}: note: {line}", file=sys.stderr)
+
+    def _loaded(self, engine) -> None:
+        self.engine = engine
+        if engine.fast_note:  # --fast says what it chose, in one line
+            print(f"docqa {self.command}: {engine.fast_note}", file=sys.stderr)
+
+    def _answering(self, jobs: int) -> None:
+        self._bars[-1].close()
+        self._bars.append(progress_bar(jobs, "job", "answering"))
+
+    def _answered(self, stats) -> None:
+        self._bars[-1].update(stats.done + stats.failed)
+
+    def close(self) -> None:
+        for bar in self._bars:
+            bar.close()
+
+
+def submit_with_progress(client, args, settings, *, check_model: bool = True):
+    """The command's inputs through the client's one submit path, with progress on stderr:
+    (its SubmitOutcome, the Walk that read the inputs, the engine if one was loaded)."""
     from docqa.producer.documents import iter_inputs
-    from docqa.producer.submit import submit
 
     params = answer_params(settings)
     questions = read_questions(args, settings.max_question_chars)
-    if chunker is None:
-        chunker = chunker_for(settings, say=lambda line: print(f"docqa {args.command}: note: {line}", file=sys.stderr))
-    bar = progress_bar(None, "doc", "reading documents")
+    walk = input_walk(args)
+    progress = CliProgress(args.command)
     try:
-        return submit(
-            iter_inputs(args.inputs, settings.max_document_chars, walk),
-            questions,
-            repo=repo,
-            model=settings.model,
-            revision=settings.revision,
-            params=params,
-            enqueue=enqueue,
-            chunk=settings.worker_batch_jobs,
-            chunk_windows=settings.batch_windows,
-            progress=lambda _doc: bar.update(1),
-            command=args.command,
-            max_question_chars=settings.max_question_chars,
-            chunker=chunker,
-        )
+        outcome = client.submit_sources(iter_inputs(args.inputs, settings.max_document_chars, walk), questions,
+                                        params=params, check_model=check_model, retry_failed=args.retry_failed,
+                                        command=args.command, hooks=progress.hooks)
     finally:
-        bar.close()
+        progress.close()
+    return outcome, walk, progress.engine
 
 
 def print_input_errors(report, walk=None) -> None:
@@ -123,62 +143,30 @@ def hint_faster_cpu_mode(repo, engine) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from docqa.worker.loading import ModelLoadError, check_model_available
-    from docqa.worker.runner import JobRunner, answer_queued, dead_local_workers
+    from functools import cache
+
+    from docqa.client import Client
 
     settings = build_settings(args)
     answer_params(settings)
     _some_input_exists(args.inputs)
     started = time.perf_counter()
-    try:  # an unknown model stops the run before anything is stored
-        check_model_available(settings.model, settings.revision)
-    except ModelLoadError as exc:
-        raise CliError(str(exc), status=exits.FAILED) from None
-    repo = open_repo(settings)
-    walk = input_walk(args)
-    loaded: list = []
-
-    def engine_now():
-        """The engine, loaded once when first needed (chunking new documents or answering)."""
-        if not loaded:
-            loaded.append(load_engine(settings, "run"))
-        return loaded[0]
-
-    chunker = None
-    if settings.chunk_at_submit:  # one tokenizer load for chunking and answering: the engine's
-        from functools import cache
-
-        from docqa.producer.chunking import Chunker
-
-        chunker = cache(lambda: Chunker(engine_now().tokenizer))
-    report = submit_inputs(args, settings, repo, enqueue=None, walk=walk, chunker=chunker)
-    retried = repo.retry_failed(submission_id=report.submission_id) if args.retry_failed else []
-    # Jobs left running by an interrupted run on this host go back to the queue now.
-    repo.requeue_expired(max_attempts=settings.max_attempts, dead_workers=dead_local_workers(repo.running_workers()))
-    pending = repo.queued_job_ids(model=settings.model, revision=settings.revision or "")
-    done = failed = answers = 0
-    engine = None
-    if pending:  # unchanged input: nothing to run, and the model is not even loaded
-        engine = engine_now()
-        bar = progress_bar(len(pending), "job", "answering")
-        try:
-            total = answer_queued(JobRunner.from_settings(repo, engine, settings), model=settings.model,
-                                  revision=settings.revision, on_run=lambda stats: bar.update(stats.done + stats.failed))
-        finally:
-            bar.close()
-        done, failed, answers = total.done, total.failed, total.answers
-    elapsed = time.perf_counter() - started
+    store = cache(lambda: open_repo(settings))
+    client = Client(settings=settings, embedded=True, open_store=store)
+    outcome, walk, engine = submit_with_progress(client, args, settings)
+    report, totals = outcome.report, outcome.answered
+    done, failed, answers = (totals.done, totals.failed, totals.answers) if totals is not None else (0, 0, 0)
     print(
         f"docqa run: submission {report.submission_id}: {report.summary()}"
-        f"{f', {len(retried)} failed ones retried' if retried else ''}; "
+        f"{f', {len(outcome.retried)} failed ones retried' if outcome.retried else ''}; "
         f"{done} answered now with {plural(answers, 'answer')}, {failed} failed, "
-        f"{plural(len(report.errors), 'input')} skipped, {elapsed:.1f} s"
+        f"{plural(len(report.errors), 'input')} skipped, {time.perf_counter() - started:.1f} s"
     )
     print(f"results are in {safe_url(settings.database_url)}: see 'docqa results' and 'docqa status'")
-    hint_faster_cpu_mode(repo, engine)
+    hint_faster_cpu_mode(store(), engine)
     print_input_errors(report, walk)
     if failed:
-        for job_id, source, question, error in repo.failures(limit=20):
+        for job_id, source, question, error in store().failures(limit=20):
             print(f"  failed job {job_id} ({clip(source)}, {clip(question)!r}): {clip(error, 500)}", file=sys.stderr)
     return exit_status(failed=failed, skipped=len(report.errors))
 
@@ -195,60 +183,18 @@ def stop_on_sigterm() -> None:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from docqa.storage.db import store_failure
-    from docqa.worker.app import Dispatcher
+    from docqa.client import Client
 
     settings = build_settings(args)
     answer_params(settings)
     _some_input_exists(args.inputs)
-    if settings.database_url.startswith("sqlite") and not args.shared_sqlite:
-        raise CliError(
-            f"the store is a SQLite file ({safe_url(settings.database_url)}) while the jobs go to the broker at "
-            f"{safe_url(settings.broker_url)}: workers on other hosts cannot read that file, so the jobs would "
-            "never be answered (or their workers would claim unrelated jobs of their own store). Set "
-            "DOCQA_DATABASE_URL (or --database-url) to the PostgreSQL store your workers use, run 'docqa run' "
-            "to answer in this process, or pass --shared-sqlite if every worker runs on this host and uses "
-            "this same file."
-        )
-    repo = open_repo(settings)
-    if not args.no_model_check:
-        from docqa.producer.models import UnservedModel, check_model_served
-
-        try:
-            check_model_served(repo, settings.model, settings.revision, seen_within=settings.live_worker_seconds)
-        except UnservedModel as exc:
-            raise CliError(str(exc), status=exits.FAILED) from None
-    app = connect_broker(settings)
-    dispatcher = Dispatcher(app, repo, queue=settings.queue, batch_jobs=settings.worker_batch_jobs,
-                                batch_windows=settings.batch_windows)
+    client = Client(settings=settings, embedded=False, shared_sqlite=args.shared_sqlite,
+                    open_store=lambda: open_repo(settings), connect=lambda: connect_broker(settings))
     started = time.perf_counter()
-    walk = input_walk(args)
     stop_on_sigterm()  # `kill` ends it as Ctrl-C does: what was stored gets its jobs, sent
-    try:
-        report = submit_inputs(
-            args, settings, repo, enqueue=lambda ids: dispatcher.send(ids, settings.model, settings.revision),
-            walk=walk,
-        )
-    except KeyboardInterrupt:
-        print("docqa submit: stopped; every document stored so far has its jobs, sent to the broker. The same "
-              "command again submits the rest (stored documents and their jobs cost nothing twice)", file=sys.stderr)
-        raise
-    except Exception as exc:
-        reason = store_failure(exc, settings.database_url)
-        if reason is None:
-            raise
-        # The store went away (or refused) mid-submission: what to do, in one sentence.
-        raise CliError(
-            f"the store at {safe_url(settings.database_url)} failed during the submission ({reason}). "
-            "Run the same command again once it is back: documents and jobs already stored cost nothing "
-            "twice, and stored documents that missed their jobs (at most the last group of 32) get them",
-            status=exits.UNREACHABLE,
-        ) from None
-    retried = []
-    if args.retry_failed:
-        retried = repo.retry_failed(submission_id=report.submission_id)
-        if retried and report.send_error is None:
-            dispatcher.send_queued(retried)
+    with _submit_failures(settings):
+        outcome, walk, _ = submit_with_progress(client, args, settings, check_model=not args.no_model_check)
+    report, retried = outcome.report, outcome.retried
     print(
         f"docqa submit: submission {report.submission_id}: {report.summary()}; new jobs enqueued in "
         f"{plural(report.enqueued_messages, 'message')}{f'; {len(retried)} failed ones retried' if retried else ''}; "
@@ -268,28 +214,66 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return exit_status(skipped=len(report.errors))
 
 
+@contextmanager
+def _submit_failures(settings):
+    """`docqa submit`'s refusals and failures in the command line's words and statuses."""
+    from docqa.client import SharedFileStore
+    from docqa.producer.models import UnservedModel
+    from docqa.storage.db import store_failure
+
+    try:
+        yield
+    except SharedFileStore:
+        raise CliError(
+            f"the store is a SQLite file ({safe_url(settings.database_url)}) while the jobs go to the broker at "
+            f"{safe_url(settings.broker_url)}: workers on other hosts cannot read that file, so the jobs would "
+            "never be answered (or their workers would claim unrelated jobs of their own store). Set "
+            "DOCQA_DATABASE_URL (or --database-url) to the PostgreSQL store your workers use, run 'docqa run' "
+            "to answer in this process, or pass --shared-sqlite if every worker runs on this host and uses "
+            "this same file."
+        ) from None
+    except UnservedModel as exc:
+        raise CliError(str(exc), status=exits.FAILED) from None
+    except KeyboardInterrupt:
+        print("docqa submit: stopped; every document stored so far has its jobs, sent to the broker. The same "
+              "command again submits the rest (stored documents and their jobs cost nothing twice)", file=sys.stderr)
+        raise
+    except DocqaError:
+        raise
+    except Exception as exc:
+        reason = store_failure(exc, settings.database_url)
+        if reason is None:
+            raise
+        # The store went away (or refused) mid-submission: what to do, in one sentence.
+        raise CliError(
+            f"the store at {safe_url(settings.database_url)} failed during the submission ({reason}). "
+            "Run the same command again once it is back: documents and jobs already stored cost nothing "
+            "twice, and stored documents that missed their jobs (at most the last group of 32) get them",
+            status=exits.UNREACHABLE,
+        ) from None
+
+
 def cmd_retry(args: argparse.Namespace) -> int:
+    from functools import cache
+
+    from docqa.client import Client
+
     settings = build_settings(args)
     if args.job is None and args.document is None and args.submission is None and not args.all:
         raise CliError("say which failed jobs to retry: --job ID (repeatable), --document ID, --submission ID or --all")
-    repo = open_repo(settings)
-    dispatcher = None
-    if not args.here:
-        from docqa.worker.app import Dispatcher
-
-        dispatcher = Dispatcher(connect_broker(settings), repo, queue=settings.queue,
-                                batch_jobs=settings.worker_batch_jobs,
-                                batch_windows=settings.batch_windows)
-    jobs = repo.retry_failed(job_ids=args.job, document_id=args.document, submission_id=args.submission)
-    messages = dispatcher.send_queued(jobs) if dispatcher is not None and jobs else 0
-    where = f"sent to their models' queues in {plural(messages, 'message')}" if dispatcher is not None else (
-        "queued: 'docqa run' answers them")
+    store = cache(lambda: open_repo(settings))
+    client = Client(settings=settings, embedded=args.here, open_store=store, connect=lambda: connect_broker(settings))
+    store()  # the store first: an unusable one is named before the broker is tried
+    jobs, messages = client.requeue_failed(job_ids=args.job, document=args.document, submission=args.submission,
+                                           all=args.all, answer_here=False)
+    where = ("queued: 'docqa run' answers them" if args.here
+             else f"sent to their models' queues in {plural(messages, 'message')}")
     print(f"docqa retry: {plural(len(jobs), 'failed job')} queued again with their attempts reset, {where}")
     for job in jobs[:50]:
         print(f"  job {job.id} ({job.model}{'@' + job.revision if job.revision else ''})")
     if len(jobs) > 50:
         print(f"  ... and {len(jobs) - 50} more")
-    return _named_jobs_not_retried(repo, args.job or [], {job.id for job in jobs})
+    return _named_jobs_not_retried(store(), args.job or [], {job.id for job in jobs})
 
 
 def _named_jobs_not_retried(repo, named: list[int], retried: set[int]) -> int:
