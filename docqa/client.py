@@ -20,11 +20,14 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from docqa.core.errors import UsageError
 from docqa.core.filters import where_text
 from docqa.core.settings import Settings
+
+if TYPE_CHECKING:
+    from docqa.producer.chunking import Chunker
 
 # Seconds between progress reads while waiting.
 POLL_SECONDS = 0.5
@@ -179,7 +182,7 @@ class Client:
         self._engine = None
         self._engine_lock = threading.Lock()
         self._dispatcher = None
-        self._chunkers: dict = {}
+        self._chunkers: dict[tuple[str, str | None], Callable[[], Chunker | None] | None] = {}
 
     # -- submitting -----------------------------------------------------------------
     def submit(
@@ -302,7 +305,7 @@ class Client:
         dispatcher = self._dispatch()
         return lambda ids: dispatcher.send(ids, settings.model, settings.revision)
 
-    def _chunker(self, settings: Settings, hooks: SubmitHooks | None = None):
+    def _chunker(self, settings: Settings, hooks: SubmitHooks | None = None) -> Callable[[], Chunker | None] | None:
         """The producer-side tokenizer (a function giving a Chunker, or None: see chunker_for).
         Embedded, the engine's own tokenizer (one load for chunking and answering); else a
         tokenizer of its own, cached per model."""

@@ -41,7 +41,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from docqa.storage.repository import Repository
 
 ROLE = "scheduler"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -230,7 +233,7 @@ class Scheduler:
         schedule: Schedule,
         client,
         *,
-        repo=None,
+        repo: Repository | None = None,
         lease_seconds: float = 30.0,
         log: Callable[[str], None] = print,
         holder: str | None = None,
@@ -246,7 +249,7 @@ class Scheduler:
         self._state: bool | None = None  # holds the role; None before the first try
 
     @property
-    def repo(self):
+    def repo(self) -> Repository:
         """The store of the role and of the sources' last runs: `repo` as given (the client's
         own store), else one opened from the client's settings."""
         if self._repo is None:

@@ -13,6 +13,7 @@ from docqa.core.errors import DocqaError, first_line
 
 import logging
 import threading
+from collections.abc import Callable
 
 from docqa.core.params import AnswerParams
 from docqa.core.tokenizer import QATokenizer, TokenizerError, load_tokenizer, wrap_tokenizer
@@ -93,7 +94,7 @@ class Chunker:
         return WindowPlan(self.key, q, tuple(window_ranges(tokens, spans)))
 
 
-def chunker_for(settings, say=None):
+def chunker_for(settings, say=None) -> Callable[[], Chunker | None] | None:
     """A zero-argument function giving the chunker for `settings.model` (loaded at the first
     call, once), or None when `settings.chunk_at_submit` is off. Loading waits for a document
     or job that needs it, so input that is all known already costs no tokenizer load. When

@@ -7,15 +7,19 @@ from __future__ import annotations
 from docqa.core.errors import UsageError
 
 from collections import Counter
+from typing import TYPE_CHECKING
 
 from docqa.core.labels import model_label
+
+if TYPE_CHECKING:
+    from docqa.storage.repository import Repository
 
 
 class UnservedModel(UsageError):
     """No live worker serves the model and this host cannot load it; the message says what to do."""
 
 
-def served_models(repo, seen_within: float) -> Counter:
+def served_models(repo: Repository, seen_within: float) -> Counter:
     """Live workers per model label ('model' or 'model@revision')."""
     return Counter(w.model for w in repo.live_workers(seen_within=seen_within))
 
@@ -28,7 +32,7 @@ def describe_served(served: Counter) -> str:
         f"{label!r} ({n} worker{'s' if n != 1 else ''})" for label, n in sorted(served.items()))
 
 
-def check_model_served(repo, model: str, revision: str | None, *, seen_within: float) -> None:
+def check_model_served(repo: Repository, model: str, revision: str | None, *, seen_within: float) -> None:
     """Return when a live worker serves `model` (at `revision`) or this host can load it;
     else raise UnservedModel naming the models live workers serve."""
     from docqa.core.loading import ModelLoadError, check_model_available

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from docqa.core.settings import CPU_BATCH_WINDOWS
 from docqa.core.text import plural
 from docqa.producer.documents import InputError, SourceDocument, check_question
 from docqa.storage.submissions import SubmissionCounts
 from docqa.core.params import AnswerParams
+
+if TYPE_CHECKING:
+    from docqa.producer.chunking import Chunker
+    from docqa.storage.repository import Repository
 
 # Documents are stored one at a time (versions), then handled a group at a time: one
 # transaction for the group's jobs, one for their links to the submission, and with a
@@ -82,8 +86,8 @@ class _Group:
 class _Submission:
     """One submission's state while its documents are read: see `submit`."""
 
-    def __init__(self, repo, report: SubmitReport, *, model, revision, params, enqueue, chunk, chunk_windows,
-                 chunker, priority=0) -> None:
+    def __init__(self, repo: Repository, report: SubmitReport, *, model, revision, params, enqueue, chunk,
+                 chunk_windows, chunker: Callable[[], Chunker | None] | None, priority=0) -> None:
         self.repo, self.report = repo, report
         self.model, self.revision, self.params = model, revision, params
         self.enqueue, self.chunk, self.chunk_windows, self.chunker = enqueue, chunk, chunk_windows, chunker
@@ -237,7 +241,7 @@ def submit(
     documents: Iterable[SourceDocument],
     questions: list[str],
     *,
-    repo,
+    repo: Repository,
     model: str,
     revision: str | None,
     params: AnswerParams,
@@ -248,7 +252,7 @@ def submit(
     command: str = "submit",
     max_question_chars: int | None = None,
     label: str | None = None,
-    chunker=None,
+    chunker: Callable[[], Chunker | None] | None = None,
     priority: int = 0,
 ) -> SubmitReport:
     """Store each document and its jobs as one submission; enqueue new jobs in messages of at

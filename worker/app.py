@@ -8,6 +8,7 @@ use it to send messages.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from celery import Celery
@@ -15,6 +16,9 @@ from celery import Celery
 from docqa.core.labels import queue_for
 from docqa.core.message import JobMessage
 from docqa.core.settings import Settings
+
+if TYPE_CHECKING:
+    from docqa.storage.repository import Repository
 
 TASK_NAME = "docqa.run_jobs"
 # How long a pool process may take to start (load its model) before Celery kills it,
@@ -90,7 +94,8 @@ class Dispatcher:
     message.
     """
 
-    def __init__(self, app: Celery, repo, *, queue: str, batch_jobs: int, batch_windows: int | None = None) -> None:
+    def __init__(self, app: Celery, repo: Repository, *, queue: str, batch_jobs: int,
+                 batch_windows: int | None = None) -> None:
         from docqa.core.settings import CPU_BATCH_WINDOWS
 
         self.app = app

@@ -13,6 +13,10 @@ from docqa.core.errors import first_line
 import logging
 import threading
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from docqa.storage.repository import Repository
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +30,7 @@ class Heartbeat:
     next beat.
     """
 
-    def __init__(self, repo, *, worker: str, job_ids: Iterable[int], lease_seconds: float) -> None:
+    def __init__(self, repo: Repository, *, worker: str, job_ids: Iterable[int], lease_seconds: float) -> None:
         self.repo = repo
         self.worker = worker
         self.lease_seconds = lease_seconds

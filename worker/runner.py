@@ -23,6 +23,7 @@ from docqa.worker.identity import dead_local_workers, worker_name
 __all__ = ["JobRunner", "RunStats", "dead_local_workers", "worker_name"]
 
 if TYPE_CHECKING:  # the engine (numpy, the tokenizer) loads only when there is work to answer
+    from docqa.storage.repository import Repository
     from docqa.worker.engine import Engine, QAResult
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ class JobRunner:
 
     def __init__(
         self,
-        repo,
+        repo: Repository,
         engine: Engine,
         *,
         lease_seconds: float,
@@ -108,7 +109,7 @@ class JobRunner:
         self.name = name if name is not None else worker_name()
 
     @classmethod
-    def from_settings(cls, repo, engine: Engine, settings, *, name: str | None = None) -> "JobRunner":
+    def from_settings(cls, repo: Repository, engine: Engine, settings, *, name: str | None = None) -> "JobRunner":
         """A runner with the lease, batch size and attempts of `settings`."""
         return cls(
             repo,

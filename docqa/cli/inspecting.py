@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from docqa.cli import exits
 from docqa.cli.options import (
@@ -19,6 +20,9 @@ from docqa.cli.options import (
     safe_url,
 )
 from docqa.core.text import CLIP_CHARS, clip, plural
+
+if TYPE_CHECKING:
+    from docqa.storage.repository import Repository
 
 RESULT_FIELDS = (
     "answer_id", "document_id", "document_external_id", "document_source", "sha256", "job_id",
@@ -35,7 +39,7 @@ def _seconds_since(when) -> float | None:
     return None if when is None else max(0.0, (utcnow() - when).total_seconds())
 
 
-def store_facts(repo, settings) -> dict:
+def store_facts(repo: Repository, settings) -> dict:
     live = repo.live_workers(seen_within=settings.live_worker_seconds)
     served = {w.model for w in live}
     queued_by_model = repo.queued_by_model()
@@ -233,7 +237,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     return 0
 
 
-def _result_filters(repo, settings, args: argparse.Namespace) -> dict:
+def _result_filters(repo: Repository, settings, args: argparse.Namespace) -> dict:
     """The answer filters of `docqa results` (document_ids, question, model, rank, where, all_versions);
     CliError for a submission or document not in the store, or --rank with --all-ranks."""
     if args.submission is not None and not repo.submission_exists(args.submission):
@@ -246,14 +250,14 @@ def _result_filters(repo, settings, args: argparse.Namespace) -> dict:
                 where=parse_where(args.where), all_versions=args.all_versions)
 
 
-def _document_ids(repo, ref: str) -> list:
+def _document_ids(repo: Repository, ref: str) -> list:
     document_ids = repo.resolve_documents(ref)
     if not document_ids:
         raise CliError(f"no document is named {ref!r} (a document id, an id given at submit, or a file path)", status=1)
     return document_ids
 
 
-def _result_writer(repo, args: argparse.Namespace):
+def _result_writer(repo: Repository, args: argparse.Namespace):
     """A function printing one answer record as args.format, offsets in args.offsets; for csv,
     the header row is written now."""
     import csv
@@ -277,7 +281,7 @@ def _result_writer(repo, args: argparse.Namespace):
     return write_csv
 
 
-def _row_maker(repo, unit: str):
+def _row_maker(repo: Repository, unit: str):
     """A function from an answer record to its dict, offsets converted to unit."""
     if unit == "codepoints":
         return lambda rec: rec.as_dict()
@@ -296,7 +300,7 @@ def _row_maker(repo, unit: str):
     return as_row
 
 
-def _follow_results(repo, settings, args: argparse.Namespace, filters: dict, write) -> int:
+def _follow_results(repo: Repository, settings, args: argparse.Namespace, filters: dict, write) -> int:
     """Answers in answer order; with --follow, polls every --interval seconds until done or Ctrl-C."""
     # A followed submission ends when its last job does; the whole store only with --until-done.
     until_done = args.until_done or args.submission is not None
@@ -318,7 +322,7 @@ def _follow_results(repo, settings, args: argparse.Namespace, filters: dict, wri
             return 130
 
 
-def _poll_results(repo, args: argparse.Namespace, filters: dict, position, write) -> tuple:
+def _poll_results(repo: Repository, args: argparse.Namespace, filters: dict, position, write) -> tuple:
     """One pass: the job counts, then the answers after position, printed. (counts, new position)"""
     # Counts first, answers second: an answer committed between the two reads is still
     # printed, by this pass or the final one.
@@ -345,7 +349,7 @@ def _show_progress(progress: dict) -> None:
         sys.stderr.flush()
 
 
-def warn_unserved(repo, settings, args, said_at: float | None) -> float | None:
+def warn_unserved(repo: Repository, settings, args, said_at: float | None) -> float | None:
     """While following: say on stderr, at once and then every --no-worker-warning seconds,
     which queued jobs' models no live worker serves (and what live workers do serve).
     Returns when it last said so (None: every queued job has a live worker)."""

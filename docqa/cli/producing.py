@@ -7,6 +7,7 @@ import argparse
 import sys
 import time
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from docqa.cli import exits
 from docqa.cli.options import (
@@ -25,6 +26,9 @@ from docqa.cli.options import (
 )
 from docqa.core.errors import DocqaError
 from docqa.core.text import clip, plural
+
+if TYPE_CHECKING:
+    from docqa.storage.repository import Repository
 
 
 def read_questions(args: argparse.Namespace, max_chars: int) -> list[str]:
@@ -127,7 +131,7 @@ def exit_status(*, failed: int = 0, skipped: int = 0) -> int:
     return exits.FAILED if failed else exits.SKIPPED if skipped else exits.OK
 
 
-def hint_faster_cpu_mode(repo, engine) -> None:
+def hint_faster_cpu_mode(repo: Repository, engine) -> None:
     """Once per store: suggest --fast when float32 ran on a CPU that has a faster mode."""
     if engine is None or engine.device != "cpu" or engine.precision != "float32":
         return
@@ -276,7 +280,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
     return _named_jobs_not_retried(store(), args.job or [], {job.id for job in jobs})
 
 
-def _named_jobs_not_retried(repo, named: list[int], retried: set[int]) -> int:
+def _named_jobs_not_retried(repo: Repository, named: list[int], retried: set[int]) -> int:
     """Say on stderr why each job named with --job was not retried (no such job, or not
     failed): exit 1 if none of them was, 3 if some were, 0 when all were."""
     missed = [job_id for job_id in dict.fromkeys(named) if job_id not in retried]

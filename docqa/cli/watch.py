@@ -18,6 +18,10 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from docqa.storage.repository import Repository
 
 # Rates are measured over this many seconds of samples.
 RATE_WINDOW_SECONDS = 30.0
@@ -125,7 +129,7 @@ def lines_of(snap: dict, metrics: bool) -> list[str]:
     return ["  ".join(parts), f"{' '.join(rates)}  {eta_text}  ({left} left, {snap['live_workers']} live workers)"]
 
 
-def watch(repo, settings, *, interval: float, metrics_urls: list[str] | None = None, json_lines: bool = False,
+def watch(repo: Repository, settings, *, interval: float, metrics_urls: list[str] | None = None, json_lines: bool = False,
           out=None) -> int:
     """Redraw until Ctrl-C (exit 0)."""
     out = sys.stdout if out is None else out
