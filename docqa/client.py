@@ -105,8 +105,10 @@ class SubmitSummary:
     @classmethod
     def of(cls, report) -> SubmitSummary:
         """The summary of a producer's SubmitReport."""
-        return cls(report.documents, report.new_documents, report.jobs, report.new_jobs, report.existing_jobs,
-                   tuple(report.errors), report.changed_documents, report.texts, report.new_texts, report.questions)
+        return cls(documents=report.documents, new_documents=report.new_documents, jobs=report.jobs,
+                   new_jobs=report.new_jobs, existing_jobs=report.existing_jobs, errors=tuple(report.errors),
+                   changed_documents=report.changed_documents, texts=report.texts, new_texts=report.new_texts,
+                   questions=report.questions)
 
 
 class Submission:

@@ -170,7 +170,8 @@ def _load_source(raw: dict[str, Any], name: str, path: Path, data: dict[str, Any
     for key, value in (("model", model), ("revision", revision)):
         if value is not None and (not isinstance(value, str) or not value):
             raise ScheduleError(f"{where}: {key} must be a non-empty string")
-    return Source(name, tuple(inputs), questions, interval, model, revision, params)
+    return Source(name=name, inputs=tuple(inputs), questions=questions, interval=interval, model=model,
+                  revision=revision, params=params)
 
 
 def _strings(value: Any, where: str) -> tuple[str, ...]:
@@ -318,7 +319,7 @@ class Scheduler:
         except Exception as exc:  # the store or broker is down: try this source again later
             wait = min(source.interval, 60.0)
             self._retry_at[source.name] = time.time() + wait
-            outcome = RunOutcome(source.name, None, failure=f"{type(exc).__name__}: {exc}")
+            outcome = RunOutcome(source=source.name, submission_id=None, failure=f"{type(exc).__name__}: {exc}")
             self.log(f"docqa schedule: source {source.name!r} failed ({outcome.failure}); trying again in {wait:.0f} s")
             return outcome
         finally:
@@ -326,8 +327,9 @@ class Scheduler:
             renewer.join()
         self._retry_at.pop(source.name, None)
         s = submission.summary
-        outcome = RunOutcome(source.name, submission.id, s.documents, s.new_documents, s.changed_documents,
-                             s.new_jobs, tuple(problems) + s.errors)
+        outcome = RunOutcome(source=source.name, submission_id=submission.id, documents=s.documents,
+                             new_documents=s.new_documents, changed_documents=s.changed_documents,
+                             new_jobs=s.new_jobs, errors=tuple(problems) + s.errors)
         from docqa.core.text import plural
 
         self.log(

@@ -292,8 +292,9 @@ def submit(
 def _counts(report: SubmitReport) -> SubmissionCounts:
     """What the store records of a finished submission."""
     return SubmissionCounts(
-        report.documents, report.new_documents, report.jobs, report.new_jobs, len(report.errors),
-        report.changed_documents, report.texts, report.new_texts,
+        documents=report.documents, new_documents=report.new_documents, jobs=report.jobs, new_jobs=report.new_jobs,
+        input_errors=len(report.errors), changed_documents=report.changed_documents, texts=report.texts,
+        new_texts=report.new_texts,
     )
 
 

@@ -64,7 +64,8 @@ class Documents(Transactions):
             else:
                 doc_id, created = self._record_unnamed(session, key, text_id, described)
                 version, changed = None, False
-            return StoredDocument(doc_id, digest, created, version, changed, text_id, text_created)
+            return StoredDocument(id=doc_id, sha256=digest, created=created, version=version, changed=changed,
+                                  text_id=text_id, text_created=text_created)
 
     def _store_text(self, session: Session, text: str, digest: str) -> tuple[int, bool]:
         """(the text's id, whether this call stored it)."""
@@ -201,7 +202,7 @@ class Documents(Transactions):
         """
         ids = sorted(set(document_ids))
         if not ids:
-            return DeletedCounts(0, 0, 0, 0)
+            return DeletedCounts(documents=0, jobs=0, answers=0, texts=0)
         with self._write() as session:
             attempt = session.begin_nested()  # rolled back for a dry run
             ids = _existing(session, Document.id, ids)
@@ -231,7 +232,7 @@ class Documents(Transactions):
                 session.execute(delete(TextRow).where(TextRow.id.in_(chunk)))
             for key in sorted(keys):
                 self._restore_latest(session, key)
-            counts = DeletedCounts(len(ids), len(jobs), answers, len(texts))
+            counts = DeletedCounts(documents=len(ids), jobs=len(jobs), answers=answers, texts=len(texts))
             if dry_run:
                 attempt.rollback()
             else:

@@ -430,8 +430,8 @@ WHOLE = Job.parent_id.is_(None)
 
 
 def _queued(row) -> QueuedJob:
-    return QueuedJob(row.id, row.model, row.revision if row.revision != "" else None, row.attempts, row.n_windows,
-                     row.priority)
+    return QueuedJob(id=row.id, model=row.model, revision=row.revision if row.revision != "" else None,
+                     attempts=row.attempts, n_windows=row.n_windows, priority=row.priority)
 
 
 def _unsent(older_than: float, now: datetime | None):

@@ -154,10 +154,11 @@ class Parts(Transactions):
         out: list[SplitState] = []
         with self._read() as session:
             if parent_ids is None:
-                out = [SplitState(p, n, int(d or 0)) for p, n, d in session.execute(stmt.order_by(Job.parent_id))]
+                out = [SplitState(job_id=p, parts=n, done=int(d or 0))
+                       for p, n, d in session.execute(stmt.order_by(Job.parent_id))]
             else:
                 for chunk in chunks(sorted(set(parent_ids))):
-                    out += [SplitState(p, n, int(d or 0))
+                    out += [SplitState(job_id=p, parts=n, done=int(d or 0))
                             for p, n, d in session.execute(stmt.where(Job.parent_id.in_(chunk)))]
         return sorted(out)
 
@@ -174,8 +175,9 @@ class Parts(Transactions):
             ).all()
         if not parts or any(status != JobStatus.DONE or data is None for status, data in parts):
             return None
-        return SplitReady(job_id, parent.attempts, parent.text_id, parent.text,
-                          AnswerParams.model_validate_json(parent.params), [data for _status, data in parts])
+        return SplitReady(job_id=job_id, attempts=parent.attempts, text_id=parent.text_id, text=parent.text,
+                          params=AnswerParams.model_validate_json(parent.params),
+                          parts=[data for _status, data in parts])
 
     def drop_parts(self, job_id: int) -> int:
         """Delete the parts of a job that is no longer split (done or failed); returns how many."""

@@ -46,9 +46,10 @@ class SubmissionRecord(NamedTuple):
 
     @classmethod
     def from_row(cls, row: Submission) -> SubmissionRecord:
-        return cls(row.id, row.command, row.label, row.model, row.created_at, row.finished_at, row.documents,
-                   row.new_documents, row.changed_documents, row.jobs, row.new_jobs, row.input_errors, row.texts,
-                   row.new_texts)
+        return cls(id=row.id, command=row.command, label=row.label, model=row.model, created_at=row.created_at,
+                   finished_at=row.finished_at, documents=row.documents, new_documents=row.new_documents,
+                   changed_documents=row.changed_documents, jobs=row.jobs, new_jobs=row.new_jobs,
+                   input_errors=row.input_errors, texts=row.texts, new_texts=row.new_texts)
 
 
 class Submissions(Transactions):

@@ -650,9 +650,9 @@ class Engine:
         if cuda:
             done = torch.cuda.Event(enable_timing=True)
             done.record()  # after the copies back: once it has passed, the results are on the host
-            return _InFlight(batch, padded, (begin, done), host, groups)
+            return _InFlight(batch=batch, padded=padded, timing=(begin, done), host=host, groups=groups)
         # Elsewhere the forward returned when it was done: its time is measured already.
-        return _InFlight(batch, padded, time.perf_counter() - started, host, groups)
+        return _InFlight(batch=batch, padded=padded, timing=time.perf_counter() - started, host=host, groups=groups)
 
     def _batch_arrays(self, batch: list[int], windows, items, lengths: list[int], planned: list[int],
                       on_device: bool) -> tuple:

@@ -76,7 +76,7 @@ def load_squad(path: str | Path) -> list[SquadQuestion]:
             for qa in para.get("qas", []):
                 try:
                     gold = tuple(ans["text"] for ans in qa["answers"])
-                    out.append(SquadQuestion(str(qa["id"]), context, qa["question"], gold))
+                    out.append(SquadQuestion(qid=str(qa["id"]), context=context, question=qa["question"], gold=gold))
                 except (KeyError, TypeError):
                     raise DatasetError(
                         f"{path}: data[{a}].paragraphs[{p}] has a question without id/question/answers"

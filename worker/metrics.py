@@ -69,7 +69,7 @@ METRICS = (
     Metric("docqa_jobs_total", "counter",
            "jobs by outcome: done (answers stored), failed (marked failed with a reason), retried (handed back "
            "to the queue after a store failure), requeued (taken back from a dead worker by this worker's "
-           "sweeper)", ("status",)),
+           "sweeper)", labels=("status",)),
     Metric("docqa_windows_total", "counter", "windows (model inputs) run through the model"),
     Metric("docqa_forwards_total", "counter", "model forward calls (a batch of windows is one call)"),
     Metric("docqa_forward_seconds", "histogram",
@@ -77,15 +77,15 @@ METRICS = (
     Metric("docqa_forward_batch_windows", "histogram", "windows per forward call"),
     Metric("docqa_forward_tokens_total", "counter",
            "tokens in forward batches: real (window tokens) or padding (padded to the batch's longest window)",
-           ("kind",)),
+           labels=("kind",)),
     Metric("docqa_answers_written_total", "counter", "answers written to the store"),
     Metric("docqa_job_seconds", "histogram",
            "time from claiming a job to recording its outcome (done or failed), seconds"),
     Metric("docqa_model_load_seconds", "gauge", "time a pool process took to load its model, seconds"),
-    Metric("docqa_model_info", "gauge", "the model a worker serves (always 1)", ("model", "dtype", "device")),
+    Metric("docqa_model_info", "gauge", "the model a worker serves (always 1)", labels=("model", "dtype", "device")),
     Metric("docqa_store_jobs", "gauge",
            "jobs in the store by status, read by the worker's main process at most every few seconds",
-           ("status",)),
+           labels=("status",)),
 )
 
 

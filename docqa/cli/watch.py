@@ -129,8 +129,8 @@ def lines_of(snap: dict, metrics: bool) -> list[str]:
     return ["  ".join(parts), f"{' '.join(rates)}  {eta_text}  ({left} left, {snap['live_workers']} live workers)"]
 
 
-def watch(repo: Repository, settings, *, interval: float, metrics_urls: list[str] | None = None, json_lines: bool = False,
-          out=None) -> int:
+def watch(repo: Repository, settings, *, interval: float, metrics_urls: list[str] | None = None,
+          json_lines: bool = False, out=None) -> int:
     """Redraw until Ctrl-C (exit 0)."""
     out = sys.stdout if out is None else out
     tty = out.isatty() and not json_lines
@@ -146,7 +146,8 @@ def watch(repo: Repository, settings, *, interval: float, metrics_urls: list[str
                 counts, problem = None, f"store: {first_line(exc, with_type=True)}"
             if counts is not None:
                 windows = scrape_windows(metrics_urls) if metrics else None
-                rates.add(Sample(time.monotonic(), counts.get("done", 0) + counts.get("failed", 0), windows))
+                rates.add(Sample(at=time.monotonic(), finished=counts.get("done", 0) + counts.get("failed", 0),
+                                 windows=windows))
                 snap = snapshot(counts, workers, rates, metrics)
             if json_lines:
                 out.write(json.dumps(snap if counts is not None else {"error": problem}) + "\n")
