@@ -104,7 +104,12 @@ def read_file(path: Path, max_chars: int | None = None) -> SourceDocument:
 def read_jsonl(path: Path | None, max_chars: int | None = None, stream=None) -> Iterator[SourceDocument]:
     """One document per line: {"id", "text", "questions"?, "metadata"?}. Bad lines become errors."""
     name = "stdin" if path is None else str(path)
-    handle = stream if stream is not None else open(path, "rb")
+    if stream is not None:
+        handle = stream
+    elif path is not None:
+        handle = open(path, "rb")
+    else:
+        raise TypeError("read_jsonl reads a path or a stream")
     try:
         for n, raw in enumerate(handle, start=1):
             source = f"{name}:{n}"

@@ -86,9 +86,10 @@ class _Group:
 class _Submission:
     """One submission's state while its documents are read: see `submit`."""
 
-    def __init__(self, repo: Repository, report: SubmitReport, *, model, revision, params, enqueue, chunk,
-                 chunk_windows, chunker: Callable[[], Chunker | None] | None, priority=0) -> None:
+    def __init__(self, repo: Repository, report: SubmitReport, *, submission_id: int, model, revision, params,
+                 enqueue, chunk, chunk_windows, chunker: Callable[[], Chunker | None] | None, priority=0) -> None:
         self.repo, self.report = repo, report
+        self.submission_id = submission_id  # started already: report.submission_id
         self.model, self.revision, self.params = model, revision, params
         self.enqueue, self.chunk, self.chunk_windows, self.chunker = enqueue, chunk, chunk_windows, chunker
         self.group = _Group()
@@ -123,8 +124,8 @@ class _Submission:
             return
         stored = self.repo.add_jobs_many([(doc, asked) for doc, _t, _text, _new, asked in items], model=self.model,
                                          revision=self.revision, params=self.params)
-        self.repo.add_submission_jobs(self.report.submission_id, _job_ids(stored))
-        self.repo.add_submission_documents(self.report.submission_id, [doc for doc, *_rest in items])
+        self.repo.add_submission_jobs(self.submission_id, _job_ids(stored))
+        self.repo.add_submission_documents(self.submission_id, [doc for doc, *_rest in items])
         for jobs in stored:
             self.count(jobs)
         planned = _new_jobs_by_text(items, stored)
@@ -151,7 +152,7 @@ class _Submission:
     def plan(self, planned: dict[int, tuple[str, bool, list[tuple[int, str]]]]) -> dict[int, int]:
         """Tokens (one tokenizer call for the texts that need them) and window plans; returns
         each planned job's window count."""
-        ch = self.chunker()
+        ch = self.chunker() if self.chunker is not None else None
         if ch is None:
             return {}
         tokens = self.tokens(ch, planned)
@@ -277,14 +278,16 @@ def submit(
     """
     started = time.perf_counter()
     report = SubmitReport()
-    report.submission_id = repo.start_submission(command=command, model=model, revision=revision, label=label)
-    state = _Submission(repo, report, model=model, revision=revision, params=params, enqueue=enqueue, chunk=chunk,
+    submission_id = repo.start_submission(command=command, model=model, revision=revision, label=label)
+    report.submission_id = submission_id
+    state = _Submission(repo, report, submission_id=submission_id, model=model, revision=revision, params=params,
+                        enqueue=enqueue, chunk=chunk,
                         chunk_windows=CPU_BATCH_WINDOWS if chunk_windows is None else chunk_windows, chunker=chunker,
                         priority=priority)
     common = [q for q in (q.strip() for q in questions) if q]
     state.read(documents, common, progress, max_question_chars)
     state.finish()
-    repo.finish_submission(report.submission_id, _counts(report))
+    repo.finish_submission(submission_id, _counts(report))
     report.seconds = time.perf_counter() - started
     return report
 
