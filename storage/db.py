@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -302,8 +302,10 @@ def upgrade(url_or_engine: str | URL | Engine) -> None:
     on SQLite), so the second one finds the schema current and does nothing. Raises
     StoreError, as `ensure_schema` does, for a database docqa cannot or must not use.
     """
-    owned = not isinstance(url_or_engine, Engine)
-    engine = make_engine(url_or_engine) if owned else url_or_engine
+    if isinstance(url_or_engine, Engine):
+        engine, owned = url_or_engine, False
+    else:
+        engine, owned = make_engine(url_or_engine), True
     try:
         _check_usable(engine)
         _run_upgrade(engine)
@@ -345,7 +347,7 @@ def _migrate(engine: Engine, direction: str, revision: str) -> None:
     with _UPGRADE_LOCK, locking.connect() as connection:
         sqlite = connection.dialect.name == "sqlite"
         if sqlite:  # outside any transaction: SQLite ignores this pragma inside one
-            connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
+            _driver_execute(connection, "PRAGMA foreign_keys=OFF")
         try:
             with connection.begin():
                 config.attributes["connection"] = connection
@@ -356,7 +358,14 @@ def _migrate(engine: Engine, direction: str, revision: str) -> None:
                         raise StoreError(f"the schema migration left rows without their parent: {broken[:5]}")
         finally:
             if sqlite:
-                connection.connection.driver_connection.execute("PRAGMA foreign_keys=ON")
+                _driver_execute(connection, "PRAGMA foreign_keys=ON")
+
+
+def _driver_execute(connection: Connection, sql: str) -> None:
+    """Run `sql` on the driver's own connection, outside SQLAlchemy's transaction."""
+    driver = connection.connection.driver_connection
+    assert driver is not None, "the connection is open: it has its driver connection"
+    driver.execute(sql)
 
 
 def _check_usable(engine: Engine) -> str | None:

@@ -206,26 +206,29 @@ class Documents(Transactions):
         with self._write() as session:
             attempt = session.begin_nested()  # rolled back for a dry run
             ids = _existing(session, Document.id, ids)
-            keys, jobs, texts = set(), set(), set()
+            keys: set[str] = set()
+            linked_jobs: set[int] = set()
+            their_texts: set[int] = set()
             for chunk in chunks(ids):
                 keys.update(session.execute(select(Document.key).where(Document.id.in_(chunk), Document.latest)).scalars())
-                jobs.update(session.execute(select(DocumentJob.job_id).where(DocumentJob.document_id.in_(chunk))).scalars())
-                texts.update(session.execute(select(Document.text_id).where(Document.id.in_(chunk))).scalars())
+                linked_jobs.update(
+                    session.execute(select(DocumentJob.job_id).where(DocumentJob.document_id.in_(chunk))).scalars())
+                their_texts.update(session.execute(select(Document.text_id).where(Document.id.in_(chunk))).scalars())
                 # Foreign keys cascade; said explicitly so a database without enforced
                 # foreign keys loses nothing less.
-                for table in (DocumentJob, SubmissionDocument):
-                    session.execute(delete(table).where(table.document_id.in_(chunk)))
+                for link_table in (DocumentJob, SubmissionDocument):
+                    session.execute(delete(link_table).where(link_table.document_id.in_(chunk)))
                 session.execute(delete(Document).where(Document.id.in_(chunk)))
             # What no remaining document needs: jobs without a link, texts without a document.
-            jobs = _unreferenced(session, sorted(jobs), DocumentJob.job_id)
-            texts = _unreferenced(session, sorted(texts), Document.text_id)
+            jobs = _unreferenced(session, sorted(linked_jobs), DocumentJob.job_id)
+            texts = _unreferenced(session, sorted(their_texts), Document.text_id)
             jobs = sorted(set(jobs) | _jobs_of_texts(session, texts))  # jobs without links, too
             answers = 0
             for chunk in chunks(jobs):
                 answers += session.execute(
                     select(func.count()).select_from(AnswerRow).where(AnswerRow.job_id.in_(chunk))).scalar_one()
-                for table in (AnswerRow, SubmissionJob, PlanRow, DocumentJob):
-                    session.execute(delete(table).where(table.job_id.in_(chunk)))
+                for job_table in (AnswerRow, SubmissionJob, PlanRow, DocumentJob):
+                    session.execute(delete(job_table).where(job_table.job_id.in_(chunk)))
                 session.execute(delete(Job).where(Job.id.in_(chunk)))
             for chunk in chunks(texts):
                 session.execute(delete(TokensRow).where(TokensRow.text_id.in_(chunk)))

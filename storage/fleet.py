@@ -17,7 +17,7 @@ from sqlalchemy import or_, select, update
 from docqa.storage.columns import utcnow
 from docqa.storage.errors import StoreError
 from docqa.storage.models import Leader, StoreInfo, WorkerRow
-from docqa.storage.transactions import Transactions
+from docqa.storage.transactions import Transactions, rowcount
 
 
 class WorkerInfo(NamedTuple):
@@ -103,7 +103,7 @@ class Fleet(Transactions):
                 .values(holder=holder, until=until)
                 .execution_options(synchronize_session=False)
             )
-            if result.rowcount:
+            if rowcount(result):
                 return True
             # A role no migration created: the first to insert it holds it (a second
             # process inserting at the same moment waits, then finds the row taken).

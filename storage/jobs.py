@@ -198,10 +198,10 @@ class Jobs(Transactions):
             if (text_id, digest) not in ids:  # jobs that existed already
                 by_text.setdefault(text_id, []).append(digest)
         for text_id, digests in by_text.items():
-            for chunk in chunks(digests):
+            for digest_chunk in chunks(digests):
                 stmt = select(Job.question_sha256, Job.id).where(
                     Job.text_id == text_id, Job.model == identity.model, Job.revision == identity.revision,
-                    Job.params_digest == identity.params_digest, Job.question_sha256.in_(chunk),
+                    Job.params_digest == identity.params_digest, Job.question_sha256.in_(digest_chunk),
                 )
                 for digest, job_id in session.execute(stmt):
                     ids[text_id, digest] = job_id
@@ -417,7 +417,7 @@ class Jobs(Transactions):
 
 
 def _askers_label(first: int | None, n: int | None, external_id: str | None, source: str | None) -> str:
-    if first is None:
+    if first is None or n is None:  # both come from one outer-joined row: None together
         return "no document"
     label = document_label(first, external_id, source)
     return label if n == 1 else f"{label} and {n - 1} other document{'s' if n > 2 else ''}"

@@ -52,7 +52,8 @@ def evidence(attempts: int, lost_in_batch: bool) -> int:
 def _within(candidates: Sequence[Any], max_windows: int, fit: bool = False) -> list[Any]:
     """The first candidates whose windows add up to at most `max_windows` (the first one
     whatever its size, unless `fit`)."""
-    taken, total = [], 0
+    taken: list[Any] = []
+    total = 0
     for row in candidates:
         n = row.n_windows or 1
         if (taken or fit) and total + n > max_windows:
@@ -407,7 +408,7 @@ class Leases(Transactions):
         """Names of the workers holding running jobs."""
         stmt = select(Job.worker).where(Job.status == JobStatus.RUNNING, Job.worker.is_not(None)).distinct()
         with self._read() as session:
-            return sorted(session.execute(stmt).scalars())
+            return sorted(name for name in session.execute(stmt).scalars() if name is not None)
 
     def _give_up(self, session: Session, rows: Sequence[Any], now: datetime) -> None:
         errors = {row.id: give_up_message(row.attempts, row.worker) for row in rows}

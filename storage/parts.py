@@ -32,7 +32,7 @@ from docqa.storage.columns import utcnow
 from docqa.storage.errors import LeaseLost, NotFound
 from docqa.storage.models import Job, JobStatus, PartResult, TextRow
 from docqa.storage.records import Fence
-from docqa.storage.transactions import Transactions, chunks
+from docqa.storage.transactions import Transactions, chunks, rowcount
 
 
 class SplitReady(NamedTuple):
@@ -110,9 +110,9 @@ class Parts(Transactions):
         with self._write() as session:
             for chunk in chunks(sorted(set(job_ids))):
                 mine = (Job.id.in_(chunk)) | (Job.parent_id.in_(chunk))
-                changed += session.execute(
+                changed += rowcount(session.execute(
                     update(Job).where(mine, Job.status == JobStatus.QUEUED, Job.priority < priority)
-                    .values(priority=priority).execution_options(synchronize_session=False)).rowcount or 0
+                    .values(priority=priority).execution_options(synchronize_session=False))) or 0
         return changed
 
     def complete_parts(self, results: Sequence[tuple[int, bytes]], *, fence: Fence) -> tuple[dict, list[int]]:
@@ -185,7 +185,7 @@ class Parts(Transactions):
             status = session.execute(select(Job.status).where(Job.id == job_id)).scalar_one_or_none()
             if status not in (JobStatus.DONE, JobStatus.FAILED):
                 return 0
-            return session.execute(delete(Job).where(Job.parent_id == job_id)).rowcount or 0
+            return rowcount(session.execute(delete(Job).where(Job.parent_id == job_id))) or 0
 
     def unsplit_orphans(self) -> list[int]:
         """Jobs left running with no worker and no parts (a split whose parts are gone) go
@@ -223,7 +223,7 @@ def _check_parts(results: Sequence[tuple[int, bytes]], rows: dict[int, Row], fen
 def fail_parents_of(session: Session, part_ids: Sequence[int], errors: dict[int, str], now) -> None:
     """In the caller's transaction: the parents of the failed parts among `part_ids` fail with
     the part's reason, and all their parts are deleted. `errors`: part id -> its error."""
-    rows = []
+    rows: list[Row] = []
     for chunk in chunks(sorted(set(part_ids))):
         rows += session.execute(select(Job.id, Job.parent_id, Job.window_start, Job.window_end)
                                 .where(Job.id.in_(chunk), Job.parent_id.is_not(None))).all()

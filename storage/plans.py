@@ -7,7 +7,7 @@ import json
 import logging
 import zlib
 from collections.abc import Collection, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
 
@@ -43,8 +43,10 @@ class Plans(Transactions):
         now = utcnow()
         # In text order whatever order the caller gives: two producers storing tokens of the
         # same texts never wait on each other's rows in opposite orders (deadlock).
-        rows = [{"text_id": text_id, "tokenizer": tokenizer, "n_tokens": len(tokens), "data": encode_tokens(tokens),
-                 "created_at": now} for text_id, tokens in sorted(texts, key=lambda item: item[0])]
+        rows: list[dict[str, Any]] = [
+            {"text_id": text_id, "tokenizer": tokenizer, "n_tokens": len(tokens), "data": encode_tokens(tokens),
+             "created_at": now} for text_id, tokens in sorted(texts, key=lambda item: item[0])
+        ]
         if not rows:
             return 0
         with self._write() as session:
@@ -89,8 +91,8 @@ class Plans(Transactions):
             for chunk in chunks(rows):
                 session.execute(self._insert(PlanRow).values(list(chunk)).on_conflict_do_nothing())
             for n, ids in by_count.items():
-                for chunk in chunks(ids):
-                    session.execute(update(Job).where(Job.id.in_(chunk), Job.n_windows.is_(None)).values(n_windows=n)
+                for id_chunk in chunks(ids):
+                    session.execute(update(Job).where(Job.id.in_(id_chunk), Job.n_windows.is_(None)).values(n_windows=n)
                                     .execution_options(synchronize_session=False))
 
     def plans_for(self, job_ids: Collection[int]) -> dict[int, WindowPlan]:
@@ -103,7 +105,7 @@ class Plans(Transactions):
             for chunk in chunks(ids):
                 for row in session.execute(select(PlanRow).where(PlanRow.job_id.in_(chunk))).scalars():
                     try:
-                        windows = tuple(tuple(int(x) for x in w) for w in json.loads(row.windows))
+                        windows = _windows(row.windows)
                     except (ValueError, TypeError) as exc:  # damaged: the worker windows the job itself
                         log.warning("the window plan of job %s is unreadable (%s); ignoring it", row.job_id, exc)
                         continue
@@ -133,10 +135,16 @@ class Plans(Transactions):
             stmt = stmt.where(Job.model == model)
         with self._read() as session:
             rows = session.execute(stmt).all()
-        out = []
+        out: list[tuple[int, int, str, str, WindowPlan | None]] = []
         for job_id, doc_id, q, m, tokenizer, q_tokens, windows in rows:
             plan = None
             if tokenizer is not None:
-                plan = WindowPlan(tokenizer, q_tokens, tuple(tuple(w) for w in json.loads(windows)))
+                plan = WindowPlan(tokenizer, q_tokens, _windows(windows))
             out.append((job_id, doc_id, q, m, plan))
         return out
+
+
+def _windows(stored: str) -> tuple[tuple[int, int, int, int], ...]:
+    """A stored plan's windows: (token start, token end, character start, character end)
+    each. ValueError or TypeError when the JSON holds something else."""
+    return tuple((int(ts), int(te), int(cs), int(ce)) for ts, te, cs, ce in json.loads(stored))

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import Engine
+from sqlalchemy import CursorResult, Engine, Result
 from sqlalchemy.orm import Session, sessionmaker
 
 from docqa.storage.db import SQLITE_BEGIN_OPTION, session_factory
@@ -29,6 +29,12 @@ PG_RESULTS_LOCK_KEY = 0x646F6361  # "doca"
 CHUNK = 500
 
 T = TypeVar("T")
+
+
+def rowcount(result: Result[Any]) -> int:
+    """The rows an UPDATE or DELETE matched. `Session.execute` is typed as giving a Result;
+    for those statements it is a CursorResult, which has the count."""
+    return cast("CursorResult[Any]", result).rowcount
 
 
 def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
