@@ -13,7 +13,7 @@ from docqa.core.errors import UnreachableError, first_line
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, TypedDict
 
 from docqa.storage.errors import LeaseLost, NotFound
 from docqa.storage.records import Fence
@@ -27,6 +27,22 @@ if TYPE_CHECKING:  # the engine (numpy, the tokenizer) loads only when there is 
     from docqa.worker.engine import Engine, QAResult
 
 log = logging.getLogger(__name__)
+
+
+class _Claimant(TypedDict):
+    """The arguments every claim of a run shares (Repository.claim and claim_queued)."""
+
+    worker: str
+    lease_seconds: float
+    max_attempts: int | None
+
+
+class _OfModel(TypedDict):
+    """The model whose queued jobs claim_queued takes."""
+
+    model: str
+    revision: str
+
 
 # Jobs of at least this priority have a caller waiting (HTTP ?wait=, a one-document Client
 # call): every run of a worker claims them first.
@@ -225,8 +241,8 @@ class JobRunner:
         with `fill`, topped up with fresh queued jobs of this model. Long jobs are split
         (`_split_long`). The message's other ids go to stats (leftover, unknown, skipped)."""
         mine = ids[: self.max_jobs]
-        claim = dict(worker=self.name, lease_seconds=self.lease_seconds, max_attempts=self.max_attempts)
-        of_model = dict(model=self.engine.model_id, revision=self.engine.revision or "")
+        claim = _Claimant(worker=self.name, lease_seconds=self.lease_seconds, max_attempts=self.max_attempts)
+        of_model = _OfModel(model=self.engine.model_id, revision=self.engine.revision or "")
         # Jobs a caller waits for (priority >= 1) first, whichever message brought this run:
         # they wait behind at most the runs in progress, however long the bulk backlog.
         claimed = self.repo.claim_queued(limit=self.max_jobs, max_windows=self.max_windows, min_priority=URGENT,
