@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import getpass
 import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 
@@ -34,8 +35,10 @@ POSTGRES_ADMIN_DB = os.environ.get("DOCQA_TEST_POSTGRES_DB", "test")
 REDIS_HOST = os.environ.get("DOCQA_TEST_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("DOCQA_TEST_REDIS_PORT", "6379"))
 # A db number nothing else uses: every test flushes it. Two test runs on one machine at
-# once (e.g. two checkouts) must each set their own DOCQA_TEST_REDIS_DB.
-REDIS_TEST_DB = int(os.environ.get("DOCQA_TEST_REDIS_DB", "15"))
+# once (e.g. two checkouts) must each set their own DOCQA_TEST_REDIS_DB. Under pytest-xdist
+# (-n N) worker gwK uses the number K below it, so the workers never flush each other's.
+REDIS_TEST_DB = int(os.environ.get("DOCQA_TEST_REDIS_DB", "15")) - int(
+    os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
 # Seconds a reachability check may wait before it calls a service unreachable.
 SERVICE_TIMEOUT_S = 3
 
@@ -122,6 +125,33 @@ def _admin_connection():  # -> psycopg.Connection, imported lazily
         connect_timeout=SERVICE_TIMEOUT_S,
         autocommit=True,  # CREATE/DROP DATABASE cannot run in a transaction
     )
+
+
+# Processes the tests start, counted, so a test that starts one without the `slow` mark
+# fails: `-m "not slow"` (the inner loop) then never waits for a process start.
+# Lookups libraries make on their own (ctypes.util.find_library runs ldconfig) do not count.
+_LOOKUPS = {"ldconfig", "gcc", "cc", "ld", "objdump", "uname"}
+_started = [0]
+_popen_init = subprocess.Popen.__init__
+
+
+def _counted_popen_init(self, args, *rest, **kwargs):
+    program = (args.split() or [""])[0] if isinstance(args, str) else os.fspath(list(args)[0]) if args else ""
+    if os.path.basename(str(program)) not in _LOOKUPS:
+        _started[0] += 1
+    _popen_init(self, args, *rest, **kwargs)
+
+
+subprocess.Popen.__init__ = _counted_popen_init  # type: ignore[method-assign]
+
+
+@pytest.fixture(autouse=True)
+def _process_starts_are_marked_slow(request: pytest.FixtureRequest) -> Iterator[None]:
+    before = _started[0]
+    yield
+    if _started[0] > before and request.node.get_closest_marker("slow") is None:
+        pytest.fail(f"{request.node.nodeid} started {_started[0] - before} process(es) without the slow mark: "
+                    "mark it @pytest.mark.slow (CONTRIBUTING.md)", pytrace=False)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -100,6 +100,7 @@ def test_no_module_imports_the_old_top_level_names():
     assert not offenders
 
 
+@pytest.mark.slow
 def test_only_docqa_is_installed_at_the_top_level():
     """`pip show -f docqa` lists files of one top-level package (plus metadata and the script)."""
     out = subprocess.run([sys.executable, "-m", "pip", "show", "-f", "docqa"], capture_output=True, text=True)
@@ -117,6 +118,7 @@ def test_only_docqa_is_installed_at_the_top_level():
     assert Path(docqa.storage.__file__).parent == ROOT / "storage"
 
 
+@pytest.mark.slow
 def test_the_wheel_holds_one_top_level_package_with_its_migrations(tmp_path):
     """A regular (non-editable) install: the wheel maps the folders under docqa/."""
     import shutil
@@ -143,6 +145,7 @@ def test_the_wheel_holds_one_top_level_package_with_its_migrations(tmp_path):
         assert needed in names, needed
 
 
+@pytest.mark.slow
 def test_importing_docqa_and_asking_for_status_load_no_torch(tmp_path):
     code = (
         "import sys, docqa; from docqa.cli import main; "

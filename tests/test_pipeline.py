@@ -189,6 +189,7 @@ def test_quick_start_with_docqa_pipeline_module(tiny_model):
     assert line == QUICK_START_LINE
 
 
+@pytest.mark.slow
 def test_quick_start_with_from_docqa_import_pipeline(tiny_model):
     """The card's snippet with its one changed import, in a fresh interpreter (nothing of
     docqa imported before it)."""
@@ -214,6 +215,7 @@ def test_the_package_attribute_is_the_function_after_the_module_is_imported():
     assert docqa.pipeline is pipeline
 
 
+@pytest.mark.slow
 def test_importing_the_module_loads_no_torch():
     code = "import sys, docqa.pipelines; assert not {'torch', 'transformers'} & set(sys.modules), sorted(sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -6,6 +6,8 @@ import os
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -37,6 +39,7 @@ def test_client_example_runs(monkeypatch, tmp_path, capsys):
     assert (tmp_path / "answers.db").exists()
 
 
+@pytest.mark.slow
 def test_http_delete_by_path_example_runs(tmp_path):
     """The README's curl that deletes a document by its file path, run as written against a
     real `docqa serve` on the store the quick start's `docqa run` filled."""

@@ -15,6 +15,7 @@ def docqa(args, cwd, env=None):
                           timeout=180, env=env, check=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("url", ["mysql://root@localhost/test", "not a url", "redis://127.0.0.1:6379/0"])
 def test_a_database_url_docqa_cannot_use_is_a_usage_error(tmp_path, url):
     out = docqa(["status", "--no-broker", "--database-url", url], tmp_path)
@@ -23,6 +24,7 @@ def test_a_database_url_docqa_cannot_use_is_a_usage_error(tmp_path, url):
     assert "sqlite:///FILE" in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.slow
 def test_retry_names_the_jobs_it_did_not_retry(tmp_path, tiny_model):
     url = f"sqlite:///{tmp_path / 'store.db'}"
     (tmp_path / "doc.txt").write_text("The mill stood by the river until 1901.", encoding="utf-8")
@@ -35,6 +37,7 @@ def test_retry_names_the_jobs_it_did_not_retry(tmp_path, tiny_model):
     assert done.returncode == exits.FAILED and "job 1 not retried: it is done, not failed" in done.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.services
 def test_status_of_a_distributed_store_with_its_broker_down_is_unreachable(tmp_path, postgres_url):
     assert docqa(["db", "upgrade", "--database-url", postgres_url], tmp_path).returncode == exits.OK
@@ -45,6 +48,7 @@ def test_status_of_a_distributed_store_with_its_broker_down_is_unreachable(tmp_p
     assert skipped.returncode == exits.OK, skipped.stderr
 
 
+@pytest.mark.slow
 def test_a_run_whose_only_input_does_not_exist_is_a_usage_error_and_stores_nothing(tmp_path, tiny_model):
     url = f"sqlite:///{tmp_path / 'store.db'}"
     out = docqa(["run", "missing.txt", "-q", "Who?", "--model", tiny_model, "--database-url", url], tmp_path)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 
 def docqa(args, cwd, env=None):
     return subprocess.run([sys.executable, "-m", "docqa", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=120, env=env)
 
 
+@pytest.mark.slow
 def test_status_and_results_in_a_folder_without_a_store_create_nothing(tmp_path):
     for command in (["status", "--no-broker"], ["results"], ["health", "--no-broker"]):
         out = docqa(command, tmp_path)
@@ -20,6 +23,7 @@ def test_status_and_results_in_a_folder_without_a_store_create_nothing(tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_a_bad_database_url_is_one_line_without_the_password(tmp_path):
     out = docqa(["status", "--no-broker", "--database-url", "postgresql://u:secret@127.0.0.1:notaport/db"], tmp_path)
     assert out.returncode == 2  # a usage error: the port is not a number
@@ -31,6 +35,7 @@ def test_a_bad_database_url_is_one_line_without_the_password(tmp_path):
     assert len(lines) == 2 and "DOCQA_DATABASE_URL" in lines[0]
 
 
+@pytest.mark.slow
 def test_status_clips_long_failure_lines(tmp_path, tiny_model):
     from docqa.core.params import AnswerParams
     from docqa.storage.db import make_engine, session_factory, upgrade
@@ -47,6 +52,7 @@ def test_status_clips_long_failure_lines(tmp_path, tiny_model):
     assert max(len(line) for line in out.stdout.splitlines()) < 1000
 
 
+@pytest.mark.slow
 def test_results_by_external_id_question_and_top_across_documents(tmp_path, tiny_model):
     import json
 
@@ -69,6 +75,7 @@ def test_results_by_external_id_question_and_top_across_documents(tmp_path, tiny
     assert bad.returncode == 2 and "--top ranks the answers to one --question" in bad.stderr
 
 
+@pytest.mark.slow
 def test_results_into_a_closed_pipe_ends_quietly(tmp_path, tiny_model):
     import os
 
@@ -83,6 +90,7 @@ def test_results_into_a_closed_pipe_ends_quietly(tmp_path, tiny_model):
     assert out.stdout.startswith("answer_id,") and "Traceback" not in out.stderr and "BrokenPipe" not in out.stderr
 
 
+@pytest.mark.slow
 def test_delete_by_external_id_with_a_dry_run_first(tmp_path, tiny_model):
     import json
 
@@ -99,6 +107,7 @@ def test_delete_by_external_id_with_a_dry_run_first(tmp_path, tiny_model):
     assert missing.returncode == 1 and "no document is named 'doc-1'" in missing.stderr
 
 
+@pytest.mark.slow
 def test_results_offsets_in_utf16_and_utf8_select_the_answer(tmp_path, tiny_model):
     import json
 

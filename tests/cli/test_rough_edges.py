@@ -34,6 +34,7 @@ def _no_traceback(stderr: str | bytes) -> None:
 
 
 # -- output into a pipe whose reader has gone -------------------------------------------------
+@pytest.mark.slow
 def test_ask_into_a_pipe_closed_after_one_line_ends_quietly(tmp_path, tiny_model):
     doc = tmp_path / "doc.txt"
     doc.write_text(RIVER * 30, encoding="utf-8")
@@ -67,6 +68,7 @@ def _into_a_closed_pipe(args, cwd, *, buffered: bool = True) -> subprocess.Compl
         os.close(write_end)
 
 
+@pytest.mark.slow
 def test_output_flushed_at_exit_into_a_closed_pipe_ends_quietly(tmp_path):
     store = f"sqlite:///{tmp_path / 'docqa.db'}"
     assert docqa(["db", "upgrade", "--database-url", store], tmp_path).returncode == 0
@@ -78,6 +80,7 @@ def test_output_flushed_at_exit_into_a_closed_pipe_ends_quietly(tmp_path):
 
 
 # -- a directory: hidden files, counts in the singular, the hint once, long questions -----------
+@pytest.mark.slow
 def test_a_directory_run_says_what_it_skipped_in_the_singular(tmp_path, tiny_model):
     from docqa.worker.hardware import faster_cpu_mode
 
@@ -170,6 +173,7 @@ def test_every_command_has_a_description_and_every_option_a_help_naming_its_vari
     assert not problems, "\n".join(problems)
 
 
+@pytest.mark.slow
 def test_help_shows_real_defaults_and_the_exit_statuses():
     worker = docqa(["worker", "--help"], ROOT)
     # the default node name shown is the one docqa worker really uses (tests/cli/test_worker_names.py)
@@ -183,6 +187,7 @@ def test_help_shows_real_defaults_and_the_exit_statuses():
 
 
 # -- exit statuses -------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_exit_statuses_for_usage_errors_and_unreachable_stores_and_brokers(tmp_path, tiny_model):
     usage = docqa(["run"], tmp_path)
     assert usage.returncode == exits.USAGE == 2 and "the following arguments are required" in usage.stderr
@@ -217,6 +222,7 @@ def _timed_ask(model: str, tmp_path: Path, env: dict[str, str]) -> tuple[subproc
     return out, time.monotonic() - started
 
 
+@pytest.mark.slow
 def test_a_missing_path_or_a_folder_without_a_model_is_named(tmp_path, tiny_model):
     env = _online_env(tmp_path)
     (tmp_path / "empty").mkdir()
@@ -234,6 +240,7 @@ def test_a_missing_path_or_a_folder_without_a_model_is_named(tmp_path, tiny_mode
         print(f"{model}: failed in {seconds:.1f} s")
 
 
+@pytest.mark.slow
 def test_an_unreachable_hub_fails_within_seconds_naming_the_hub(tmp_path):
     for endpoint in ("http://127.0.0.1:9", None):  # a closed port; the real hub (no internet here)
         out, seconds = _timed_ask("acme/not-cached-qa-model", tmp_path, _online_env(tmp_path, endpoint))
@@ -248,6 +255,7 @@ def test_an_unreachable_hub_fails_within_seconds_naming_the_hub(tmp_path):
         assert seconds < 20, (seconds, out.stderr)
 
 
+@pytest.mark.slow
 def test_a_cached_hub_model_loads_from_the_cache_when_the_hub_is_unreachable(tmp_path, tiny_model):
     env = _online_env(tmp_path)
     commit = "0123456789abcdef0123456789abcdef01234567"

@@ -31,6 +31,7 @@ def docqa(*args: str, env: dict[str, str] | None = None) -> subprocess.Completed
     f"postgresql://u:p@{SECRET}@127.0.0.1:1/db",
     f"postgresql://u:{SECRET}@127.0.0.1:1/db?sslpassword={SECRET}",
 ])
+@pytest.mark.slow
 def test_status_and_health_do_not_print_a_store_password(url: str) -> None:
     runs = ((docqa("status", env={"DOCQA_DATABASE_URL": url}), 4), (docqa("status", "--database-url", url), 4),
             (docqa("health", env={"DOCQA_DATABASE_URL": url}), 1))
@@ -41,6 +42,7 @@ def test_status_and_health_do_not_print_a_store_password(url: str) -> None:
         assert SECRET not in printed and SECRET[:6] not in printed, printed
 
 
+@pytest.mark.slow
 def test_health_and_worker_do_not_print_a_broker_password(tmp_path) -> None:
     store = f"sqlite:///{tmp_path / 'docqa.db'}"
     for broker in (f"redis://127.0.0.1:1/0?password={SECRET}", f"redis://:p@{SECRET}@127.0.0.1:1/0"):

@@ -11,6 +11,8 @@ import sys
 import threading
 import time
 
+import pytest
+
 from docqa.cli.watch import Rates, Sample, duration
 
 
@@ -73,6 +75,7 @@ def finish(repo, job_ids: list[int]) -> None:
     repo.fail(job_ids[0], "failed on purpose")
 
 
+@pytest.mark.slow
 def test_watch_prints_a_line_per_interval_with_counts_rate_and_eta_and_exits_0_on_ctrl_c(tmp_path):
     url, repo, ids = make_store(tmp_path, 6)
     watch = Watch(url)
@@ -91,6 +94,7 @@ def test_watch_prints_a_line_per_interval_with_counts_rate_and_eta_and_exits_0_o
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_watch_json_lines_and_a_bad_interval(tmp_path):
     url, repo, ids = make_store(tmp_path, 3)
     watch = Watch(url, "--format", "json")

@@ -14,6 +14,7 @@ import pytest
 from tests.conftest import TINY_MODEL
 
 
+@pytest.mark.slow
 @pytest.mark.services
 def test_two_workers_on_one_host_have_distinct_node_names(tmp_path, redis_url, postgres_url):
     env = dict(os.environ, DOCQA_DATABASE_URL=postgres_url, DOCQA_BROKER_URL=redis_url, DOCQA_MODEL=TINY_MODEL,

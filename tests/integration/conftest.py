@@ -9,6 +9,14 @@ import pytest
 from support import TINY_MODEL, Workers
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Every end-to-end test starts processes (docqa, workers, servers, services): all slow.
+    here = os.path.dirname(os.path.abspath(__file__))
+    for item in items:
+        if str(item.path).startswith(here + os.sep):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 def distributed_env(postgres_url, redis_url, tmp_path):
     """Environment for producers and workers: real PostgreSQL + Redis, tiny model, short lease."""

@@ -230,6 +230,7 @@ def test_messages_are_sized_by_windows_and_a_long_job_goes_alone(tmp_path, tiny_
     assert {j: repo.queued_jobs([j])[0].n_windows for j in windows} == windows
 
 
+@pytest.mark.slow
 def test_chunker_loads_no_torch_and_says_why_it_cannot_load(tmp_path, tiny_model) -> None:
     code = (
         "import sys; from docqa.producer.chunking import Chunker; c = Chunker.load(sys.argv[1]); "

@@ -112,6 +112,7 @@ def test_the_schema_head_constant_is_alembics_head() -> None:
     assert SCHEMA_HEAD == head_revision()
 
 
+@pytest.mark.slow
 def test_a_current_database_is_confirmed_without_importing_alembic(tmp_path) -> None:
     url = f"sqlite:///{tmp_path / 'current.db'}"
     upgrade(url)

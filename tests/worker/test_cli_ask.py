@@ -63,6 +63,7 @@ def test_ask_rejects_bad_parameters_by_name(tmp_path, tiny_model, capsys):
     assert "--top-k (env DOCQA_TOP_K): Input should be greater than or equal to 1" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_unknown_model_is_one_sentence_without_traceback(tmp_path):
     f = tmp_path / "doc.txt"
     f.write_text(DOC)

@@ -66,6 +66,7 @@ def test_a_file_that_is_not_squad_is_refused(tmp_path):
         load_squad(bad)
 
 
+@pytest.mark.slow
 def test_docqa_eval_refuses_a_file_without_questions(tmp_path, tiny_model):
     import subprocess
     import sys

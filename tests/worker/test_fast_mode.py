@@ -96,6 +96,7 @@ def test_the_engine_applies_fast_at_warm_up(tiny_model):
     assert plain.precision == "float32" and "wins over --fast" in plain.fast_note
 
 
+@pytest.mark.slow
 def test_docqa_ask_fast_says_what_it_chose_and_answers(tmp_path, tiny_model):
     doc = tmp_path / "doc.txt"
     text = "The tower was finished in 1889. It stands in Paris, near the river Seine."
@@ -147,6 +148,7 @@ def test_int8_quantization_equals_torchs_quantize_dynamic(tiny_model):
     assert torch.equal(a.start_logits, b.start_logits) and torch.equal(a.end_logits, b.end_logits)
 
 
+@pytest.mark.slow
 def test_docqa_run_fast_exits_with_its_store_closed(tmp_path, tiny_model):
     """`docqa run` skips the interpreter's last garbage collections at exit (docqa.cli.console),
     after closing its store: SQLite's write-ahead log is folded back, nothing is left beside

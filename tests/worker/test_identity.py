@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 from docqa.worker.identity import boot_id, dead_local_workers, machine, pid_namespace, start_ticks, worker_name
 
 
@@ -20,6 +22,7 @@ def test_names_are_unique_even_in_one_process():
     assert len(boot_id()) == 32 and len(rand) == 12
 
 
+@pytest.mark.slow
 def test_only_gone_processes_of_this_machine_boot_and_namespace_are_dead():
     code = "import os; from docqa.worker.identity import worker_name; print(worker_name())"
     gone = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()

@@ -110,6 +110,7 @@ def test_buckets_give_the_default_answers_on_the_golden_inputs(tiny_model, defau
     assert sum(w for w, *_ in padded) == sum(r.n_windows for r in got)
 
 
+@pytest.mark.slow
 def test_compile_gives_the_eager_answers(tiny_model, default_results):
     """torch.compile (inductor, on the CPU here: it needs a C compiler) with buckets, on a
     third of the golden cases to bound the compile time (about 30-60 s here)."""

@@ -44,6 +44,7 @@ def test_messages_carry_a_schema_version_and_refuse_unknown_ones():
         JobMessage.model_validate({"schema_version": 1, "job_ids": [1], "pickle": "x"})
 
 
+@pytest.mark.slow
 def test_producer_modules_import_no_torch():
     import subprocess
     import sys

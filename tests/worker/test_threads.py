@@ -43,6 +43,7 @@ def test_threads_share_the_cores_with_the_other_workers_of_the_host():
     assert torch_threads(2, cores=16, override=3, others=7) == 3  # DOCQA_TORCH_THREADS wins
 
 
+@pytest.mark.slow
 def test_other_workers_count_only_live_processes_of_this_host_but_this_one():
     here = socket.gethostname()
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -137,6 +138,7 @@ WARNING = ("warning: host busy-host: 3 docqa worker processes use 6 torch thread
            "(docqa worker --torch-threads) or fewer processes (-c) so threads x processes <= cores")
 
 
+@pytest.mark.slow
 def test_status_warns_when_a_hosts_workers_oversubscribe_its_cores(store_url):
     from docqa.storage.db import make_engine, session_factory
     from docqa.storage.repository import Repository
@@ -166,6 +168,7 @@ def test_status_warns_when_a_hosts_workers_oversubscribe_its_cores(store_url):
     assert json.loads(status(store_url, "--format", "json").stdout)["oversubscribed"] == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cores", [3, 5])
 def test_status_takes_a_hosts_cores_as_the_most_any_of_its_workers_may_use(store_url, cores):
     from docqa.storage.db import make_engine, session_factory
