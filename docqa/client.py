@@ -243,6 +243,12 @@ class Client:
             )
         return Submission(self, report.submission_id, SubmitSummary.of(report))
 
+    def document_problems(self, documents: Iterable, max_chars: int | None = None) -> list[str]:
+        """Why each of `documents` (as `submit` takes them) that cannot be stored cannot be, read
+        as `submit` would read it; nothing is stored. Empty when every one can be."""
+        limit = self.settings.max_document_chars if max_chars is None else max_chars
+        return [doc.error for doc in _source_documents(documents, limit) if doc.error]
+
     def submit_sources(
         self,
         sources: Iterable,

@@ -57,7 +57,7 @@ async def submit(body: SubmissionIn, request: Request, client: ClientDep, settin
                      None, ge=0, description="seconds to wait for the answers, at most DOCQA_API_MAX_WAIT_SECONDS")):
     """Store documents and jobs; answer them (embedded) or send them to the workers.
     With ?wait=SECONDS, return once the submission is finished or the time is up."""
-    check_submission(body, settings, wait)
+    check_submission(body, settings, wait, client)
     waiters: Waiters = request.app.state.waiters
     if wait:
         waiters.take()
@@ -125,12 +125,12 @@ def served_models(settings: Settings) -> tuple[str, ...]:
     return tuple(dict.fromkeys(m.strip() for m in settings.api_models.split(",") if m.strip())) or (settings.model,)
 
 
-def check_submission(body: SubmissionIn, settings: Settings, wait: float | None) -> None:
+def check_submission(body: SubmissionIn, settings: Settings, wait: float | None, client: Client) -> None:
     """HTTPException (413/422, naming the field and the limit) for what no submission may be."""
     _check_limits(body, settings, wait)
     _check_params(body, settings)
     _check_questions(body, settings)
-    _check_documents(body, settings)
+    _check_documents(body, settings, client)
 
 
 def _check_limits(body: SubmissionIn, settings: Settings, wait: float | None) -> None:
@@ -186,14 +186,12 @@ def _asks_anything(body: SubmissionIn) -> bool:
                and any(isinstance(q, str) and q.strip() for q in d["questions"]) for d in body.documents)
 
 
-def _check_documents(body: SubmissionIn, settings: Settings) -> None:
+def _check_documents(body: SubmissionIn, settings: Settings, client: Client) -> None:
     """422 storing nothing when not one document can be used; otherwise those that cannot are
     reported in the answer's `errors` by the submission, and the others stored."""
-    from docqa.client import _source_documents
-
     if not body.documents:
         raise HTTPException(status_code=422, detail='documents: no document given; "documents": ["text", ...]')
-    problems = [d.error for d in _source_documents(body.documents, settings.max_document_chars) if d.error]
+    problems = client.document_problems(body.documents, settings.max_document_chars)
     if len(problems) == len(body.documents):
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5:,} more" if len(problems) > 5 else "")
         raise HTTPException(status_code=422, detail=f"documents: none can be stored, nothing was: {shown}")
