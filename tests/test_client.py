@@ -77,3 +77,13 @@ def test_answers_filter_by_document_reference_question_and_rank_and_rank_documen
     margins = sorted((r.margin for r in flow), reverse=True)
     assert [r.margin for r in best] == margins[:2]
     assert list(client.answers(document="no-such-doc")) == []
+
+
+def test_document_problems_names_the_unusable_documents_and_stores_nothing(tmp_path, tiny_model):
+    url = f"sqlite:///{tmp_path / 'never.db'}"
+    client = docqa.Client(url, model=tiny_model)
+    problems = client.document_problems(["fine", "nul \x00 here", {"id": "m", "text": "t", "metadata": {"k": "\x00"}},
+                                         42])
+    assert [p.split(":")[0] for p in problems] == ["document 1", "document m", "document 3"], problems
+    assert client.document_problems(["fine", {"id": "x", "text": "also fine"}]) == []
+    assert not (tmp_path / "never.db").exists()  # read, not stored
