@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+from typing import Any
 
 from docqa.cli import exits
 from docqa.cli.options import (
@@ -86,7 +87,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         progress_line(f"eval: {min(i + chunk, len(questions))}/{len(questions)} questions")
     if sys.stderr.isatty():
         sys.stderr.write("\n")  # after the progress line
-    figures = score(questions, predictions)
+    figures: dict[str, Any] = dict(score(questions, predictions))
     figures.update({"model": engine.model_label, "skipped_questions": len(skipped),
                     "skipped": [{"id": e["id"], "reason": e["reason"]} for e in skipped],
                     "seconds": round(time.perf_counter() - started, 3)})

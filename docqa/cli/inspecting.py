@@ -294,7 +294,10 @@ def _row_maker(repo: Repository, unit: str):
         if rec.text_id not in texts:
             if len(texts) > 256:
                 texts.clear()
-            texts[rec.text_id] = repo.text_of(rec.text_id)
+            text = repo.text_of(rec.text_id)
+            if text is None:  # deleted (with its answers) after this answer was read
+                raise LookupError(f"text {rec.text_id} was deleted while its answers were being read")
+            texts[rec.text_id] = text
         return record_in_unit(row, texts[rec.text_id], unit)
 
     return as_row

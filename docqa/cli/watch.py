@@ -55,13 +55,13 @@ class Rates:
         return max(0.0, last.finished - first.finished) / max(last.at - first.at, 1e-9)
 
     def windows_per_second(self) -> float | None:
-        known = [s for s in self.samples if s.windows is not None]
+        known = [(s.at, s.windows) for s in self.samples if s.windows is not None]
         if len(known) < 2:
             return None
-        first, last = known[0], known[-1]
-        if last.at <= first.at:
+        (first_at, first), (last_at, last) = known[0], known[-1]
+        if last_at <= first_at:
             return None
-        return max(0.0, last.windows - first.windows) / (last.at - first.at)
+        return max(0.0, last - first) / (last_at - first_at)
 
 
 def scrape_windows(urls: list[str], timeout: float = SCRAPE_TIMEOUT_SECONDS) -> float | None:
@@ -97,6 +97,7 @@ def snapshot(counts: dict[str, int], workers: int, rates: Rates, metrics: bool) 
     """What one redraw shows, as plain values (the JSON lines are exactly this)."""
     left = counts.get("queued", 0) + counts.get("running", 0)
     jobs_rate = rates.jobs_per_second()
+    windows_rate = rates.windows_per_second() if metrics else None
     eta = None
     if left == 0:
         eta = 0.0
@@ -107,8 +108,7 @@ def snapshot(counts: dict[str, int], workers: int, rates: Rates, metrics: bool) 
         "counts": counts,
         "live_workers": workers,
         "jobs_per_second": None if jobs_rate is None else round(jobs_rate, 3),
-        "windows_per_second": None if not metrics or rates.windows_per_second() is None
-        else round(rates.windows_per_second(), 3),
+        "windows_per_second": None if windows_rate is None else round(windows_rate, 3),
         "eta_seconds": None if eta is None else round(eta, 1),
     }
 
@@ -145,7 +145,7 @@ def watch(repo: Repository, settings, *, interval: float, metrics_urls: list[str
             except Exception as exc:  # the store is away: say so, ask again next time
                 counts, problem = None, f"store: {first_line(exc, with_type=True)}"
             if counts is not None:
-                windows = scrape_windows(metrics_urls) if metrics else None
+                windows = scrape_windows(metrics_urls) if metrics_urls else None
                 rates.add(Sample(at=time.monotonic(), finished=counts.get("done", 0) + counts.get("failed", 0),
                                  windows=windows))
                 snap = snapshot(counts, workers, rates, metrics)
