@@ -496,12 +496,9 @@ class Client:
         if self._repo_value is None and self._open_store is not None:
             self._repo_value = self._open_store()
         if self._repo_value is None:
-            from docqa.storage.db import ensure_schema, make_engine, session_factory
             from docqa.storage.repository import Repository
 
-            db = make_engine(self.settings.database_url)
-            ensure_schema(db)
-            self._repo_value = Repository(session_factory(db))
+            self._repo_value = Repository.open(self.settings.database_url)
         return self._repo_value
 
     def _dispatch(self):

@@ -254,12 +254,9 @@ class Scheduler:
         """The store of the role and of the sources' last runs: `repo` as given (the client's
         own store), else one opened from the client's settings."""
         if self._repo is None:
-            from docqa.storage.db import ensure_schema, make_engine, session_factory
             from docqa.storage.repository import Repository
 
-            db = make_engine(self.client.settings.database_url)
-            ensure_schema(db)
-            self._repo = Repository(session_factory(db))
+            self._repo = Repository.open(self.client.settings.database_url)
         return self._repo
 
     # -- the role ------------------------------------------------------------------

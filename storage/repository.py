@@ -38,3 +38,12 @@ __all__ = ["Repository", "give_up_message"]
 
 class Repository(Documents, Jobs, Leases, Answers, Submissions, Fleet, Plans, Parts):
     """The store's operations. Each method is one short transaction; no data is cached."""
+
+    @classmethod
+    def open(cls, url: str) -> Repository:
+        """The store at `url`, its schema created (or an older docqa's migrated) first."""
+        from docqa.storage.db import ensure_schema, make_engine, session_factory
+
+        db = make_engine(url)
+        ensure_schema(db)
+        return cls(session_factory(db))

@@ -129,7 +129,6 @@ class Runtime:
         import torch
 
         from docqa.core.labels import model_label
-        from docqa.storage.db import ensure_schema, make_engine, session_factory
         from docqa.storage.repository import Repository
         from docqa.worker import metrics
         from docqa.worker.engine import Engine
@@ -138,9 +137,7 @@ class Runtime:
 
         self.settings = settings
         self.name = worker_name()
-        db = make_engine(settings.database_url)
-        ensure_schema(db)
-        self.repo = Repository(session_factory(db))
+        self.repo = Repository.open(settings.database_url)
         self.store_id = self.repo.store_id()
         threads, cores, why = self._threads()
         torch.set_num_threads(threads)  # before the model loads

@@ -237,9 +237,14 @@ def load_engine(settings, command: str | None = None):
         engine = Engine.from_settings(settings).warm_up()
     except ModelLoadError as exc:
         raise CliError(str(exc), status=exits.FAILED) from None
-    if engine.fast_note:  # --fast says what it chose, in one line
-        print(f"docqa{' ' + command if command else ''}: {engine.fast_note}", file=sys.stderr)
+    say_fast_mode(engine, command)
     return engine
+
+
+def say_fast_mode(engine, command: str | None = None) -> None:
+    """With --fast, the mode the engine chose, in one line on stderr."""
+    if engine.fast_note:
+        print(f"docqa{' ' + command if command else ''}: {engine.fast_note}", file=sys.stderr)
 
 
 def safe_url(url: str) -> str:

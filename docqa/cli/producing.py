@@ -23,6 +23,7 @@ from docqa.cli.options import (
     open_repo,
     progress_bar,
     safe_url,
+    say_fast_mode,
 )
 from docqa.core.errors import DocqaError
 from docqa.core.text import clip, plural
@@ -83,8 +84,7 @@ class CliProgress:
 
     def _loaded(self, engine) -> None:
         self.engine = engine
-        if engine.fast_note:  # --fast says what it chose, in one line
-            print(f"docqa {self.command}: {engine.fast_note}", file=sys.stderr)
+        say_fast_mode(engine, self.command)
 
     def _answering(self, jobs: int) -> None:
         self._bars[-1].close()
