@@ -19,6 +19,7 @@ from docqa.cli.options import (
     open_repo,
     safe_url,
 )
+from docqa.core.offsets import record_converter
 from docqa.core.text import CLIP_CHARS, clip, plural
 
 if TYPE_CHECKING:
@@ -262,7 +263,7 @@ def _result_writer(repo: Repository, args: argparse.Namespace):
     the header row is written now."""
     import csv
 
-    as_row = _row_maker(repo, args.offsets)
+    as_row = record_converter(args.offsets, repo.text_of)
     if args.format != "csv":
         def write_jsonl(rec) -> None:
             sys.stdout.write(json.dumps(as_row(rec), ensure_ascii=False) + "\n")
@@ -279,28 +280,6 @@ def _result_writer(repo: Repository, args: argparse.Namespace):
         writer.writerow(row)
 
     return write_csv
-
-
-def _row_maker(repo: Repository, unit: str):
-    """A function from an answer record to its dict, offsets converted to unit."""
-    if unit == "codepoints":
-        return lambda rec: rec.as_dict()
-    texts: dict[int, str] = {}  # document texts, for offsets in another unit
-
-    def as_row(rec) -> dict:
-        from docqa.core.offsets import record_in_unit
-
-        row = rec.as_dict()
-        if rec.text_id not in texts:
-            if len(texts) > 256:
-                texts.clear()
-            text = repo.text_of(rec.text_id)
-            if text is None:  # deleted (with its answers) after this answer was read
-                raise LookupError(f"text {rec.text_id} was deleted while its answers were being read")
-            texts[rec.text_id] = text
-        return record_in_unit(row, texts[rec.text_id], unit)
-
-    return as_row
 
 
 def _follow_results(repo: Repository, settings, args: argparse.Namespace, filters: dict, write) -> int:

@@ -9,6 +9,9 @@ non-ASCII characters (UTF-8) shift offsets.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 UNITS = ("codepoints", "utf16", "utf8")
 
 
@@ -38,3 +41,29 @@ def record_in_unit(record: dict, text: str, unit: str) -> dict:
             out[name] = convert(text, out[name], unit)
     out["offset_unit"] = unit
     return out
+
+
+# Stored texts a record converter keeps at most before it starts over.
+TEXTS_KEPT = 256
+
+
+def record_converter(unit: str, text_of: Callable[[int], str | None]) -> Callable[[Any], dict]:
+    """A function from an answer record (`as_dict()`, `text_id`) to its dict, offsets in
+    `unit`. Other units than code points need the record's text: `text_of` reads each one
+    once (kept until over TEXTS_KEPT are); LookupError when a text is gone (deleted, with its
+    answers, after the record was read)."""
+    if unit == "codepoints":
+        return lambda rec: rec.as_dict()
+    texts: dict[int, str] = {}
+
+    def convert_record(rec: Any) -> dict:
+        if rec.text_id not in texts:
+            if len(texts) > TEXTS_KEPT:
+                texts.clear()
+            text = text_of(rec.text_id)
+            if text is None:
+                raise LookupError(f"text {rec.text_id} was deleted while its answers were being read")
+            texts[rec.text_id] = text
+        return record_in_unit(rec.as_dict(), texts[rec.text_id], unit)
+
+    return convert_record

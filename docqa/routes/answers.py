@@ -12,13 +12,12 @@ from fastapi.responses import Response, StreamingResponse
 
 from docqa.client import Client
 from docqa.core.filters import parse_where
+from docqa.core.offsets import record_converter
 from docqa.routes import MAX_ID, MAX_PAGE, ClientDep, authorized, check_reference, check_text_params, json_response
 from docqa.storage.answers import result_cursor
 
 router = APIRouter(dependencies=[Depends(authorized)])
 
-# Stored texts an offset conversion keeps at most (per request) before it starts over.
-TEXTS_KEPT = 256
 # Answers read from the store at a time while streaming.
 STREAM_BATCH = 500
 
@@ -52,7 +51,7 @@ def answers(
     check_cursor(cursor)
     filters = dict(document=document, question=question, model=model, where=_where(where),
                    all_versions=all_versions, rank=None if all_ranks else rank, submission=submission)
-    convert = _converter(client, offsets)
+    convert = record_converter(offsets, client.text_of)
     if top is not None:
         return _best(client, top, order, filters, convert)
     if "application/x-ndjson" in request.headers.get("accept", ""):
@@ -76,25 +75,6 @@ def _where(items: list[str]) -> dict[str, str]:
         return parse_where(items)
     except ValueError as exc:
         raise HTTPException(status_code=422, detail=f"where={exc}") from None
-
-
-def _converter(client: Client, offsets: str) -> Convert:
-    """A record as its JSON object, offsets in `offsets` units. Other units than code points
-    need the record's text: each stored text is read once (kept until over TEXTS_KEPT are)."""
-    if offsets == "codepoints":
-        return lambda rec: rec.as_dict()
-    from docqa.core.offsets import record_in_unit
-
-    texts: dict[int, str] = {}
-
-    def convert(rec) -> dict:
-        if rec.text_id not in texts:
-            if len(texts) > TEXTS_KEPT:
-                texts.clear()
-            texts[rec.text_id] = client.text_of(rec.text_id)
-        return record_in_unit(rec.as_dict(), texts[rec.text_id], offsets)
-
-    return convert
 
 
 def _best(client: Client, top: int, order: str, filters: dict, convert: Convert) -> Response:

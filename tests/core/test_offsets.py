@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from docqa.core.offsets import convert, record_in_unit
+from docqa.core.offsets import convert, record_converter, record_in_unit
 
 TEXT = "Zoë met 👩‍👩‍👧 at the café (e\u0301) near 東京 🚀 station."
 
@@ -34,3 +34,29 @@ def test_astral_characters_shift_utf16_offsets_and_combining_marks_do_not():
                    "window_char_end": None, "offset_unit": "utf16"}
     with pytest.raises(ValueError, match="unknown offset unit"):
         convert(TEXT, 0, "utf32")
+
+
+class _Record:
+    def __init__(self, text_id: int, start: int, end: int) -> None:
+        self.text_id, self.start, self.end = text_id, start, end
+
+    def as_dict(self) -> dict:
+        return {"char_start": self.start, "char_end": self.end, "window_char_start": None, "window_char_end": None}
+
+
+def test_a_record_converter_reads_each_text_once_and_names_a_text_that_is_gone():
+    reads = []
+
+    def text_of(text_id: int):
+        reads.append(text_id)
+        return TEXT if text_id == 1 else None
+
+    rocket = TEXT.index("🚀")
+    to_utf8 = record_converter("utf8", text_of)
+    assert to_utf8(_Record(1, rocket, rocket + 1))["char_start"] == len(TEXT[:rocket].encode("utf-8"))
+    to_utf8(_Record(1, 0, 3))
+    assert reads == [1]
+    with pytest.raises(LookupError, match="text 2 was deleted"):
+        to_utf8(_Record(2, 0, 1))
+    assert record_converter("codepoints", text_of)(_Record(1, 0, 3)) == _Record(1, 0, 3).as_dict()
+    assert reads == [1, 2]  # code points need no text
