@@ -135,9 +135,14 @@ _started = [0]
 _popen_init = subprocess.Popen.__init__
 
 
+def _program(args) -> str:
+    """The name of the program a Popen `args` runs (a command line, a path, or a list)."""
+    words = os.fsdecode(args).split() if isinstance(args, (str, bytes, os.PathLike)) else list(args)
+    return os.path.basename(os.fsdecode(words[0])) if words else ""
+
+
 def _counted_popen_init(self, args, *rest, **kwargs):
-    program = (args.split() or [""])[0] if isinstance(args, str) else os.fspath(list(args)[0]) if args else ""
-    if os.path.basename(str(program)) not in _LOOKUPS:
+    if _program(args) not in _LOOKUPS:
         _started[0] += 1
     _popen_init(self, args, *rest, **kwargs)
 
