@@ -3,7 +3,8 @@ schema current, identity), its broker and its model; any failure stops it with t
 and a non-zero exit, so a supervisor's restart policy sees it.
 
 The model is loaded once in a separate Python process: the worker's own process forks
-its pool afterwards, and a process that has run torch must not fork.
+its pool afterwards, and a process that has run torch must not fork. Meanwhile the
+worker's process imports the model's code (no torch operation), for its pool to inherit.
 """
 
 from __future__ import annotations
@@ -77,13 +78,36 @@ def _check_model(settings) -> str | None:
         if value is not None and not hasattr(value, "get_secret_value"):  # secrets stay where they were
             env[env_name(name)] = str(value)
             env.pop(file_env_name(name), None)  # DOCQA_<NAME>_FILE beside DOCQA_<NAME> would be refused
+    check = subprocess.Popen([sys.executable, "-c", _LOAD], env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+    preload_model_code(settings.model)  # on the other core, while the check loads the model
     try:
-        done = subprocess.run(
-            [sys.executable, "-c", _LOAD], env=env, capture_output=True, text=True, timeout=MODEL_CHECK_SECONDS
-        )
+        _, err = check.communicate(timeout=MODEL_CHECK_SECONDS)
     except subprocess.TimeoutExpired:
+        check.kill()
+        check.communicate()
         return f"model: loading {settings.model!r} took over {MODEL_CHECK_SECONDS} s"
-    if done.returncode != 0:
-        lines = [ln for ln in done.stderr.strip().splitlines() if ln.strip()]
-        return f"model: {lines[-1] if lines else f'the model check exited with status {done.returncode}'}"
+    if check.returncode != 0:
+        lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+        return f"model: {lines[-1] if lines else f'the model check exited with status {check.returncode}'}"
     return None
+
+
+def preload_model_code(model: str) -> None:
+    """Import torch, transformers and the model's QA class here, before the pool forks, so each
+    pool process inherits them instead of importing them again (about 2 s a process on a
+    small CPU). Importing runs no torch operation, so forking afterwards stays safe; only
+    running one would not. Best effort: a model whose config cannot be read here is checked,
+    with its reason, by the model check."""
+    try:
+        import torch  # noqa: F401
+        import transformers
+        from transformers import AutoConfig, AutoModelForQuestionAnswering, PreTrainedTokenizerFast  # noqa: F401
+        from transformers.models.auto.modeling_auto import MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES as names
+
+        import docqa.worker.engine  # noqa: F401
+
+        config = AutoConfig.from_pretrained(model, local_files_only=True)
+        getattr(transformers, names[config.model_type])
+    except Exception:  # noqa: BLE001 - only an optimisation; the check says what is wrong
+        pass

@@ -22,3 +22,10 @@ def test_client_submits_to_workers_and_follows_the_submission(distributed_env, w
     assert len(records) == 30 and {r.document_external_id for r in records} == {f"d{i}" for i in range(30)}
     repo = open_repo(env["DOCQA_DATABASE_URL"])
     assert repo.counts()["done"] == 30
+    # The worker's own process imported the model code before forking its pool (its pool
+    # processes inherit it rather than import it again); its pool process loaded the model
+    # and answered.
+    main = workers.procs[0].pid
+    with open(f"/proc/{main}/maps") as maps:
+        assert "libtorch_cpu" in maps.read()
+    assert "ForkPoolWorker-1] docqa worker process" in workers.logs(tail=None)
