@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from docqa.core.corpus import CorpusResult
 from docqa.core.errors import UsageError
 from docqa.core.filters import where_text
 from docqa.core.settings import Settings
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
 
 # Seconds between progress reads while waiting.
 POLL_SECONDS = 0.5
+# The most passages one corpus question may read.
+MAX_CORPUS_WINDOWS = 512
 
 class SubmitError(UsageError):
     """The submission could not be made at all (bad parameters, no questions, refused store)."""
@@ -432,6 +435,41 @@ class Client:
         return self._repo.top_results(question=question, top=top, model=model, rank=rank, where=where_text(where),
                                       order=order, document_ids=document_ids, submission_id=submission,
                                       all_versions=all_versions)
+
+    def ask_corpus(
+        self, question: str, *, windows: int = 32, top: int = 10, where: Mapping[str, Any] | None = None,
+        document: int | str | None = None, submission: int | None = None, all_versions: bool = False,
+        timeout: float = 30.0, **params: Any,
+    ) -> CorpusResult:
+        """Answer `question` from every stored document: the `windows` passages that best
+        match its words (the store's full-text search, among the documents `where`,
+        `document`, `submission` and `all_versions` keep) are read by the model, and the
+        documents' answers come back ranked by margin, at most `top` of them. `params`:
+        answer parameters (top_k, max_answer_len, ...). Embedded, the model answers here;
+        distributed, a worker of the model answers within `timeout` seconds."""
+        _checked_questions(question, self.settings.max_question_chars)
+        if not question.strip():
+            raise SubmitError("the question is empty")
+        if not 1 <= windows <= MAX_CORPUS_WINDOWS:
+            raise SubmitError(f"windows must be between 1 and {MAX_CORPUS_WINDOWS}, got {windows}")
+        if top < 1:
+            raise SubmitError(f"top must be at least 1, got {top}")
+        answer_params, settings = _checked_params(self.settings, params), self.settings
+        for key in where or {}:
+            if not isinstance(key, str) or not key or '"' in key or "\\" in key:
+                raise SubmitError(f"cannot filter on metadata key {key!r}: give a non-empty key without quotes or "
+                                  "backslashes")
+        filters = {"where": where_text(where), "submission_id": submission, "all_versions": all_versions,
+                   "document_ids": None if document is None else self._repo.resolve_documents(document)}
+        if self.embedded:
+            from docqa.worker.corpus import ask_corpus
+
+            return ask_corpus(self._engine_for(settings), self._repo, question, params=answer_params,
+                              windows=windows, top=top, **filters)
+        from docqa.worker.interactive import ask_workers
+
+        return ask_workers(self._dispatch().app, self._repo, settings, question, params=answer_params,
+                           windows=windows, top=top, timeout=timeout, **filters)
 
     def text_of(self, text_id: int) -> str | None:
         """The stored text an answer's offsets point into (`record.text_id`); None: no such text."""

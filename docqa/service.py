@@ -32,7 +32,7 @@ from docqa.client import Client
 from docqa.core.errors import DocqaError, UnreachableError
 from docqa.core.settings import API_TOKEN_MIN_CHARS, Settings
 from docqa.routes import SIDE_THREADS, STORE_UNAVAILABLE, json_response, log, masked
-from docqa.routes import answers, docs, documents, health, submissions
+from docqa.routes import answers, ask, docs, documents, health, submissions
 from docqa.routes.submissions import Waiters
 
 # What a tokenless server answers to (Host header, any port).
@@ -73,7 +73,7 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
     app.add_middleware(Guard, max_body=settings.api_max_body_bytes, body_timeout=settings.api_header_timeout_seconds,
                        check_host=token is None)
     _add_error_handlers(app)
-    for module in (docs, health, submissions, answers, documents):
+    for module in (docs, health, submissions, answers, documents, ask):
         app.include_router(module.router)
     return app
 

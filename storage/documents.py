@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from docqa.storage.columns import utcnow
 from docqa.storage.identity import anonymous_key, check_storable, id_key, is_versioned, path_key, text_sha256
 from docqa.storage.models import (
-    AnswerRow, Document, DocumentJob, DocumentKey, Job, PlanRow, SubmissionDocument, SubmissionJob, TextRow, TokensRow,
+    AnswerRow, Document, DocumentJob, DocumentKey, Job, PassageRow, PlanRow, SubmissionDocument, SubmissionJob, TextRow, TokensRow,
 )
 from docqa.storage.records import DeletedCounts, DocumentRecord, StoredDocument
 from docqa.storage.transactions import Transactions, chunks
@@ -77,6 +77,7 @@ class Documents(Transactions):
         )
         text_id = session.execute(stmt).scalar_one_or_none()
         if text_id is not None:
+            self._index_text(session, text_id, text)  # type: ignore[attr-defined]  # Passages, in Repository
             return text_id, True
         # Lost the race or stored before: the row is committed (PostgreSQL waited for the
         # other insert before doing nothing), so this statement sees it.
@@ -232,6 +233,7 @@ class Documents(Transactions):
                 session.execute(delete(Job).where(Job.id.in_(chunk)))
             for chunk in chunks(texts):
                 session.execute(delete(TokensRow).where(TokensRow.text_id.in_(chunk)))
+                session.execute(delete(PassageRow).where(PassageRow.text_id.in_(chunk)))
                 session.execute(delete(TextRow).where(TextRow.id.in_(chunk)))
             for key in sorted(keys):
                 self._restore_latest(session, key)

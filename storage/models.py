@@ -404,3 +404,17 @@ class PlanRow(Base):
     tokenizer: Mapped[str] = mapped_column(String(64))
     question_tokens: Mapped[int] = mapped_column(Integer)
     windows: Mapped[str] = mapped_column(Text)
+
+
+class PassageRow(Base):
+    """A passage of a text: the unit corpus questions retrieve (`docqa.core.passages`), fixed
+    when the text is stored. Its full-text index is the dialect's own, kept beside it by
+    `docqa.storage.passages`: PostgreSQL a `tsv` tsvector column (GIN-indexed) of this
+    table; SQLite the FTS5 table `passages_fts` (rowid = id). Neither is mapped here."""
+
+    __tablename__ = "passages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    text_id: Mapped[int] = mapped_column(ForeignKey("texts.id", ondelete="CASCADE"), index=True)
+    char_start: Mapped[int] = mapped_column(Integer)
+    char_end: Mapped[int] = mapped_column(Integer)

@@ -30,13 +30,14 @@ from docqa.storage.fleet import Fleet
 from docqa.storage.jobs import Jobs
 from docqa.storage.leases import Leases, give_up_message
 from docqa.storage.parts import Parts
+from docqa.storage.passages import Passages
 from docqa.storage.plans import Plans
 from docqa.storage.submissions import Submissions
 
 __all__ = ["Repository", "give_up_message"]
 
 
-class Repository(Documents, Jobs, Leases, Answers, Submissions, Fleet, Plans, Parts):
+class Repository(Documents, Jobs, Leases, Answers, Submissions, Fleet, Plans, Parts, Passages):
     """The store's operations. Each method is one short transaction; no data is cached."""
 
     @classmethod

@@ -239,7 +239,7 @@ class _MigratedPostgres:
                     return False
                 conn.execute(
                     "TRUNCATE answers, submission_jobs, submission_documents, submissions, job_plans, document_jobs, "
-                    "jobs, text_tokens, document_keys, documents, texts, workers "
+                    "jobs, text_tokens, passages, document_keys, documents, texts, workers "
                     "RESTART IDENTITY CASCADE"
                 )
                 conn.execute("UPDATE leaders SET holder = '', until = '2000-01-01T00:00:00+00:00'")

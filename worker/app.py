@@ -12,10 +12,12 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from celery import Celery
+from kombu import Queue
 
 from docqa.core.labels import queue_for
 from docqa.core.message import JobMessage
 from docqa.core.settings import Settings
+from docqa.worker.interactive import ask_queue
 
 if TYPE_CHECKING:
     from docqa.storage.repository import Repository
@@ -44,8 +46,10 @@ def make_celery(settings: Settings) -> Celery:
         # One message (= up to worker_batch_jobs jobs) at a time per process: batching
         # happens inside a message and from SQL, not by hoarding messages.
         worker_prefetch_multiplier=1,
-        # Workers consume their model's queue (also `celery -A docqa.worker.app worker` without -Q).
+        # Workers consume their model's queue (also `celery -A docqa.worker.app worker` without -Q),
+        # after its corpus questions' queue: Redis pops the first non-empty queue in this order.
         task_default_queue=settings.model_queue,
+        task_queues=[Queue(ask_queue(settings.model_queue)), Queue(settings.model_queue)],
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         worker_proc_alive_timeout=PROCESS_START_SECONDS,
@@ -53,7 +57,8 @@ def make_celery(settings: Settings) -> Celery:
         worker_consumer="docqa.worker.consumer:SafeConsumer",
         # A message whose process died unannounced comes back after this long; the SQL
         # sweeper and reconciler have requeued its jobs long before.
-        broker_transport_options={"visibility_timeout": max(3600, 2 * settings.lease_seconds)},
+        broker_transport_options={"visibility_timeout": max(3600, 2 * settings.lease_seconds),
+                                  "queue_order_strategy": "priority"},
     )
     if urlparse(settings.broker_url).scheme in ("redis", "rediss"):
         conf["broker_transport"] = "docqa.worker.transport:Transport"

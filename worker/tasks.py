@@ -35,6 +35,7 @@ from pydantic import ValidationError
 from docqa.core.message import JobMessage
 from docqa.worker import deadletter
 from docqa.worker.app import TASK_NAME, Dispatcher, app
+from docqa.worker.interactive import ASK_TASK
 
 log = logging.getLogger(__name__)
 
@@ -386,6 +387,45 @@ def run_jobs(self, message=None, *args, **kwargs) -> dict:
         stats.done, stats.failed, stats.answers, len(stats.skipped), stats.windows, stats.forwards, seconds,
     )
     return {"done": stats.done, "failed": stats.failed}
+
+
+@app.task(name=ASK_TASK, bind=True, acks_late=False, ignore_result=True)
+def ask_corpus(self, message=None, *args, **kwargs) -> dict:
+    """A corpus question (`docqa.worker.interactive`): answered now, the reply put where the
+    caller waits. A question past its deadline is not started; a malformed one is
+    dead-lettered. Not retried: its caller has a timeout, and asks again if it wants."""
+    from docqa.worker.interactive import AskMessage, send_reply
+
+    queue = (self.request.delivery_info or {}).get("routing_key")
+    try:
+        if args or kwargs:
+            raise ValueError("a docqa.ask_corpus task takes one message argument")
+        msg = AskMessage.model_validate(message)
+    except (ValidationError, ValueError) as exc:
+        deadletter.push_via(app, f"not a docqa corpus question: {first_line(exc)}", [message, args, kwargs],
+                            queue=queue)
+        return {"dead_letter": True}
+    if time.time() > msg.deadline:
+        log.info("corpus question dropped: its caller stopped waiting %.1f s ago", time.time() - msg.deadline)
+        return {"expired": True}
+    try:
+        body = {"result": _answer_corpus(msg).model_dump(mode="json")}
+    except Exception as exc:  # the caller hears why; the worker goes on
+        log.warning("corpus question failed: %s", first_line(exc, with_type=True))
+        body = {"error": first_line(exc)}
+    send_reply(app, msg.reply, body)
+    return {"answered": "result" in body}
+
+
+def _answer_corpus(msg):
+    from docqa.core.params import AnswerParams
+    from docqa.worker.corpus import ask_corpus
+
+    rt = runtime()
+    if msg.store_id is not None and msg.store_id != rt.store_id:
+        raise ValueError(f"the question is for store {msg.store_id}; this worker serves store {rt.store_id}")
+    return ask_corpus(rt.engine, rt.repo, msg.question, params=AnswerParams(**msg.params), windows=msg.windows,
+                      top=msg.top, **msg.filters())
 
 
 class _PutBack:

@@ -12,11 +12,15 @@ from docqa.cli import exits
 from docqa.cli.options import (
     CliError,
     add_answer_options,
+    add_broker_options,
     add_model_options,
     add_setting,
+    add_store_option,
     answer_params,
     build_settings,
+    connect_broker,
     load_engine,
+    open_repo,
     progress_line,
 )
 from docqa.core.text import clip, plural
@@ -26,6 +30,10 @@ def cmd_ask(args: argparse.Namespace) -> int:
     from docqa.producer.documents import InputError, decode_text
     from docqa.worker.engine import QAItem
 
+    if args.corpus is not None:
+        return cmd_ask_corpus(args)
+    if args.file is None or not args.question:
+        raise CliError("give a FILE and -q QUESTION, or --corpus QUESTION to ask every stored document")
     settings = build_settings(args)
     params = answer_params(settings)
     if args.file == "-":
@@ -56,6 +64,24 @@ def cmd_ask(args: argparse.Namespace) -> int:
     json.dump(out, sys.stdout, ensure_ascii=False, indent=2)
     sys.stdout.write("\n")
     return exits.FAILED if failed else exits.OK
+
+
+def cmd_ask_corpus(args: argparse.Namespace) -> int:
+    """`docqa ask --corpus Q`: every stored document, retrieved by full-text search and read."""
+    from docqa.cli.inspecting import parse_where
+    from docqa.client import Client
+
+    if args.file is not None or args.question:
+        raise CliError("--corpus asks the stored documents: give no FILE and no -q")
+    settings = build_settings(args)
+    answer_params(settings)  # the flags' parameters, checked before anything is opened
+    where = parse_where(args.where)
+    client = Client(settings=settings, embedded=True if args.here else None, open_store=lambda: open_repo(settings),
+                    connect=lambda: connect_broker(settings))
+    result = client.ask_corpus(args.corpus, windows=args.windows, top=args.top, where=where, timeout=args.timeout)
+    json.dump(result.model_dump(mode="json"), sys.stdout, ensure_ascii=False, indent=2)
+    sys.stdout.write("\n")
+    return exits.OK
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -116,11 +142,29 @@ def register(sub) -> None:
     p = sub.add_parser("ask", help="answer questions about one document and print JSON",
                        description="Answer questions about one document; prints the answers as JSON "
                        "with character offsets into the document (text[char_start:char_end] == answer).")
-    p.add_argument("file", metavar="FILE", help="UTF-8 text file, or - for standard input")
-    p.add_argument("-q", "--question", action="append", required=True, help="a question (repeatable)")
+    p.add_argument("file", metavar="FILE", nargs="?", help="UTF-8 text file, or - for standard input")
+    p.add_argument("-q", "--question", action="append", default=[], help="a question (repeatable)")
     add_setting(p, "max_document_chars", metavar="N")
     add_model_options(p)
     add_answer_options(p)
+    corpus = p.add_argument_group(
+        "every stored document (--corpus)",
+        "The store's full-text search (PostgreSQL tsvector, SQLite FTS5) finds the passages that best match the "
+        "question's words; the model reads the windows over them and each document's answers are ranked by "
+        "margin. Embedded (a SQLite store, or --here) the model answers in this process; otherwise a live "
+        "'docqa worker' of the model does.")
+    corpus.add_argument("--corpus", metavar="QUESTION", help="ask every stored document this question")
+    corpus.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                        help="only documents whose metadata has KEY equal to VALUE (repeatable)")
+    corpus.add_argument("--windows", type=int, default=32, metavar="M",
+                        help="passages retrieved and read (default 32; at most 512)")
+    corpus.add_argument("--top", type=int, default=10, metavar="N", help="answers returned (default 10)")
+    corpus.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+                        help="distributed: how long to wait for a worker (default 30)")
+    corpus.add_argument("--here", action="store_true", help="load the model and answer in this process, "
+                        "whatever the store")
+    add_store_option(corpus)
+    add_broker_options(corpus)
     p.set_defaults(func=cmd_ask)
 
     p = sub.add_parser("eval", help="score a SQuAD v1.1-format file (exact match and F1)",

@@ -36,10 +36,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
         unreachable = problem.startswith(("store:", "broker:"))
         raise CliError(f"cannot start: {problem}", status=exits.UNREACHABLE if unreachable else exits.FAILED)
     from docqa.worker.app import app
+    from docqa.worker.interactive import ask_queue
 
     argv = [
         "worker",
-        "--queues", settings.model_queue,
+        "--queues", f"{ask_queue(settings.model_queue)},{settings.model_queue}",  # corpus questions first
         "--concurrency", str(args.concurrency),
         "--pool", args.pool,
         "--loglevel", args.loglevel,
