@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from docqa.core.labels import queue_for
 from docqa.core.message import JobMessage
@@ -26,6 +26,13 @@ TASK_NAME = "docqa.run_jobs"
 # How long a pool process may take to start (load its model) before Celery kills it,
 # seconds. Celery's own 4 s loses that race for real models on a busy host.
 PROCESS_START_SECONDS = 300.0
+
+
+def _direct(name: str) -> Queue:
+    """Queue `name` on an exchange of its own name, routed by its name: what Celery makes of a
+    bare queue name (a Queue given only its name would take the default queue's exchange and
+    key, and receive that queue's messages too)."""
+    return Queue(name, Exchange(name, type="direct"), routing_key=name)
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -49,7 +56,7 @@ def make_celery(settings: Settings) -> Celery:
         # Workers consume their model's queue (also `celery -A docqa.worker.app worker` without -Q),
         # after its corpus questions' queue: Redis pops the first non-empty queue in this order.
         task_default_queue=settings.model_queue,
-        task_queues=[Queue(ask_queue(settings.model_queue)), Queue(settings.model_queue)],
+        task_queues=[_direct(ask_queue(settings.model_queue)), _direct(settings.model_queue)],
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         worker_proc_alive_timeout=PROCESS_START_SECONDS,

@@ -395,3 +395,37 @@ def test_worker_metrics_bind_loopback_unless_told_otherwise(tmp_path):
     # The monitoring profile's Prometheus scrapes the workers from its own container.
     assert compose["x-docqa-env"]["DOCQA_METRICS_HOST"] == "0.0.0.0"
 
+
+
+# -- corpus questions (issue 22) ------------------------------------------------------------------
+def test_post_ask_answers_from_every_document_with_the_token_and_refuses_bad_input_by_name(embedded_server):
+    base = embedded_server.base
+    docs = [{"id": "seine", "text": "The river Seine flows west through Paris to the sea.", "metadata": {"lang": "en"}},
+            {"id": "rhine", "text": "The Rhine flows north past Basel and Cologne.", "metadata": {"lang": "de"}},
+            {"id": "same", "text": "The river Seine flows west through Paris to the sea.", "metadata": {"lang": "fr"}}]
+    r = httpx.post(base + "/v1/submissions?wait=60", json={"documents": docs, "questions": ["Where does it flow?"]},
+                   headers=AUTH, timeout=90)
+    assert r.status_code == 200 and r.json()["finished"], r.text
+    assert httpx.post(base + "/v1/ask", json={"question": "Where does the river flow?"}).status_code == 401
+    r = httpx.post(base + "/v1/ask", json={"question": "Which river is in Paris?", "top": 5}, headers=AUTH, timeout=60)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert {a["external_id"] for a in body["answers"]} == {"seine", "same"}  # the Rhine has no 'river' or 'Paris'
+    for a in body["answers"]:
+        text = docs[0]["text"]
+        assert text[a["answer"]["char_start"]:a["answer"]["char_end"]] == a["answer"]["text"]
+        assert a["retrieval_score"] > 0 and a["path"] == f"document {a['external_id']}" and a["version"] == 1
+    r = httpx.post(base + "/v1/ask", json={"question": "flows", "where": {"lang": "de"}}, headers=AUTH, timeout=60)
+    assert [a["external_id"] for a in r.json()["answers"]] == ["rhine"]
+    for question in ["'; DROP TABLE passages; --", 'NEAR("river" Seine) OR *', "river & | ! :* <->", "東京 café e\u0301"]:
+        r = httpx.post(base + "/v1/ask", json={"question": question}, headers=AUTH, timeout=60)
+        assert r.status_code == 200, (question, r.text)
+    for bad, named in [({"question": "q", "windows": 0}, "windows"), ({"question": "q", "top": 100000}, "top"),
+                       ({"question": ""}, "question"), ({"question": "q", "extra": 1}, "extra"),
+                       ({"question": "q\x00"}, "question"), ({"question": "q", "where": {'a"b': "x"}}, "metadata key"),
+                       ({"question": "q", "params": {"top_k": 0}}, "top_k"),
+                       ({"question": "q", "params": {"no_such": 1}}, "no_such")]:
+        r = httpx.post(base + "/v1/ask", json=bad, headers=AUTH, timeout=60)
+        assert r.status_code == 422 and named in r.text, (bad, r.status_code, r.text)
+    r = httpx.post(base + "/v1/ask", json={"question": "Which river is in Paris?"}, headers=AUTH, timeout=60)
+    assert {a["external_id"] for a in r.json()["answers"]} == {"seine", "same"}  # nothing was lost on the way
