@@ -4,12 +4,14 @@ bound parameters, never SQL (see `docqa.core.passages` for how passages are cut)
 
 from __future__ import annotations
 
+import functools
+import math
+import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Text, cast, column, func, literal_column, select, table, text as sql
-from sqlalchemy.dialects.postgresql import TSQUERY
+from sqlalchemy import case, column, func, literal_column, select, table, text as sql
 from sqlalchemy.orm import Session
 
 from docqa.storage.models import Document, PassageRow, SubmissionDocument, TextRow
@@ -64,6 +66,55 @@ def index_passages(conn: Any, postgres: bool, text_id: int, ranges: Sequence[tup
     ), {"text_id": text_id})
 
 
+# PostgreSQL: a lexeme in more than this share of passages selects no passage by itself
+# (it still counts in the score): matching "any word" on it would rank half the store.
+COMMON_SHARE = 0.05
+# How long a process keeps the store's lexeme statistics, seconds.
+STATS_SECONDS = 60.0
+_shares: dict[str, tuple[float, dict[str, float]]] = {}
+
+
+def _pg_full_text(session: Session, question: str, every_word: bool) -> tuple[Any, Any, bool]:
+    """PostgreSQL's match and score. ts_rank_cd alone weighs every lexeme alike, so a passage
+    with three common words beats one with the rare word that answers. Each of the question's
+    lexemes is weighed by its rarity, log(1 / share of passages holding it), the shares being
+    the planner's own statistics of the tsv column (pg_stats.most_common_elems, kept by
+    ANALYZE; a lexeme not among them is rarer than all that are). Passages are selected by
+    the rarer lexemes (any of them) and scored by the weights of all they hold, ts_rank_cd
+    breaking ties. With every_word, passages are selected by any lexeme."""
+    lexemes = session.execute(
+        select(func.unnest(func.tsvector_to_array(func.to_tsvector("english", question))))).scalars().all()
+    if not lexemes:
+        return None, None, False
+    shares = _lexeme_shares(session)
+    rare = min(shares.values(), default=0.002) / 2
+    selective = [lx for lx in lexemes if every_word or shares.get(lx, rare) <= COMMON_SHARE] or list(lexemes)
+    tsv: Any = literal_column("passages.tsv")
+    parts: list[Any] = [func.plainto_tsquery("simple", lx) for lx in selective]
+    query = functools.reduce(lambda a, b: a.op("||")(b), parts)
+    score: Any = 0.1 * func.ts_rank_cd(tsv, query)
+    for lx in lexemes:
+        score = score + case((tsv.op("@@")(func.plainto_tsquery("simple", lx)), math.log(1 / shares.get(lx, rare))),
+                             else_=0.0)
+    return tsv.op("@@")(query), score, len(selective) < len(lexemes)
+
+
+def _lexeme_shares(session: Session) -> dict[str, float]:
+    """{lexeme: share of passages holding it} for the store's most common lexemes (empty
+    until the passages table was first analyzed), read at most every STATS_SECONDS."""
+    key = str(session.get_bind().engine.url)
+    now = time.monotonic()
+    cached = _shares.get(key)
+    if cached is not None and now - cached[0] < STATS_SECONDS:
+        return cached[1]
+    row = session.execute(sql(
+        "SELECT CAST(CAST(most_common_elems AS text) AS text[]), most_common_elem_freqs FROM pg_stats "
+        "WHERE schemaname = current_schema() AND tablename = 'passages' AND attname = 'tsv'")).first()
+    shares = dict(zip(row[0], row[1])) if row is not None and row[0] else {}
+    _shares[key] = (now, shares)
+    return shares
+
+
 # SQLite's FTS5 table of passages (rowid = passages.id).
 _FTS = table("passages_fts", column("rowid"))
 
@@ -93,33 +144,33 @@ class Passages(Transactions):
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
         with self._read() as session:  # the dialect is known from here on
-            match, score = self._full_text(question)
-            if match is None:
-                return []
             texts = self._document_filter(Document.text_id, where, submission_id, document_ids, all_versions)
-            stmt = (select(PassageRow.id, PassageRow.text_id, PassageRow.char_start, PassageRow.char_end, score)
-                    .where(match, PassageRow.text_id.in_(texts))
-                    .order_by(score.desc(), PassageRow.id).limit(limit))
-            if not self._postgres:
-                stmt = stmt.join_from(PassageRow, _FTS, _FTS.c.rowid == PassageRow.id)
-            rows = session.execute(stmt).all()
+            rows: Sequence[Any] = []
+            for every_word in (False, True):
+                match, score, narrowed = self._full_text(session, question, every_word)
+                if match is None:
+                    return []
+                stmt = (select(PassageRow.id, PassageRow.text_id, PassageRow.char_start, PassageRow.char_end, score)
+                        .where(match, PassageRow.text_id.in_(texts))
+                        .order_by(score.desc(), PassageRow.id).limit(limit))
+                if not self._postgres:
+                    stmt = stmt.join_from(PassageRow, _FTS, _FTS.c.rowid == PassageRow.id)
+                rows = session.execute(stmt).all()
+                if len(rows) == limit or not narrowed:  # else: too few by the rarer words, try them all
+                    break
         return [PassageHit(int(r[0]), int(r[1]), int(r[2]), int(r[3]), float(r[4])) for r in rows]
 
-    def _full_text(self, question: str) -> tuple[Any, Any]:
-        """(the match condition, the score expression) of `question` in this dialect; (None,
-        None) when it has no word to search for."""
+    def _full_text(self, session: Session, question: str, every_word: bool) -> tuple[Any, Any, bool]:
+        """(the match condition, the score expression, whether common words were left out of
+        the match) of `question` in this dialect; match None: it has no word to search for."""
         if self._postgres:
-            # Any of the question's lexemes: plainto_tsquery joins them with AND, which a
-            # natural-language question rarely meets in one passage. Lexemes come out quoted.
-            tsv: Any = literal_column("passages.tsv")
-            lexemes = cast(func.replace(cast(func.plainto_tsquery("english", question), Text), " & ", " | "), TSQUERY)
-            return tsv.op("@@")(lexemes), func.ts_rank_cd(tsv, lexemes)
+            return _pg_full_text(session, question, every_word)
         from docqa.core.passages import fts5_query
 
         words = fts5_query(question)
         if words is None:
-            return None, None
-        return literal_column("passages_fts").op("MATCH")(words), -func.bm25(literal_column("passages_fts"))
+            return None, None, False
+        return literal_column("passages_fts").op("MATCH")(words), -func.bm25(literal_column("passages_fts")), False
 
     def documents_of_texts(
         self,

@@ -15,6 +15,7 @@ import functools
 import getpass
 import os
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 
@@ -157,6 +158,15 @@ def _process_starts_are_marked_slow(request: pytest.FixtureRequest) -> Iterator[
     if _started[0] > before and request.node.get_closest_marker("slow") is None:
         pytest.fail(f"{request.node.nodeid} started {_started[0] - before} process(es) without the slow mark: "
                     "mark it @pytest.mark.slow (CONTRIBUTING.md)", pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_lexeme_statistics() -> None:
+    """Each test reads its store's lexeme statistics afresh: the process keeps them for a
+    minute per store URL, and the tests' PostgreSQL databases reuse their URLs."""
+    passages = sys.modules.get("docqa.storage.passages")
+    if passages is not None:
+        passages._shares.clear()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

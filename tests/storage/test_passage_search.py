@@ -97,3 +97,25 @@ def test_the_migration_indexes_texts_stored_before_it(store_url, engine):
     hits = Repository.from_engine(engine).search_passages("tower")
     assert len(hits) == 1 and "tower" in TOWER[hits[0].char_start:hits[0].char_end]
     assert _passages(engine) == len(split_passages(TOWER)) == _fts_rows(engine)
+
+
+@pytest.mark.services
+def test_postgresql_weighs_rare_words_above_common_ones_once_it_has_statistics(postgres_url):
+    """ts_rank_cd alone would put passages full of a common word first; with the column's
+    statistics (ANALYZE) the one passage holding the rare word leads, and a filter that
+    leaves no rare word still finds passages by the common one."""
+    from docqa.storage import passages
+    from docqa.storage.repository import Repository
+
+    repo = Repository.open(postgres_url)
+    common = [repo.add_document(f"river river river {i} flows past mills and river banks", external_id=f"c{i}",
+                                metadata={"kind": "common"}) for i in range(300)]
+    rare = repo.add_document("a zeppelin crossed once over the river", external_id="rare", metadata={"kind": "rare"})
+    with repo._sessions() as session:  # what autovacuum does on a real store
+        session.execute(sql("ANALYZE passages"))
+        session.commit()
+    passages._shares.clear()
+    hits = repo.search_passages("Did the zeppelin cross the river?", limit=5)
+    assert hits[0].text_id == rare.text_id
+    kinds = repo.search_passages("Did the zeppelin cross the river?", limit=5, where={"kind": "common"})
+    assert len(kinds) == 5 and {h.text_id for h in kinds} <= {d.text_id for d in common}
