@@ -86,3 +86,21 @@ def test_http_delete_by_path_example_runs(tmp_path):
         server.terminate()
         server.wait(30)
     assert json.loads(out.stdout) == json.loads(expected.strip())
+
+
+def test_corpus_question_example_runs(monkeypatch, tmp_path, capsys, tiny_model):
+    """The README's ask_corpus example, on a store holding the HTTP example's memo."""
+    import docqa
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Ask the whole corpus", 1)[1].split("\n## ", 1)[0]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DOCQA_MODEL", tiny_model)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    docqa.Client("sqlite:///docqa.db").submit(
+        [{"id": "memo-7", "text": "Bob signed the memo.", "metadata": {"team": "ops"}},
+         {"id": "memo-8", "text": "Ann signed the memo.", "metadata": {"team": "sales"}}], ["Who signed?"])
+    exec(compile("import docqa\n" + code, "README.md", "exec"), {})  # noqa: S102 (our own README)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("memo-7 ")
