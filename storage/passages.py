@@ -5,13 +5,15 @@ bound parameters, never SQL (see `docqa.core.passages` for how passages are cut)
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import case, column, func, literal_column, select, table, text as sql
+from sqlalchemy import case, cast, column, func, literal, literal_column, select, table, text as sql, true
+from sqlalchemy.dialects.postgresql import TSQUERY
 from sqlalchemy.orm import Session
 
 from docqa.storage.models import Document, PassageRow, SubmissionDocument, TextRow
@@ -66,53 +68,104 @@ def index_passages(conn: Any, postgres: bool, text_id: int, ranges: Sequence[tup
     ), {"text_id": text_id})
 
 
-# PostgreSQL: a lexeme in more than this share of passages selects no passage by itself
-# (it still counts in the score): matching "any word" on it would rank half the store.
-COMMON_SHARE = 0.05
+# PostgreSQL: passages a search may select by its rarest words before it ranks them (the
+# words are taken rarest first while the expected matches stay within this). Ranking every
+# passage that holds any word would scan a large share of the store for common ones.
+CANDIDATES = 3000
+# When the rarest words select fewer passages than asked for (a filter may leave none of
+# them), the search runs once more with a budget this many times larger, and no more.
+WIDER = 10
 # How long a process keeps the store's lexeme statistics, seconds.
 STATS_SECONDS = 60.0
-_shares: dict[str, tuple[float, dict[str, float]]] = {}
+_stats: dict[str, tuple[float, LexemeStats]] = {}
 
 
-def _pg_full_text(session: Session, question: str, every_word: bool) -> tuple[Any, Any, bool]:
+@dataclass(frozen=True)
+class LexemeStats:
+    """The planner's statistics of passages.tsv: the share of passages holding each of the
+    most common lexemes (pg_stats.most_common_elems, kept by ANALYZE), and about how many
+    passages there are (pg_class.reltuples). Empty before the first ANALYZE."""
+
+    shares: dict[str, float]
+    passages: float
+
+    def share(self, lexeme: str) -> float:
+        """A lexeme not among the most common is rarer than every one that is."""
+        return self.shares.get(lexeme, min(self.shares.values(), default=0.002) / 2)
+
+
+def _pg_full_text(session: Session, question: str, budget: int) -> tuple[Any, Any, bool]:
     """PostgreSQL's match and score. ts_rank_cd alone weighs every lexeme alike, so a passage
     with three common words beats one with the rare word that answers. Each of the question's
-    lexemes is weighed by its rarity, log(1 / share of passages holding it), the shares being
-    the planner's own statistics of the tsv column (pg_stats.most_common_elems, kept by
-    ANALYZE; a lexeme not among them is rarer than all that are). Passages are selected by
-    the rarer lexemes (any of them) and scored by the weights of all they hold, ts_rank_cd
-    breaking ties. With every_word, passages are selected by any lexeme."""
+    lexemes weighs log(1 / share of passages holding it) (`LexemeStats`). Passages are
+    selected by the rarest lexemes whose expected matches stay within `budget` (at least
+    the rarest one; when even that one exceeds it, by k of the k + 1 rarest), and scored by the weights of all the lexemes they hold, with
+    ts_rank_cd breaking ties. Each lexeme's tsquery is made once per search."""
     lexemes = session.execute(
         select(func.unnest(func.tsvector_to_array(func.to_tsvector("english", question))))).scalars().all()
     if not lexemes:
         return None, None, False
-    shares = _lexeme_shares(session)
-    rare = min(shares.values(), default=0.002) / 2
-    selective = [lx for lx in lexemes if every_word or shares.get(lx, rare) <= COMMON_SHARE] or list(lexemes)
+    stats = _lexeme_stats(session)
+    rarest = sorted(lexemes, key=stats.share)
+    chosen = _within_budget(rarest, stats, budget)
+    queries = select(*(cast(literal(_quoted(lx)), TSQUERY).label(f"q{i}") for i, lx in enumerate(rarest))).subquery()
+    q: list[Any] = [queries.c[f"q{i}"] for i in range(len(rarest))]
+    either = functools.reduce(lambda a, b: a.op("||")(b), q[:len(chosen)])
     tsv: Any = literal_column("passages.tsv")
-    parts: list[Any] = [func.plainto_tsquery("simple", lx) for lx in selective]
-    query = functools.reduce(lambda a, b: a.op("||")(b), parts)
-    score: Any = 0.1 * func.ts_rank_cd(tsv, query)
-    for lx in lexemes:
-        score = score + case((tsv.op("@@")(func.plainto_tsquery("simple", lx)), math.log(1 / shares.get(lx, rare))),
-                             else_=0.0)
-    return tsv.op("@@")(query), score, len(selective) < len(lexemes)
+    score: Any = 0.1 * func.ts_rank_cd(tsv, either)
+    for i, lx in enumerate(rarest):
+        score = score + case((tsv.op("@@")(q[i]), math.log(1 / stats.share(lx))), else_=0.0)
+    k = _words_together(rarest, stats, budget)
+    if k > 1:  # even the rarest word is in too many passages: those holding k of the k + 1 rarest
+        groups = [functools.reduce(lambda a, b: a.op("&&")(b), group) for group in itertools.combinations(q[:k + 1], k)]
+        return (queries, tsv.op("@@")(functools.reduce(lambda a, b: a.op("||")(b), groups))), score, True
+    return (queries, tsv.op("@@")(either)), score, len(chosen) < len(rarest)
 
 
-def _lexeme_shares(session: Session) -> dict[str, float]:
-    """{lexeme: share of passages holding it} for the store's most common lexemes (empty
-    until the passages table was first analyzed), read at most every STATS_SECONDS."""
+def _words_together(rarest: list[str], stats: LexemeStats, budget: int) -> int:
+    """How many of the rarest lexemes a passage must hold together so that the expected
+    matches (words taken as independent) stay within `budget`: 1 when the rarest alone does."""
+    expected = stats.passages
+    for k, lx in enumerate(rarest, start=1):
+        expected *= stats.share(lx)
+        if expected * min(k + 1, len(rarest)) <= budget or k == len(rarest):
+            return k
+    return 1
+
+
+def _quoted(lexeme: str) -> str:
+    """A tsquery of exactly this lexeme (as to_tsvector made it: "metrics-url" stays one),
+    quoted so that no character of it acts as an operator."""
+    return "'" + lexeme.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def _within_budget(rarest: list[str], stats: LexemeStats, budget: int) -> list[str]:
+    """The rarest lexemes (at least one) whose expected matches stay within `budget`."""
+    chosen: list[str] = []
+    expected = 0.0
+    for lx in rarest:
+        expected += stats.share(lx) * stats.passages
+        if chosen and expected > budget:
+            break
+        chosen.append(lx)
+    return chosen
+
+
+def _lexeme_stats(session: Session) -> LexemeStats:
+    """The store's LexemeStats, read at most every STATS_SECONDS."""
     key = str(session.get_bind().engine.url)
     now = time.monotonic()
-    cached = _shares.get(key)
+    cached = _stats.get(key)
     if cached is not None and now - cached[0] < STATS_SECONDS:
         return cached[1]
     row = session.execute(sql(
-        "SELECT CAST(CAST(most_common_elems AS text) AS text[]), most_common_elem_freqs FROM pg_stats "
-        "WHERE schemaname = current_schema() AND tablename = 'passages' AND attname = 'tsv'")).first()
+        "SELECT CAST(CAST(s.most_common_elems AS text) AS text[]), s.most_common_elem_freqs, c.reltuples "
+        "FROM pg_class c LEFT JOIN pg_stats s ON s.schemaname = current_schema() AND s.tablename = 'passages' "
+        "AND s.attname = 'tsv' WHERE c.oid = to_regclass('passages')")).first()
     shares = dict(zip(row[0], row[1])) if row is not None and row[0] else {}
-    _shares[key] = (now, shares)
-    return shares
+    stats = LexemeStats(shares, max(float(row[2]), 1.0) if row is not None else 1.0)
+    _stats[key] = (now, stats)
+    return stats
 
 
 # SQLite's FTS5 table of passages (rowid = passages.id).
@@ -146,25 +199,27 @@ class Passages(Transactions):
         with self._read() as session:  # the dialect is known from here on
             texts = self._document_filter(Document.text_id, where, submission_id, document_ids, all_versions)
             rows: Sequence[Any] = []
-            for every_word in (False, True):
-                match, score, narrowed = self._full_text(session, question, every_word)
+            for widen in (1, WIDER):
+                match, score, narrowed = self._full_text(session, question, widen)
                 if match is None:
                     return []
-                stmt = (select(PassageRow.id, PassageRow.text_id, PassageRow.char_start, PassageRow.char_end, score)
-                        .where(match, PassageRow.text_id.in_(texts))
-                        .order_by(score.desc(), PassageRow.id).limit(limit))
-                if not self._postgres:
+                stmt = select(PassageRow.id, PassageRow.text_id, PassageRow.char_start, PassageRow.char_end, score)
+                if self._postgres:  # (the question's tsqueries, made once; the match on them)
+                    queries, match = match
+                    stmt = stmt.join_from(PassageRow, queries, true())
+                else:
                     stmt = stmt.join_from(PassageRow, _FTS, _FTS.c.rowid == PassageRow.id)
+                stmt = stmt.where(match, PassageRow.text_id.in_(texts)).order_by(score.desc(), PassageRow.id).limit(limit)
                 rows = session.execute(stmt).all()
-                if len(rows) == limit or not narrowed:  # else: too few by the rarer words, try them all
+                if len(rows) == limit or not narrowed:  # else: too few by the rarest words, widen once
                     break
         return [PassageHit(int(r[0]), int(r[1]), int(r[2]), int(r[3]), float(r[4])) for r in rows]
 
-    def _full_text(self, session: Session, question: str, every_word: bool) -> tuple[Any, Any, bool]:
+    def _full_text(self, session: Session, question: str, widen: int) -> tuple[Any, Any, bool]:
         """(the match condition, the score expression, whether common words were left out of
         the match) of `question` in this dialect; match None: it has no word to search for."""
         if self._postgres:
-            return _pg_full_text(session, question, every_word)
+            return _pg_full_text(session, question, CANDIDATES * widen)
         from docqa.core.passages import fts5_query
 
         words = fts5_query(question)

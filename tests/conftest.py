@@ -166,7 +166,7 @@ def _fresh_lexeme_statistics() -> None:
     minute per store URL, and the tests' PostgreSQL databases reuse their URLs."""
     passages = sys.modules.get("docqa.storage.passages")
     if passages is not None:
-        passages._shares.clear()
+        passages._stats.clear()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -114,7 +114,7 @@ def test_postgresql_weighs_rare_words_above_common_ones_once_it_has_statistics(p
     with repo._sessions() as session:  # what autovacuum does on a real store
         session.execute(sql("ANALYZE passages"))
         session.commit()
-    passages._shares.clear()
+    passages._stats.clear()
     hits = repo.search_passages("Did the zeppelin cross the river?", limit=5)
     assert hits[0].text_id == rare.text_id
     kinds = repo.search_passages("Did the zeppelin cross the river?", limit=5, where={"kind": "common"})
