@@ -5,6 +5,7 @@ carries, and the latency of POST /v1/ask on large stores, split into retrieval a
     python benchmarks/corpus_questions.py recall                  # 1,000 documents, SQLite and PostgreSQL
     python benchmarks/corpus_questions.py latency --docs 10000    # p50/p95 of POST /v1/ask
     python benchmarks/corpus_questions.py latency --docs 100000 --backends postgresql
+    python benchmarks/corpus_questions.py reading                 # tiny vs full-size model, float32 / int8
 
 **The test set.** Sentences come from the repository's own prose: every Markdown file and
 every docstring of its Python modules, split at sentence ends, 8 to 60 words each. 1,000
@@ -253,6 +254,54 @@ def cmd_latency(args) -> dict:
     return report
 
 
+def full_size_model(folder: Path) -> str:
+    """A DistilBERT QA model of the default model's shape (6 layers, dim 768, 12 heads, FFN
+    3072; random weights) with the tests' tokenizer: its compute per window is the real
+    model's, its answers meaningless. benchmarks/build_full_model.py builds one with a real
+    28,996-token vocabulary where python3.11-doc is installed."""
+    import shutil
+
+    import torch
+    from transformers import DistilBertConfig, DistilBertForQuestionAnswering
+
+    torch.manual_seed(0)
+    config = DistilBertConfig(vocab_size=3000, dim=768, n_layers=6, n_heads=12, hidden_dim=3072,
+                              max_position_embeddings=512)
+    DistilBertForQuestionAnswering(config).save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(Path(TINY_MODEL) / name, folder / name)
+    return str(folder)
+
+
+def cmd_reading(args) -> dict:
+    """In process (no server): ask_corpus on a SQLite store of --docs documents, p50/p95 of
+    retrieval and reading, with the tiny model and a full-size one (float32 and int8)."""
+    from docqa.core.params import AnswerParams
+    from docqa.worker.corpus import ask_corpus
+    from docqa.worker.engine import Engine
+
+    sentences = repo_sentences()
+    rng = random.Random(args.seed)
+    questions = [q for _d, q, _a in make_questions(sentences, build_documents(sentences, 1000, 8, args.seed),
+                                                   args.queries, args.seed)]
+    report: dict = {"documents": args.docs, "queries": len(questions), "windows": args.windows, "models": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        repo, _ = fill_store(store_url("sqlite", "reading", Path(tmp)),
+                             [" ".join(rng.choice(sentences) for _ in range(8)) for _ in range(args.docs)])
+        full = full_size_model(Path(tmp) / "full")
+        for label, model, quantize in (("tiny", TINY_MODEL, "none"), ("full float32", full, "none"),
+                                       ("full int8", full, "int8")):
+            engine = Engine(model, device="cpu", quantize=quantize).warm_up()
+            ask_corpus(engine, repo, questions[0], params=AnswerParams(), windows=args.windows)  # warm
+            runs = [ask_corpus(engine, repo, q, params=AnswerParams(), windows=args.windows) for q in questions]
+            row = {name: {"p50": _pct([getattr(r, name) for r in runs], 50),
+                          "p95": _pct([getattr(r, name) for r in runs], 95)} for name in ("retrieval_ms", "reading_ms")}
+            row["windows_read_mean"] = statistics.mean(r.windows for r in runs)
+            report["models"][label] = row
+            print(label, json.dumps(row), file=sys.stderr)
+    return report
+
+
 def _time_asks(base: str, questions: list[str], windows: int, fill_s: float, httpx) -> dict:
     deadline = time.monotonic() + 180
     while True:  # the server, and (distributed) a live worker: the first question that is answered
@@ -297,12 +346,16 @@ def main() -> None:
     l_.add_argument("--docs", type=int, default=10_000)
     l_.add_argument("--queries", type=int, default=100)
     l_.add_argument("--windows", type=int, default=32)
-    for p in (r, l_):
+    rd = sub.add_parser("reading", help="in process: reading time of the tiny and a full-size model")
+    rd.add_argument("--docs", type=int, default=10_000)
+    rd.add_argument("--queries", type=int, default=50)
+    rd.add_argument("--windows", type=int, default=32)
+    for p in (r, l_, rd):
         p.add_argument("--backends", nargs="+", default=["sqlite", "postgresql"], choices=["sqlite", "postgresql"])
         p.add_argument("--model", default=TINY_MODEL)
         p.add_argument("--seed", type=int, default=22)
     args = ap.parse_args()
-    report = cmd_recall(args) if args.cmd == "recall" else cmd_latency(args)
+    report = {"recall": cmd_recall, "latency": cmd_latency, "reading": cmd_reading}[args.cmd](args)
     print(json.dumps(report, indent=2, default=str))
 
 
