@@ -72,6 +72,9 @@ def index_passages(conn: Any, postgres: bool, text_id: int, ranges: Sequence[tup
 # words are taken rarest first while the expected matches stay within this). Ranking every
 # passage that holds any word would scan a large share of the store for common ones.
 CANDIDATES = 3000
+# A question whose every word is common ranks at most this many of its matches (WIDER
+# times more in the wider pass): the first ones in store order.
+MAX_RANKED = 6000
 # When the rarest words select fewer passages than asked for (a filter may leave none of
 # them), the search runs once more with a budget this many times larger, and no more.
 WIDER = 10
@@ -118,8 +121,9 @@ def _pg_full_text(session: Session, question: str, budget: int) -> tuple[Any, An
     k = _words_together(rarest, stats, budget)
     if k > 1:  # even the rarest word is in too many passages: those holding k of the k + 1 rarest
         groups = [functools.reduce(lambda a, b: a.op("&&")(b), group) for group in itertools.combinations(q[:k + 1], k)]
-        return (queries, tsv.op("@@")(functools.reduce(lambda a, b: a.op("||")(b), groups))), score, True
-    return (queries, tsv.op("@@")(either)), score, len(chosen) < len(rarest)
+        common = stats.passages * math.prod(stats.share(lx) for lx in rarest) > budget  # even all of them are
+        return (queries, tsv.op("@@")(functools.reduce(lambda a, b: a.op("||")(b), groups)), common), score, True
+    return (queries, tsv.op("@@")(either), False), score, len(chosen) < len(rarest)
 
 
 def _words_together(rarest: list[str], stats: LexemeStats, budget: int) -> int:
@@ -168,6 +172,17 @@ def _lexeme_stats(session: Session) -> LexemeStats:
     return stats
 
 
+def _first_matches(queries: Any, match: Any, texts: Any, score: Any, cap: int) -> Any:
+    """The passages to rank when every word of a question is common: the first `cap`
+    matches (in store order), not all of them, which could be most of the store."""
+    tsv: Any = literal_column("passages.tsv")
+    first = (select(PassageRow.id, PassageRow.text_id, PassageRow.char_start, PassageRow.char_end, tsv.label("tsv"))
+             .join_from(PassageRow, queries, true()).where(match, PassageRow.text_id.in_(texts)).limit(cap)
+             .subquery("passages"))  # named so that the score's passages.tsv is its column
+    return select(first.c.id, first.c.text_id, first.c.char_start, first.c.char_end, score).select_from(
+        first).join(queries, true())
+
+
 # SQLite's FTS5 table of passages (rowid = passages.id).
 _FTS = table("passages_fts", column("rowid"))
 
@@ -204,12 +219,16 @@ class Passages(Transactions):
                 if match is None:
                     return []
                 stmt = select(PassageRow.id, PassageRow.text_id, PassageRow.char_start, PassageRow.char_end, score)
-                if self._postgres:  # (the question's tsqueries, made once; the match on them)
-                    queries, match = match
-                    stmt = stmt.join_from(PassageRow, queries, true())
+                if self._postgres:  # (the question's tsqueries, made once; the match on them; all common)
+                    queries, match, common = match
+                    if common:
+                        stmt = _first_matches(queries, match, texts, score, MAX_RANKED * widen)
+                    else:
+                        stmt = stmt.join_from(PassageRow, queries, true()).where(match, PassageRow.text_id.in_(texts))
                 else:
-                    stmt = stmt.join_from(PassageRow, _FTS, _FTS.c.rowid == PassageRow.id)
-                stmt = stmt.where(match, PassageRow.text_id.in_(texts)).order_by(score.desc(), PassageRow.id).limit(limit)
+                    stmt = stmt.join_from(PassageRow, _FTS, _FTS.c.rowid == PassageRow.id).where(
+                        match, PassageRow.text_id.in_(texts))
+                stmt = stmt.order_by(score.desc(), literal_column("passages.id")).limit(limit)
                 rows = session.execute(stmt).all()
                 if len(rows) == limit or not narrowed:  # else: too few by the rarest words, widen once
                     break

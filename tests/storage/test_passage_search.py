@@ -119,3 +119,28 @@ def test_postgresql_weighs_rare_words_above_common_ones_once_it_has_statistics(p
     assert hits[0].text_id == rare.text_id
     kinds = repo.search_passages("Did the zeppelin cross the river?", limit=5, where={"kind": "common"})
     assert len(kinds) == 5 and {h.text_id for h in kinds} <= {d.text_id for d in common}
+
+
+@pytest.mark.services
+def test_postgresql_ranks_only_the_first_matches_of_a_question_whose_every_word_is_common(postgres_url, monkeypatch):
+    """A question of common words alone would rank most of the store: at most MAX_RANKED of
+    its matches are ranked (here with budgets shrunk to the size of a test store)."""
+    from docqa.storage import passages
+    from docqa.storage.repository import Repository
+
+    repo = Repository.open(postgres_url)
+    for i in range(200):
+        repo.add_document(f"river {i} flows past the mill; the river is wide", external_id=f"c{i}")
+    with repo._sessions() as session:
+        session.execute(sql("ANALYZE passages"))
+        session.commit()
+    monkeypatch.setattr(passages, "CANDIDATES", 5)
+    monkeypatch.setattr(passages, "MAX_RANKED", 20)
+    hits = repo.search_passages("Which river flows?", limit=10)
+    assert len(hits) == 10 and len({h.passage_id for h in hits}) == 10
+    assert hits == sorted(hits, key=lambda h: -h.score)
+    texts = repo.texts_of({h.text_id for h in hits})
+    assert all("river" in texts[h.text_id][h.char_start:h.char_end] for h in hits)
+    assert len(repo.search_passages("Which river flows?", limit=300)) == 200  # the wider pass: 10 x 20
+    monkeypatch.setattr(passages, "WIDER", 1)
+    assert len(repo.search_passages("Which river flows?", limit=300)) == 20  # 200 match; 20 are ranked
