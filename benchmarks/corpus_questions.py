@@ -6,6 +6,7 @@ carries, and the latency of POST /v1/ask on large stores, split into retrieval a
     python benchmarks/corpus_questions.py latency --docs 10000    # p50/p95 of POST /v1/ask
     python benchmarks/corpus_questions.py latency --docs 100000 --backends postgresql
     python benchmarks/corpus_questions.py reading                 # tiny vs full-size model, float32 / int8
+    python benchmarks/corpus_questions.py latency --full --quantize int8 --queries 30   # full-size, int8
 
 **The test set.** Sentences come from the repository's own prose: every Markdown file and
 every docstring of its Python modules, split at sentence ends, 8 to 60 words each. 1,000
@@ -231,12 +232,16 @@ def cmd_latency(args) -> dict:
     report: dict = {"documents": args.docs, "queries": len(questions), "model": args.model, "windows": args.windows,
                     "backends": {}}
     with tempfile.TemporaryDirectory() as tmp:
+        model = full_size_model(Path(tmp) / "full") if args.full else args.model
+        report["model"] = "full-size DistilBERT (random weights)" if args.full else args.model
+        report["quantize"] = args.quantize
         for backend in args.backends:
             texts = (" ".join(rng.choice(sentences) for _ in range(8)) for _ in range(args.docs))
             url = store_url(backend, "docqa_bench_ask", Path(tmp))
             repo, fill_s = fill_store(url, list(texts))
-            env = dict(os.environ, DOCQA_DATABASE_URL=url, DOCQA_MODEL=args.model, HF_HUB_OFFLINE="1",
-                       DOCQA_DEVICE="cpu", DOCQA_QUEUE="bench-ask", DOCQA_BROKER_URL="redis://127.0.0.1:6379/14")
+            env = dict(os.environ, DOCQA_DATABASE_URL=url, DOCQA_MODEL=model, HF_HUB_OFFLINE="1", DOCQA_DEVICE="cpu",
+                       DOCQA_QUANTIZE=args.quantize, DOCQA_QUEUE="bench-ask",
+                       DOCQA_BROKER_URL="redis://127.0.0.1:6379/14")
             procs = []
             if backend != "sqlite":
                 procs.append(subprocess.Popen([sys.executable, "-m", "docqa", "worker"], env=env,
@@ -346,6 +351,8 @@ def main() -> None:
     l_.add_argument("--docs", type=int, default=10_000)
     l_.add_argument("--queries", type=int, default=100)
     l_.add_argument("--windows", type=int, default=32)
+    l_.add_argument("--full", action="store_true", help="a full-size model (random weights) instead of --model")
+    l_.add_argument("--quantize", default="none", choices=["none", "int8"])
     rd = sub.add_parser("reading", help="in process: reading time of the tiny and a full-size model")
     rd.add_argument("--docs", type=int, default=10_000)
     rd.add_argument("--queries", type=int, default=50)
