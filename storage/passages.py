@@ -97,17 +97,30 @@ class LexemeStats:
         return self.shares.get(lexeme, min(self.shares.values(), default=0.002) / 2)
 
 
-def _pg_full_text(session: Session, question: str, budget: int) -> tuple[Any, Any, bool]:
-    """PostgreSQL's match and score. ts_rank_cd alone weighs every lexeme alike, so a passage
-    with three common words beats one with the rare word that answers. Each of the question's
-    lexemes weighs log(1 / share of passages holding it) (`LexemeStats`). Passages are
-    selected by the rarest lexemes whose expected matches stay within `budget` (at least
-    the rarest one; when even that one exceeds it, by k of the k + 1 rarest), and scored by the weights of all the lexemes they hold, with
-    ts_rank_cd breaking ties. Each lexeme's tsquery is made once per search."""
+@dataclass(frozen=True)
+class _PgSearch:
+    """One PostgreSQL search: a one-row subquery holding each lexeme's tsquery (made once),
+    the match and the score on passages.tsv, whether common lexemes were left out of the
+    match, and whether every lexeme is common (only the first matches are ranked)."""
+
+    queries: Any
+    match: Any
+    score: Any
+    narrowed: bool
+    common: bool
+
+
+def _pg_search(session: Session, question: str, budget: int) -> _PgSearch | None:
+    """ts_rank_cd alone weighs every lexeme alike, so a passage with three common words beats
+    one with the rare word that answers. Each of the question's lexemes weighs log(1 / share
+    of passages holding it) (`LexemeStats`). Passages are selected by the rarest lexemes
+    whose expected matches stay within `budget` (at least the rarest; when even that one
+    exceeds it, by k of the k + 1 rarest), and scored by the weights of all the lexemes they
+    hold, ts_rank_cd breaking ties. None: the question has no lexeme."""
     lexemes = session.execute(
         select(func.unnest(func.tsvector_to_array(func.to_tsvector("english", question))))).scalars().all()
     if not lexemes:
-        return None, None, False
+        return None
     stats = _lexeme_stats(session)
     rarest = sorted(lexemes, key=stats.share)
     chosen = _within_budget(rarest, stats, budget)
@@ -118,23 +131,25 @@ def _pg_full_text(session: Session, question: str, budget: int) -> tuple[Any, An
     score: Any = 0.1 * func.ts_rank_cd(tsv, either)
     for i, lx in enumerate(rarest):
         score = score + case((tsv.op("@@")(q[i]), math.log(1 / stats.share(lx))), else_=0.0)
-    k = _words_together(rarest, stats, budget)
+    k, expected = _words_together(rarest, stats, budget)
     if k > 1:  # even the rarest word is in too many passages: those holding k of the k + 1 rarest
         groups = [functools.reduce(lambda a, b: a.op("&&")(b), group) for group in itertools.combinations(q[:k + 1], k)]
-        common = stats.passages * math.prod(stats.share(lx) for lx in rarest) > budget  # even all of them are
-        return (queries, tsv.op("@@")(functools.reduce(lambda a, b: a.op("||")(b), groups)), common), score, True
-    return (queries, tsv.op("@@")(either), False), score, len(chosen) < len(rarest)
+        some = functools.reduce(lambda a, b: a.op("||")(b), groups)
+        return _PgSearch(queries, tsv.op("@@")(some), score, narrowed=True, common=expected > budget)
+    return _PgSearch(queries, tsv.op("@@")(either), score, narrowed=len(chosen) < len(rarest), common=False)
 
 
-def _words_together(rarest: list[str], stats: LexemeStats, budget: int) -> int:
+def _words_together(rarest: list[str], stats: LexemeStats, budget: int) -> tuple[int, float]:
     """How many of the rarest lexemes a passage must hold together so that the expected
-    matches (words taken as independent) stay within `budget`: 1 when the rarest alone does."""
+    matches (words taken as independent) stay within `budget` (1 when the rarest alone
+    does; all of them when even all together do not), and the passages expected to hold
+    that many."""
     expected = stats.passages
     for k, lx in enumerate(rarest, start=1):
         expected *= stats.share(lx)
         if expected * min(k + 1, len(rarest)) <= budget or k == len(rarest):
-            return k
-    return 1
+            return k, expected
+    return 1, expected
 
 
 def _quoted(lexeme: str) -> str:
@@ -172,15 +187,46 @@ def _lexeme_stats(session: Session) -> LexemeStats:
     return stats
 
 
-def _first_matches(queries: Any, match: Any, texts: Any, score: Any, cap: int) -> Any:
+def _pg_rows(session: Session, question: str, texts: Any, limit: int, widen: int) -> tuple[Sequence[Any], bool]:
+    """PostgreSQL: the best `limit` passages of the texts `texts` selects, and whether common
+    words were left out of the match."""
+    search = _pg_search(session, question, CANDIDATES * widen)
+    if search is None:
+        return [], False
+    if search.common:
+        stmt = _first_matches(search, texts, MAX_RANKED * widen)
+    else:
+        stmt = (select(PassageRow.id, PassageRow.text_id, PassageRow.char_start, PassageRow.char_end, search.score)
+                .join_from(PassageRow, search.queries, true()).where(search.match, PassageRow.text_id.in_(texts)))
+    stmt = stmt.order_by(search.score.desc(), literal_column("passages.id")).limit(limit)
+    return session.execute(stmt).all(), search.narrowed
+
+
+def _first_matches(search: _PgSearch, texts: Any, cap: int) -> Any:
     """The passages to rank when every word of a question is common: the first `cap`
     matches (in store order), not all of them, which could be most of the store."""
     tsv: Any = literal_column("passages.tsv")
     first = (select(PassageRow.id, PassageRow.text_id, PassageRow.char_start, PassageRow.char_end, tsv.label("tsv"))
-             .join_from(PassageRow, queries, true()).where(match, PassageRow.text_id.in_(texts)).limit(cap)
-             .subquery("passages"))  # named so that the score's passages.tsv is its column
-    return select(first.c.id, first.c.text_id, first.c.char_start, first.c.char_end, score).select_from(
-        first).join(queries, true())
+             .join_from(PassageRow, search.queries, true()).where(search.match, PassageRow.text_id.in_(texts))
+             .limit(cap).subquery("passages"))  # named so that the score's passages.tsv is its column
+    return select(first.c.id, first.c.text_id, first.c.char_start, first.c.char_end, search.score).select_from(
+        first).join(search.queries, true())
+
+
+def _sqlite_rows(session: Session, question: str, texts: Any, limit: int) -> Sequence[Any]:
+    """SQLite: the best `limit` passages by FTS5's bm25 among the texts `texts` selects."""
+    from docqa.core.passages import fts5_query
+
+    words = fts5_query(question)
+    if words is None:
+        return []
+    fts: Any = literal_column("passages_fts")
+    score = -func.bm25(fts)
+    stmt = (select(PassageRow.id, PassageRow.text_id, PassageRow.char_start, PassageRow.char_end, score)
+            .join_from(PassageRow, _FTS, _FTS.c.rowid == PassageRow.id)
+            .where(fts.op("MATCH")(words), PassageRow.text_id.in_(texts))
+            .order_by(score.desc(), PassageRow.id).limit(limit))
+    return session.execute(stmt).all()
 
 
 # SQLite's FTS5 table of passages (rowid = passages.id).
@@ -215,36 +261,13 @@ class Passages(Transactions):
             texts = self._document_filter(Document.text_id, where, submission_id, document_ids, all_versions)
             rows: Sequence[Any] = []
             for widen in (1, WIDER):
-                match, score, narrowed = self._full_text(session, question, widen)
-                if match is None:
-                    return []
-                stmt = select(PassageRow.id, PassageRow.text_id, PassageRow.char_start, PassageRow.char_end, score)
-                if self._postgres:  # (the question's tsqueries, made once; the match on them; all common)
-                    queries, match, common = match
-                    if common:
-                        stmt = _first_matches(queries, match, texts, score, MAX_RANKED * widen)
-                    else:
-                        stmt = stmt.join_from(PassageRow, queries, true()).where(match, PassageRow.text_id.in_(texts))
+                if self._postgres:
+                    rows, narrowed = _pg_rows(session, question, texts, limit, widen)
                 else:
-                    stmt = stmt.join_from(PassageRow, _FTS, _FTS.c.rowid == PassageRow.id).where(
-                        match, PassageRow.text_id.in_(texts))
-                stmt = stmt.order_by(score.desc(), literal_column("passages.id")).limit(limit)
-                rows = session.execute(stmt).all()
+                    rows, narrowed = _sqlite_rows(session, question, texts, limit), False
                 if len(rows) == limit or not narrowed:  # else: too few by the rarest words, widen once
                     break
         return [PassageHit(int(r[0]), int(r[1]), int(r[2]), int(r[3]), float(r[4])) for r in rows]
-
-    def _full_text(self, session: Session, question: str, widen: int) -> tuple[Any, Any, bool]:
-        """(the match condition, the score expression, whether common words were left out of
-        the match) of `question` in this dialect; match None: it has no word to search for."""
-        if self._postgres:
-            return _pg_full_text(session, question, CANDIDATES * widen)
-        from docqa.core.passages import fts5_query
-
-        words = fts5_query(question)
-        if words is None:
-            return None, None, False
-        return literal_column("passages_fts").op("MATCH")(words), -func.bm25(literal_column("passages_fts")), False
 
     def documents_of_texts(
         self,
