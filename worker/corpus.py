@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from docqa.core.answer import Answer
 from docqa.core.corpus import CorpusAnswer, CorpusResult
 from docqa.core.params import AnswerParams
-from docqa.core.windows import DocumentTokens, tokenize_documents
+from docqa.core.windows import DocumentTokens
 from docqa.storage.passages import PassageHit
 from docqa.storage.repository import Repository
 from docqa.worker.engine import Engine, QAItem
+from docqa.worker.runner import text_tokens
 from docqa.worker.spans import merge_answers
 
 
@@ -40,7 +41,8 @@ def read_hits(engine: Engine, repo: Repository, question: str, hits: Sequence[Pa
     for hit in hits:
         by_text.setdefault(hit.text_id, []).append(hit)
     texts = repo.texts_of(by_text)
-    tokens = _tokens(engine, repo, texts)
+    tokens = text_tokens(repo, engine, texts)
+    windows = dict(zip(texts, engine.window_chars([tokens[t] for t in texts], question, params)))
     readings: dict[int, TextReading] = {}
     items: list[QAItem] = []
     starts: list[tuple[int, int]] = []  # (text id, first window index) of each item
@@ -49,20 +51,11 @@ def read_hits(engine: Engine, repo: Repository, question: str, hits: Sequence[Pa
         if text_id not in texts:  # deleted since it was retrieved
             reading.error = "the text was deleted while it was read"
             continue
-        chars = engine.window_chars(tokens[text_id], question, params)
-        for start, end in _runs(_overlapping(chars, text_hits)):
+        for start, end in _runs(_overlapping(windows[text_id], text_hits)):
             items.append(QAItem(texts[text_id], question, params, tokens=tokens[text_id], window_range=(start, end)))
             starts.append((text_id, start))
     _merge(readings, texts, tokens, items, starts, engine.run(items), params)
     return list(readings.values())
-
-
-def _tokens(engine: Engine, repo: Repository, texts: dict[int, str]) -> dict[int, DocumentTokens]:
-    """Each text's tokens under the engine's tokenizer: stored by the producer, else made here."""
-    tokens = repo.tokens_for(texts, engine.tokenizer_key)
-    missing = [t for t in texts if t not in tokens]
-    tokens.update(zip(missing, tokenize_documents(engine.tokenizer, [texts[t] for t in missing])))
-    return tokens
 
 
 def _overlapping(windows: list[tuple[int, int]], hits: Sequence[PassageHit]) -> list[int]:

@@ -467,14 +467,16 @@ class Engine:
             results[i].answers = _merged(item, doc_tokens[item.text], wins)
         return results
 
-    def window_chars(self, tokens: DocumentTokens, question: str, params: AnswerParams) -> list[tuple[int, int]]:
-        """(char_start, char_end) of each window a job of `question` over a text of `tokens`
-        runs, in order: what `QAItem.window_range` indexes. Raises WindowError."""
+    def window_chars(self, texts: Sequence[DocumentTokens], question: str,
+                     params: AnswerParams) -> list[list[tuple[int, int]]]:
+        """Per text (given as its tokens), the (char_start, char_end) of each window a job of
+        `question` runs over it, in order: what `QAItem.window_range` indexes. The question
+        is tokenized once. Raises WindowError."""
         self.warm_up()
         n_question = len(tokenize_documents(self._tokenizer, [question])[0])
-        item = QAItem("", question, params)
-        spans = self._spans(item, tokens, n_question, self._qat.template(params.pair_template), False)
-        return [(int(tokens.offsets[s, 0]), int(tokens.offsets[e - 1, 1])) for s, e in spans]
+        item, template = QAItem("", question, params), self._qat.template(params.pair_template)
+        return [[(int(tokens.offsets[s, 0]), int(tokens.offsets[e - 1, 1]))
+                 for s, e in self._spans(item, tokens, n_question, template, False)] for tokens in texts]
 
     def _tokenize(self, items: Sequence[QAItem]) -> tuple[dict[str, DocumentTokens], dict[str, DocumentTokens]]:
         """Tokens of each distinct document (given ones kept) and question, each made once."""

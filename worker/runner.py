@@ -23,6 +23,9 @@ from docqa.worker.identity import dead_local_workers, worker_name
 __all__ = ["JobRunner", "RunStats", "dead_local_workers", "worker_name"]
 
 if TYPE_CHECKING:  # the engine (numpy, the tokenizer) loads only when there is work to answer
+    from collections.abc import Mapping
+
+    from docqa.core.windows import DocumentTokens
     from docqa.storage.repository import Repository
     from docqa.worker.engine import Engine, QAResult
 
@@ -350,7 +353,6 @@ class JobRunner:
         merge one run of the whole job makes. Returns the answers written, or None when this
         call wrote none (not ready, or merged elsewhere: one merge wins when several workers
         finish parts together); the parts are then deleted."""
-        from docqa.core.windows import tokenize_documents
         from docqa.storage.parts import split_fence
         from docqa.worker.parts import decode_windows
         from docqa.worker.spans import merge_answers
@@ -359,9 +361,7 @@ class JobRunner:
         if ready is None:
             return None
         windows = [w for data in ready.parts for w in decode_windows(data)]
-        tokens = self.repo.tokens_for({ready.text_id}, self.engine.tokenizer_key).get(ready.text_id)
-        if tokens is None:  # no stored tokens under this tokenizer: the same tokenization, made here
-            tokens = tokenize_documents(self.engine.tokenizer, [ready.text])[0]
+        tokens = text_tokens(self.repo, self.engine, {ready.text_id: ready.text})[ready.text_id]
         answers = merge_answers(ready.text, windows, tokens.offsets, tokens.word_ids, ready.params)
         refused = self.repo.complete_many([(job_id, answers)], model_label=self.engine.model_label,
                                           fence=split_fence(job_id, ready.attempts))
@@ -480,3 +480,14 @@ def answer_queued(runner: JobRunner, *, model: str, revision: str | None,
             break
         pending = runner.repo.queued_job_ids(model=model, revision=revision or "")
     return total
+
+
+def text_tokens(repo: Repository, engine: Engine, texts: Mapping[int, str]) -> dict[int, DocumentTokens]:
+    """Each text's tokens under the engine's tokenizer: those the producer stored, else the
+    same tokenization made here."""
+    from docqa.core.windows import tokenize_documents
+
+    tokens = repo.tokens_for(texts, engine.tokenizer_key)
+    missing = [t for t in texts if t not in tokens]
+    tokens.update(zip(missing, tokenize_documents(engine.tokenizer, [texts[t] for t in missing])))
+    return tokens
