@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from docqa.core.corpus import CorpusResult
+from docqa.core.corpus import MAX_CORPUS_WINDOWS, CorpusResult
 from docqa.core.errors import UsageError
 from docqa.core.filters import where_text
 from docqa.core.settings import Settings
@@ -32,8 +32,6 @@ if TYPE_CHECKING:
 
 # Seconds between progress reads while waiting.
 POLL_SECONDS = 0.5
-# The most passages one corpus question may read.
-MAX_CORPUS_WINDOWS = 512
 
 class SubmitError(UsageError):
     """The submission could not be made at all (bad parameters, no questions, refused store)."""

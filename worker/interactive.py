@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from docqa.core.corpus import CorpusResult
+from docqa.core.corpus import MAX_CORPUS_WINDOWS, CorpusResult
 from docqa.core.errors import DocqaError, UnreachableError, UsageError
 
 ASK_TASK = "docqa.ask_corpus"
@@ -48,7 +48,7 @@ class AskMessage(BaseModel):
     deadline: float
     question: str = Field(min_length=1, max_length=100_000)
     params: dict[str, Any]
-    windows: int = Field(ge=1, le=512)
+    windows: int = Field(ge=1, le=MAX_CORPUS_WINDOWS)
     top: int = Field(ge=1, le=10_000)
     where: dict[str, str] | None = None
     submission_id: int | None = None

@@ -23,6 +23,7 @@ from docqa.cli.options import (
     open_repo,
     progress_line,
 )
+from docqa.core.corpus import MAX_CORPUS_WINDOWS
 from docqa.core.text import clip, plural
 
 
@@ -157,7 +158,7 @@ def register(sub) -> None:
     corpus.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
                         help="only documents whose metadata has KEY equal to VALUE (repeatable)")
     corpus.add_argument("--windows", type=int, default=32, metavar="M",
-                        help="passages retrieved and read (default 32; at most 512)")
+                        help=f"passages retrieved and read (default 32; at most {MAX_CORPUS_WINDOWS})")
     corpus.add_argument("--top", type=int, default=10, metavar="N", help="answers returned (default 10)")
     corpus.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
                         help="distributed: how long to wait for a worker (default 30)")

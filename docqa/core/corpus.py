@@ -9,6 +9,9 @@ from pydantic import BaseModel, ConfigDict
 
 from docqa.core.answer import Answer
 
+# The most passages one corpus question may read.
+MAX_CORPUS_WINDOWS = 512
+
 
 class CorpusAnswer(BaseModel):
     """One answer of one document to a corpus question: the document it is reported under

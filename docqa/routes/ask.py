@@ -10,8 +10,8 @@ import anyio
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from docqa.client import MAX_CORPUS_WINDOWS, Client
-from docqa.core.corpus import CorpusResult
+from docqa.client import Client
+from docqa.core.corpus import MAX_CORPUS_WINDOWS, CorpusResult
 from docqa.routes import MAX_ID, MAX_PAGE, ClientDep, SettingsDep, authorized, check_reference, check_text_params
 
 router = APIRouter(dependencies=[Depends(authorized)])
