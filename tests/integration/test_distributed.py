@@ -37,6 +37,10 @@ def test_fifty_documents_through_redis_postgres_and_two_workers_equal_embedded(d
     write_corpus(docs, 50)
     workers.start(1)
     workers.start(1, via="celery")  # `celery -A docqa.worker.app worker` works as well as `docqa worker`
+    # Both ready before the work arrives: on a busy host the one that loads its model first
+    # can answer all 150 jobs before the other is up.
+    wait_for(lambda: workers.logs(None).count(" ready: model ") >= 2, timeout=120, what="two workers ready",
+             logs=workers.logs)
     sub = docqa(["submit", str(docs), *q_args()], env)
     assert sub.returncode == 0, sub.stderr
     assert "150 new" in sub.stdout
