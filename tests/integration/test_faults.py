@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import uuid
 
 import pytest
 from sqlalchemy import text
-from support import OwnPostgres, OwnRedis, docqa, model_queue, open_repo, postgres_bin, wait_for, write_corpus
+from support import TINY_MODEL, OwnPostgres, OwnRedis, docqa, model_queue, open_repo, postgres_bin, wait_for, write_corpus
 
 QUESTION = "Where does the river flow?"
 
@@ -262,6 +263,14 @@ def test_a_worker_that_cannot_start_exits_non_zero_with_the_reason(distributed_e
                          timeout=120)
     assert out.returncode == 1 and "cannot start: model:" in out.stderr, out.stderr[-2000:]
     assert time.monotonic() - started < 60
+    # A model whose weights are cut short fails in the forked check, with the loader's reason.
+    cut = tmp_path / "cut-model"
+    shutil.copytree(TINY_MODEL, cut)
+    weights = cut / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:5000])
+    out = subprocess.run([sys.executable, "-m", "docqa", "worker"], env=dict(distributed_env, DOCQA_MODEL=str(cut)),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and "cannot start: model:" in out.stderr, out.stderr[-2000:]
     bad_store = dict(distributed_env, DOCQA_DATABASE_URL="postgresql+psycopg://nobody@127.0.0.1:9/none")
     out = subprocess.run([sys.executable, "-m", "docqa", "worker"], env=bad_store, capture_output=True, text=True,
                          timeout=120)
