@@ -169,11 +169,15 @@ def _fresh_lexeme_statistics() -> None:
         passages._stats.clear()
 
 
+@pytest.hookimpl(trylast=True)  # after tests/integration/conftest.py has marked its tests slow
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # Anything using a real service gets the `services` marker, so `-m "not services"` works.
     for item in items:
         if {"postgres_url", "redis_url"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.services)
+    # The tests that start processes first (in their order): under -n N they are what takes
+    # longest, so they start at once and the quick ones fill the gaps instead of the tail.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 def _create_database(admin, name: str) -> None:

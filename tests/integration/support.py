@@ -239,3 +239,61 @@ class OwnPostgres:
 
         self.stop()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+# Engine.run, in every docqa process started with `hold_env`: once the test has dropped a
+# `hold` file, the first run to start after it claims `held` (writing its process id) and
+# stays mid-batch, its jobs running, until it is killed. A kill timed against real compute
+# races it: a batch that takes 0.5 s may be stored before a busy test process looks.
+HOLD = '''
+import os
+import time
+from pathlib import Path
+from docqa.worker import engine as _engine
+
+_run = _engine.Engine.run
+_here = Path(__file__).parent
+
+
+def _run_or_hold(self, items, **kwargs):
+    if (_here / "hold").exists():
+        try:
+            fd = os.open(_here / "held", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            pass
+        else:
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+            time.sleep(3600)
+    return _run(self, items, **kwargs)
+
+
+_engine.Engine.run = _run_or_hold
+'''
+
+
+def hold_env(env: dict[str, str], folder: Path) -> dict[str, str]:
+    """`env` with HOLD loaded into every Python process (a sitecustomize in `folder`)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text(HOLD)
+    return dict(env, PYTHONPATH=os.pathsep.join([str(folder), env.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+
+
+def held_process(folder: Path, *, timeout: float = 120, logs=None) -> int:
+    """The id of the process holding a batch mid-run, once the test has dropped the hold
+    (`(folder / "hold").touch()`, only when the workers are ready: model checks run the engine too)."""
+    held = folder / "held"
+    return int(wait_for(lambda: held.exists() and held.read_text(), timeout=timeout, interval=0.05,
+                        what="a worker holding a batch mid-run", logs=logs))
+
+
+def pool_of(pid: int) -> set[int]:
+    """A worker's process and its pool children."""
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return {pid} | {int(p) for p in out.split()}
+
+
+def wait_ready(workers: Workers, n: int) -> None:
+    """n workers have loaded their model (on a busy host one may take a while)."""
+    wait_for(lambda: workers.logs(None).count(" ready: model ") >= n, timeout=120, what=f"{n} workers ready",
+             logs=workers.logs)

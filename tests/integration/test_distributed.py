@@ -13,7 +13,7 @@ import time
 import pytest
 from sqlalchemy import text
 
-from support import docqa, model_queue, open_repo, wait_for, write_corpus
+from support import docqa, held_process, hold_env, model_queue, open_repo, wait_for, wait_ready, write_corpus
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -39,8 +39,7 @@ def test_fifty_documents_through_redis_postgres_and_two_workers_equal_embedded(d
     workers.start(1, via="celery")  # `celery -A docqa.worker.app worker` works as well as `docqa worker`
     # Both ready before the work arrives: on a busy host the one that loads its model first
     # can answer all 150 jobs before the other is up.
-    wait_for(lambda: workers.logs(None).count(" ready: model ") >= 2, timeout=120, what="two workers ready",
-             logs=workers.logs)
+    wait_ready(workers, 2)
     sub = docqa(["submit", str(docs), *q_args()], env)
     assert sub.returncode == 0, sub.stderr
     assert "150 new" in sub.stdout
@@ -108,20 +107,17 @@ def test_fifty_documents_through_redis_postgres_and_two_workers_equal_embedded(d
 
 def test_worker_killed_mid_batch_loses_no_job_and_duplicates_no_answer(distributed_env, workers, tmp_path):
     env = dict(distributed_env, DOCQA_WORKER_BATCH_JOBS="6")
-    workers.env = env
+    inject = tmp_path / "inject"
+    workers.env = hold_env(env, inject)
     docs = tmp_path / "docs"
-    write_corpus(docs, 24, seed=5, sizes=(3000,))  # ~10 windows per job: a batch takes a while
+    write_corpus(docs, 24, seed=5, sizes=(300,))
     workers.start(2)
+    wait_ready(workers, 2)
+    (inject / "hold").touch()  # the first batch to start stays mid-run
     sub = docqa(["submit", str(docs), "-q", QUESTIONS[0], "-q", QUESTIONS[1]], env)
     assert sub.returncode == 0, sub.stderr
     repo = open_repo(env["DOCQA_DATABASE_URL"])
-
-    def running_worker_pid():
-        with repo.engine.connect() as conn:
-            row = conn.execute(text("SELECT worker FROM jobs WHERE status = 'running' LIMIT 1")).first()
-        return int(row[0].split(":")[1]) if row and row[0] else None  # HOST:PID:MACHINE:RANDOM
-
-    pid = wait_for(running_worker_pid, timeout=120, interval=0.05, what="a job to be running", logs=workers.logs)
+    pid = held_process(inject, logs=workers.logs)
     os.kill(pid, signal.SIGKILL)  # the pool process in the middle of its batch
 
     wait_for(lambda: repo.counts()["done"] == 48, timeout=240, what="all 48 jobs done", logs=workers.logs)

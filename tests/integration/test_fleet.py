@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 from sqlalchemy import text
-from support import TINY_MODEL, docqa, free_port, open_repo, prose, wait_for
+from support import TINY_MODEL, docqa, free_port, open_repo, pool_of, prose, wait_for, wait_ready
 
 QUESTION = "Where does the river flow?"
 TOKEN = "fleet-test-token-0123456789"
@@ -43,12 +43,6 @@ def _same_answers(stored, whole) -> None:
         assert abs(a.score - b.score) <= 1e-5 * max(abs(b.score), 1e-12)
 
 
-def _both_ready(workers) -> None:
-    """Both workers have loaded their model (on a busy host one may take a while)."""
-    wait_for(lambda: workers.logs(None).count(" ready: model ") >= 2, timeout=120, what="two workers ready",
-             logs=workers.logs)
-
-
 def _one_job(repo) -> int:
     with repo.engine.connect() as conn:
         return conn.execute(text("SELECT id FROM jobs WHERE parent_id IS NULL")).scalar_one()
@@ -60,7 +54,7 @@ def test_a_long_document_runs_on_every_worker_and_is_answered_as_one_run(distrib
     doc = prose(18000, seed=19)
     (tmp_path / "long.txt").write_text(doc, encoding="utf-8")
     workers.start(2)
-    _both_ready(workers)
+    wait_ready(workers, 2)
     sub = docqa(["submit", str(tmp_path / "long.txt"), "-q", QUESTION, "--top-k", "3"], env)
     assert sub.returncode == 0, sub.stderr
     repo = open_repo(env["DOCQA_DATABASE_URL"])
@@ -112,12 +106,6 @@ _engine.Engine.run = _slow_parts
 '''
 
 
-def _pool(pid: int) -> set[int]:
-    """A worker's process and its pool children."""
-    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
-    return {pid} | {int(p) for p in out.split()}
-
-
 def _parts_done(repo) -> int:
     with repo.engine.connect() as conn:
         return conn.execute(text("SELECT coalesce(sum(n_windows), 0) FROM jobs WHERE parent_id IS NOT NULL "
@@ -134,7 +122,7 @@ def test_a_worker_killed_mid_range_loses_only_that_range(distributed_env, worker
     doc = prose(30000, seed=20)
     (tmp_path / "long.txt").write_text(doc, encoding="utf-8")
     workers.start(2)
-    _both_ready(workers)
+    wait_ready(workers, 2)
     sub = docqa(["submit", str(tmp_path / "long.txt"), "-q", QUESTION, "--top-k", "3"], env)
     assert sub.returncode == 0, sub.stderr
     repo = open_repo(env["DOCQA_DATABASE_URL"])
@@ -144,8 +132,8 @@ def test_a_worker_killed_mid_range_loses_only_that_range(distributed_env, worker
     wait_for(lambda: (inject / "held").exists() and (inject / "held").read_text(), timeout=60, interval=0.05,
              what="a worker mid-range", logs=workers.logs)
     holder = int((inject / "held").read_text())
-    victim = next(k for k, p in enumerate(workers.procs) if holder in _pool(p.pid))
-    pool = _pool(workers.procs[victim].pid)
+    victim = next(k for k, p in enumerate(workers.procs) if holder in pool_of(p.pid))
+    pool = pool_of(workers.procs[victim].pid)
     os.killpg(workers.procs[victim].pid, signal.SIGKILL)
     (inject / "hold").unlink()
     with repo.engine.connect() as conn:  # the ranges lost with it: running under it at the kill
