@@ -283,6 +283,9 @@ def redis_url() -> Iterator[str]:
     require_service(redis_unreachable_reason())
     import redis
 
+    if REDIS_TEST_DB < 0:
+        pytest.fail(f"DOCQA_TEST_REDIS_DB={os.environ.get('DOCQA_TEST_REDIS_DB')} is too small for this many "
+                    "pytest-xdist workers: worker gwK flushes the db K below it (CONTRIBUTING.md)", pytrace=False)
     url = f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_TEST_DB}"
     client = redis.Redis.from_url(url)
     try:

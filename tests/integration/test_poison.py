@@ -157,8 +157,9 @@ def test_a_message_that_keeps_bouncing_is_dead_lettered_and_jobs_the_broker_lost
     send_jobs(app, [1], queue, "another-store")
     workers.env = env
     workers.start(1)
+    # Every 2 s: each look is a `docqa status` process (about 0.6 CPU-seconds).
     status_seen = wait_for(lambda: "bouncing" in (out := docqa(["status"], env).stdout) and out, timeout=60,
-                           what="status to show the bouncing message", logs=workers.logs)
+                           interval=2, what="status to show the bouncing message", logs=workers.logs)
     assert "another-store" in status_seen
     repo = open_repo(env["DOCQA_DATABASE_URL"])
     wait_for(lambda: repo.counts()["done"] == 5, timeout=120, what="5 jobs done without a command",
