@@ -378,30 +378,30 @@ class Scheduler:
 
 
 def source_status(scheduler: Scheduler) -> list[dict[str, Any]]:
-    """Each source's last run and what it amounted to, for `docqa schedule status`."""
+    """Each source's last finished run and what it amounted to, a run under way, and when
+    the next is due, for `docqa schedule status`. A run still storing its documents has no
+    counts yet: it is named (`running_submission_id`), not shown as a run of nothing."""
     repo = scheduler.repo
     rows = []
     now = time.time()
     for source in scheduler.schedule.sources:
-        last = repo.last_labelled(source.name)
-        row: dict[str, Any] = {"source": source.name, "interval_seconds": source.interval, "last_run": None}
+        newest = repo.last_labelled(source.name)  # the scheduler's clock: finished or not
+        running = newest is not None and newest.finished_at is None
+        last = repo.last_labelled(source.name, finished=True) if running else newest
+        row: dict[str, Any] = {"source": source.name, "interval_seconds": source.interval, "last_run": None,
+                               "running_submission_id": newest.id if running else None,
+                               "due": newest is None or newest.created_at.timestamp() + source.interval <= now}
+        if newest is not None:
+            row["next_run"] = (newest.created_at + timedelta(seconds=source.interval)).isoformat()
         if last is not None:
-            progress = repo.submission_progress(last.id)
-            row.update(
-                last_run=last.created_at.isoformat(),
-                submission_id=last.id,
-                documents=last.documents,
-                new=last.new_documents,
-                changed=last.changed_documents,
-                inputs_skipped=last.input_errors,
-                jobs=last.jobs,
-                new_jobs=last.new_jobs,
-                jobs_failed=progress["failed"],
-                jobs_pending=progress["queued"] + progress["running"],
-                next_run=(last.created_at + timedelta(seconds=source.interval)).isoformat(),
-                due=last.created_at.timestamp() + source.interval <= now,
-            )
-        else:
-            row["due"] = True
+            row.update(_last_run(repo, last))
         rows.append(row)
     return rows
+
+
+def _last_run(repo, last) -> dict[str, Any]:
+    progress = repo.submission_progress(last.id)
+    return dict(last_run=last.created_at.isoformat(), submission_id=last.id, documents=last.documents,
+                new=last.new_documents, changed=last.changed_documents, inputs_skipped=last.input_errors,
+                jobs=last.jobs, new_jobs=last.new_jobs, jobs_failed=progress["failed"],
+                jobs_pending=progress["queued"] + progress["running"])

@@ -104,10 +104,12 @@ class Submissions(Transactions):
             found = dict(session.execute(stmt).all())
         return {status.value: found.get(status, 0) for status in JobStatus}
 
-    def last_labelled(self, label: str) -> SubmissionRecord | None:
-        """The newest submission made under `label` (e.g. a schedule source), or None."""
+    def last_labelled(self, label: str, *, finished: bool = False) -> SubmissionRecord | None:
+        """The newest submission made under `label` (e.g. a schedule source), or None; with
+        `finished`, the newest whose counts are written (one still storing has none yet)."""
+        query = select(Submission).where(Submission.label == label)
+        if finished:
+            query = query.where(Submission.finished_at.is_not(None))
         with self._read() as session:
-            row = session.execute(
-                select(Submission).where(Submission.label == label).order_by(Submission.id.desc()).limit(1)
-            ).scalar_one_or_none()
+            row = session.execute(query.order_by(Submission.id.desc()).limit(1)).scalar_one_or_none()
             return None if row is None else SubmissionRecord.from_row(row)

@@ -64,8 +64,6 @@ def cmd_schedule_run(args: argparse.Namespace) -> int:
 
 
 def cmd_schedule_status(args: argparse.Namespace) -> int:
-    from datetime import datetime
-
     from docqa.schedule import ROLE, source_status
 
     scheduler = _scheduler(args, create=False)
@@ -76,18 +74,25 @@ def cmd_schedule_status(args: argparse.Namespace) -> int:
         return exits.OK
     print(f"active scheduler: {holder or 'none'}")
     for row in rows:
-        if row["last_run"] is None:
-            print(f"{row['source']}: never run (every {row['interval_seconds']:g} s; due now)")
-            continue
-        when = datetime.fromisoformat(row["last_run"]).strftime("%Y-%m-%d %H:%M:%S UTC")
-        print(
-            f"{row['source']}: last run {when} (submission {row['submission_id']}): "
+        print(_status_line(row))
+    return exits.OK
+
+
+def _status_line(row: dict) -> str:
+    """One source of `docqa schedule status`, for people."""
+    from datetime import datetime
+
+    under_way = f"a run is under way (submission {row['running_submission_id']})" \
+        if row["running_submission_id"] is not None else None
+    if row["last_run"] is None:
+        return f"{row['source']}: {under_way or 'never run'} (every {row['interval_seconds']:g} s; no run finished yet)"
+    when = datetime.fromisoformat(row["last_run"]).strftime("%Y-%m-%d %H:%M:%S UTC")
+    upcoming = under_way or ("due now" if row["due"] else
+                             "next " + datetime.fromisoformat(row["next_run"]).strftime("%H:%M:%S UTC"))
+    return (f"{row['source']}: last run {when} (submission {row['submission_id']}): "
             f"{plural(row['documents'], 'document')} seen, {row['new']} new, {row['changed']} changed, "
             f"{plural(row['inputs_skipped'], 'input')} skipped, {plural(row['jobs_failed'], 'job')} failed, "
-            f"{row['jobs_pending']} pending; "
-            f"{'due now' if row['due'] else 'next ' + datetime.fromisoformat(row['next_run']).strftime('%H:%M:%S UTC')}"
-        )
-    return exits.OK
+            f"{row['jobs_pending']} pending; {upcoming}")
 
 
 def register(sub) -> None:

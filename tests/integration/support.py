@@ -245,6 +245,8 @@ class OwnPostgres:
 # `hold` file, the first run to start after it claims `held` (writing its process id) and
 # stays mid-batch, its jobs running, until it is killed. A kill timed against real compute
 # races it: a batch that takes 0.5 s may be stored before a busy test process looks.
+# With PARTS_ONLY only runs of window ranges (parts of a split job) hold, and each run of
+# those takes SECONDS longer, as a long range of the full-size model would.
 HOLD = '''
 import os
 import time
@@ -253,18 +255,22 @@ from docqa.worker import engine as _engine
 
 _run = _engine.Engine.run
 _here = Path(__file__).parent
+PARTS_ONLY = {parts_only}
+SECONDS = {seconds}
 
 
 def _run_or_hold(self, items, **kwargs):
-    if (_here / "hold").exists():
-        try:
-            fd = os.open(_here / "held", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            pass
-        else:
-            os.write(fd, str(os.getpid()).encode())
-            os.close(fd)
-            time.sleep(3600)
+    if not PARTS_ONLY or any(item.window_range is not None for item in items):
+        if (_here / "hold").exists():
+            try:
+                fd = os.open(_here / "held", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                pass
+            else:
+                os.write(fd, str(os.getpid()).encode())
+                os.close(fd)
+                time.sleep(3600)
+        time.sleep(SECONDS)
     return _run(self, items, **kwargs)
 
 
@@ -272,10 +278,10 @@ _engine.Engine.run = _run_or_hold
 '''
 
 
-def hold_env(env: dict[str, str], folder: Path) -> dict[str, str]:
+def hold_env(env: dict[str, str], folder: Path, *, parts_only: bool = False, seconds: float = 0.0) -> dict[str, str]:
     """`env` with HOLD loaded into every Python process (a sitecustomize in `folder`)."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "sitecustomize.py").write_text(HOLD)
+    (folder / "sitecustomize.py").write_text(HOLD.format(parts_only=parts_only, seconds=seconds))
     return dict(env, PYTHONPATH=os.pathsep.join([str(folder), env.get("PYTHONPATH", "")]).rstrip(os.pathsep))
 
 

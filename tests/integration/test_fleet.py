@@ -16,7 +16,8 @@ from pathlib import Path
 
 import httpx
 from sqlalchemy import text
-from support import TINY_MODEL, docqa, free_port, open_repo, pool_of, prose, wait_for, wait_ready
+from support import (TINY_MODEL, docqa, free_port, held_process, hold_env, open_repo, pool_of, prose, wait_for,
+                     wait_ready)
 
 QUESTION = "Where does the river flow?"
 TOKEN = "fleet-test-token-0123456789"
@@ -73,37 +74,6 @@ def test_a_long_document_runs_on_every_worker_and_is_answered_as_one_run(distrib
         assert conn.execute(text("SELECT count(*) FROM answers")).scalar_one() == 3
 
 
-# A part takes a second here, as a long range of the full-size model would. Once the test
-# drops a `hold` file, the first part to start after it claims `held` and stays mid-range
-# until killed: the kill always finds a range running (a kill timed against a 1 s part could
-# land just after the part was stored, and lose nothing).
-SLOW_PARTS = '''
-import os
-import time
-from pathlib import Path
-from docqa.worker import engine as _engine
-
-_run = _engine.Engine.run
-_here = Path(__file__).parent
-
-
-def _slow_parts(self, items, **kwargs):
-    if any(item.window_range is not None for item in items):
-        if (_here / "hold").exists():
-            try:
-                fd = os.open(_here / "held", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                pass
-            else:
-                os.write(fd, str(os.getpid()).encode())
-                os.close(fd)
-                time.sleep(3600)
-        time.sleep(1.0)
-    return _run(self, items, **kwargs)
-
-
-_engine.Engine.run = _slow_parts
-'''
 
 
 def _parts_done(repo) -> int:
@@ -113,11 +83,11 @@ def _parts_done(repo) -> int:
 
 
 def test_a_worker_killed_mid_range_loses_only_that_range(distributed_env, workers, tmp_path):
+    # A part takes a second, as a long range of the full-size model would; the kill finds a
+    # range held mid-run (one timed against a 1 s part could land after it was stored).
     inject = tmp_path / "inject"
-    inject.mkdir()
-    (inject / "sitecustomize.py").write_text(SLOW_PARTS)
-    env = dict(distributed_env, DOCQA_BATCH_WINDOWS="16", DOCQA_TORCH_THREADS="1", DOCQA_LEASE_SECONDS="6",
-               PYTHONPATH=os.pathsep.join([str(inject), distributed_env.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    env = hold_env(dict(distributed_env, DOCQA_BATCH_WINDOWS="16", DOCQA_TORCH_THREADS="1", DOCQA_LEASE_SECONDS="6"),
+                   inject, parts_only=True, seconds=1.0)
     workers.env = env
     doc = prose(30000, seed=20)
     (tmp_path / "long.txt").write_text(doc, encoding="utf-8")
@@ -129,9 +99,7 @@ def test_a_worker_killed_mid_range_loses_only_that_range(distributed_env, worker
     wait_for(lambda: _parts_done(repo) >= 32, timeout=120, interval=0.05, what="two ranges stored",
              logs=workers.logs)
     (inject / "hold").touch()
-    wait_for(lambda: (inject / "held").exists() and (inject / "held").read_text(), timeout=60, interval=0.05,
-             what="a worker mid-range", logs=workers.logs)
-    holder = int((inject / "held").read_text())
+    holder = held_process(inject, timeout=60, logs=workers.logs)
     victim = next(k for k, p in enumerate(workers.procs) if holder in pool_of(p.pid))
     pool = pool_of(workers.procs[victim].pid)
     os.killpg(workers.procs[victim].pid, signal.SIGKILL)
