@@ -1,4 +1,4 @@
-"""Helpers for end-to-end tests: corpora, `docqa` subprocesses, worker processes, polling."""
+"""Helpers for end-to-end tests: corpora, `docqa` subprocesses, worker and server processes, polling."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import sys
 import time
 import uuid
 from pathlib import Path
+
+import httpx
 
 
 TINY_MODEL = str(Path(__file__).resolve().parents[1] / "fixtures" / "tiny-distilbert-qa")
@@ -303,3 +305,44 @@ def wait_ready(workers: Workers, n: int) -> None:
     """n workers have loaded their model (on a busy host one may take a while)."""
     wait_for(lambda: workers.logs(None).count(" ready: model ") >= n, timeout=120, what=f"{n} workers ready",
              logs=workers.logs)
+
+
+class Server:
+    """A `docqa serve` process on a free port of 127.0.0.1; its log in `log_path`."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, *args: str) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.log = open(log_path, "wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "docqa", "serve", "--port", str(self.port), *args],
+                                     env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        wait_for(self._up, timeout=60, what="docqa serve to answer /healthz")
+        # Its store opened too: the first request that opens it can take over httpx's 5 s on a
+        # loaded host while the model loads beside it (seen under -n 6).
+        httpx.get(self.base + "/readyz", timeout=60)
+
+    def _up(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"docqa serve exited: {self.logs()[-2000:]}")
+        try:
+            return httpx.get(self.base + "/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def peak_rss_kib(self) -> int:
+        """The server's peak resident memory so far (VmHWM), KiB."""
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()

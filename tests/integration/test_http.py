@@ -10,32 +10,9 @@ import time
 
 import httpx
 import pytest
-from support import TINY_MODEL, free_port, wait_for
+from support import TINY_MODEL, Server, wait_for
 
 TOKEN = "s3cret-token-0123456789"  # at least 16 characters: shorter ones are refused
-
-
-class Server:
-    def __init__(self, env: dict[str, str], log_path) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log = open(log_path, "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "docqa", "serve", "--port", str(self.port)], env=env,
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        wait_for(self._up, timeout=60, what="docqa serve to answer /healthz")
-
-    def _up(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"docqa serve exited: {open(self.log.name).read()[-2000:]}")
-        try:
-            return httpx.get(self.base + "/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
-        self.log.close()
 
 
 @pytest.fixture

@@ -14,49 +14,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support import TINY_MODEL, free_port, wait_for
+from support import TINY_MODEL, Server, free_port, wait_for
 
 TOKEN = "s3cret-token-for-tests-0123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 QUESTION = {"questions": ["Where does it flow?"]}
-
-
-class Server:
-    """A `docqa serve` process on a free port of 127.0.0.1; its log in `log_path`."""
-
-    def __init__(self, env: dict[str, str], log_path: Path, *args: str) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self.log = open(log_path, "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "docqa", "serve", "--port", str(self.port), *args],
-                                     env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        wait_for(self._up, timeout=60, what="docqa serve to answer /healthz")
-
-    def _up(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"docqa serve exited: {self.logs()[-2000:]}")
-        try:
-            return httpx.get(self.base + "/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def logs(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def peak_rss_kib(self) -> int:
-        """The server's peak resident memory so far (VmHWM), KiB."""
-        status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
 
 
 def embedded_env(tmp_path: Path, **extra: str) -> dict[str, str]:
