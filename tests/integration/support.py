@@ -280,11 +280,16 @@ _engine.Engine.run = _run_or_hold
 '''
 
 
-def hold_env(env: dict[str, str], folder: Path, *, parts_only: bool = False, seconds: float = 0.0) -> dict[str, str]:
-    """`env` with HOLD loaded into every Python process (a sitecustomize in `folder`)."""
+def sitecustomize_env(env: dict[str, str], folder: Path, code: str) -> dict[str, str]:
+    """`env` with `code` run at the start of every Python process (a sitecustomize in `folder`)."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "sitecustomize.py").write_text(HOLD.format(parts_only=parts_only, seconds=seconds))
+    (folder / "sitecustomize.py").write_text(code)
     return dict(env, PYTHONPATH=os.pathsep.join([str(folder), env.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+
+
+def hold_env(env: dict[str, str], folder: Path, *, parts_only: bool = False, seconds: float = 0.0) -> dict[str, str]:
+    """`env` with HOLD loaded into every Python process."""
+    return sitecustomize_env(env, folder, HOLD.format(parts_only=parts_only, seconds=seconds))
 
 
 def held_process(folder: Path, *, timeout: float = 120, logs=None) -> int:

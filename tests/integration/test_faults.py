@@ -20,7 +20,7 @@ import uuid
 import pytest
 from sqlalchemy import text
 from support import (TINY_MODEL, OwnPostgres, OwnRedis, docqa, held_process, hold_env, model_queue, open_repo,
-                     pool_of, postgres_bin, wait_for, wait_ready, write_corpus)
+                     pool_of, postgres_bin, sitecustomize_env, wait_for, wait_ready, write_corpus)
 
 QUESTION = "Where does the river flow?"
 
@@ -219,11 +219,8 @@ _engine.Engine.run = _run_or_die
 def test_a_job_that_kills_its_process_fails_alone(distributed_env, workers, tmp_path):
     """Fault injection (a real process death, triggered by one document): the innocent
     batch-mates are answered, only the killer ends failed, saying why."""
-    inject = tmp_path / "inject"
-    inject.mkdir()
-    (inject / "sitecustomize.py").write_text(KILLER)
-    env = dict(distributed_env, DOCQA_WORKER_BATCH_JOBS="16", DOCQA_LEASE_SECONDS="4",
-               PYTHONPATH=os.pathsep.join([str(inject), distributed_env.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    env = sitecustomize_env(dict(distributed_env, DOCQA_WORKER_BATCH_JOBS="16", DOCQA_LEASE_SECONDS="4"),
+                            tmp_path / "inject", KILLER)
     docs = tmp_path / "docs"
     write_corpus(docs, 15, seed=7, sizes=(40,))
     (docs / "killer.txt").write_text("This document says KILLME to the worker that reads it.")

@@ -9,14 +9,11 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 from sqlalchemy import text
-from support import (TINY_MODEL, docqa, free_port, held_process, hold_env, open_repo, pool_of, prose, wait_for,
+from support import (TINY_MODEL, Server, docqa, held_process, hold_env, open_repo, pool_of, prose, wait_for,
                      wait_ready)
 
 QUESTION = "Where does the river flow?"
@@ -137,13 +134,9 @@ def test_a_waiting_caller_is_answered_within_its_wait_behind_10000_bulk_windows(
     with repo.engine.connect() as conn:
         backlog = conn.execute(text("SELECT sum(n_windows) FROM jobs")).scalar_one()
     assert backlog >= 10_000
-    port = free_port()
-    log = open(tmp_path / "serve.log", "wb")
-    server = subprocess.Popen([sys.executable, "-m", "docqa", "serve", "--port", str(port)], env=env, stdout=log,
-                              stderr=subprocess.STDOUT)
+    server = Server(env, tmp_path / "serve.log")
     try:
-        base = f"http://127.0.0.1:{port}"
-        wait_for(lambda: _up(base), timeout=60, what="docqa serve")
+        base = server.base
         workers.start(1)
         wait_for(lambda: repo.counts()["done"] >= 1, timeout=120, what="the worker busy with the backlog",
                  logs=workers.logs)
@@ -154,20 +147,11 @@ def test_a_waiting_caller_is_answered_within_its_wait_behind_10000_bulk_windows(
         counts = repo.counts()
         left = counts["queued"] + counts["running"]
     finally:
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
-    assert r.status_code == 200 and r.json()["finished"], (r.text, Path(tmp_path / "serve.log").read_text()[-2000:])
+        server.stop()
+    assert r.status_code == 200 and r.json()["finished"], (r.text, server.logs()[-2000:])
     print(f"\n?wait= answered in {waited:.2f} s with {left} bulk jobs not done")
     assert left >= 20, f"the backlog was nearly done ({left} jobs left): the test did not test priority"
     with repo.engine.connect() as conn:
         urgent = conn.execute(text("SELECT j.priority, j.status FROM jobs j JOIN texts t ON t.id = j.text_id "
                                    "WHERE t.text LIKE 'The Rhine%'")).one()
     assert tuple(urgent) == (1, "done")
-
-
-def _up(base: str) -> bool:
-    try:
-        return httpx.get(base + "/healthz", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False

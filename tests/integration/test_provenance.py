@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support import TINY_MODEL, docqa, free_port, open_repo, wait_for
+from support import TINY_MODEL, Server, docqa, open_repo
 
 import docqa as docqa_api
 
@@ -195,22 +195,9 @@ def test_cli_http_and_client_show_the_same_rows_and_delete_by_path(tmp_path):
     [only_b] = [json.loads(x) for x in docqa(["results", "--document", str(b)], env).stdout.splitlines()]
     assert only_b["document_source"] == str(b)
 
-    port = free_port()
-    log = open(tmp_path / "serve.log", "wb")
-    import subprocess
-    import sys
-
-    server = subprocess.Popen([sys.executable, "-m", "docqa", "serve", "--port", str(port)], env=env, stdout=log,
-                              stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
+    server = Server(env, tmp_path / "serve.log")
+    base = server.base
     try:
-        def up():
-            try:
-                return httpx.get(base + "/healthz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(up, timeout=60, what="docqa serve")
         http_rows = httpx.get(base + "/v1/answers", params={"limit": 100}).json()["answers"]
         assert sorted(map(_key, http_rows)) == sorted(map(_key, cli_rows))
         by_path = httpx.get(base + "/v1/answers", params={"document": str(a)}).json()["answers"]
@@ -240,9 +227,7 @@ def test_cli_http_and_client_show_the_same_rows_and_delete_by_path(tmp_path):
         docqa(["delete", "--document", str(next(r for r in left if r["document_source"] == "document 0")
                                              ["document_id"])], env)
     finally:
-        server.terminate()
-        server.wait(30)
-        log.close()
+        server.stop()
     after = [json.loads(line) for line in docqa(["results"], env).stdout.splitlines()]
     assert sorted(r["document_source"] for r in after if r["document_external_id"] is None) == [str(b), str(c)]
     assert [r["document_external_id"] for r in after if r["document_external_id"]] == ["j2"]
