@@ -1,4 +1,5 @@
-"""Exit statuses agree with the README's table, through real `docqa` processes."""
+"""Exit statuses agree with the README's table: the usage errors through real `docqa` processes,
+the rest through `docqa.cli.main` in the test process."""
 
 from __future__ import annotations
 
@@ -6,11 +7,16 @@ import subprocess
 import sys
 
 import pytest
+from cli_in_process import docqa_in_process
 
 from docqa.cli import exits
 
 
-def docqa(args, cwd, env=None):
+def docqa(args, cwd, env=None, *, process=False):
+    """`docqa ARGS` in this process (`tests/cli_in_process.py`), or with process=True a real
+    one, whose status is what `sys.exit` made of main()'s."""
+    if not process:
+        return docqa_in_process(args, env, cwd=cwd)
     return subprocess.run([sys.executable, "-m", "docqa", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=180, env=env, check=False)
 
@@ -18,7 +24,7 @@ def docqa(args, cwd, env=None):
 @pytest.mark.slow
 @pytest.mark.parametrize("url", ["mysql://root@localhost/test", "not a url", "redis://127.0.0.1:6379/0"])
 def test_a_database_url_docqa_cannot_use_is_a_usage_error(tmp_path, url):
-    out = docqa(["status", "--no-broker", "--database-url", url], tmp_path)
+    out = docqa(["status", "--no-broker", "--database-url", url], tmp_path, process=True)
     assert out.returncode == exits.USAGE, out.stderr
     assert ("is not a database URL" in out.stderr or "docqa keeps its store in SQLite or PostgreSQL" in out.stderr)
     assert "sqlite:///FILE" in out.stderr and "Traceback" not in out.stderr

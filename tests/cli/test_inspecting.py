@@ -1,4 +1,6 @@
-"""`status`, `results` and `health` read a store; they never create one and never print a traceback."""
+"""`status`, `results` and `health` read a store; they never create one and never print a traceback.
+
+The commands run in the test process (`tests/cli_in_process.py`) but the one into a closed pipe."""
 
 from __future__ import annotations
 
@@ -6,11 +8,11 @@ import subprocess
 import sys
 
 import pytest
+from cli_in_process import docqa_in_process
 
 
 def docqa(args, cwd, env=None):
-    return subprocess.run([sys.executable, "-m", "docqa", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=120, env=env)
+    return docqa_in_process(args, env, cwd=cwd)
 
 
 @pytest.mark.slow

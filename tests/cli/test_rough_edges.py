@@ -1,6 +1,8 @@
-"""What a new user hits first, through real `docqa` processes: closed pipes, counts in the
-singular, help texts, hidden files, long questions, models that cannot be had, the fast-mode
-hint, and exit statuses."""
+"""What a new user hits first: closed pipes, counts in the singular, help texts, hidden files,
+long questions, models that cannot be had, the fast-mode hint, and exit statuses.
+
+Real `docqa` processes where a process is the point (closed pipes; the hub's offline switch,
+which is read at import); the rest through `docqa.cli.main` in the test process."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_in_process import docqa_in_process
 
 from docqa.cli import build_parser, exits
 from docqa.core.settings import Settings, env_name
@@ -22,7 +25,11 @@ ROOT = Path(__file__).resolve().parents[2]
 RIVER = "The river flows north past the old mill and reaches the sea at the harbour town. "
 
 
-def docqa(args, cwd, env=None, timeout=180):
+def docqa(args, cwd, env=None, timeout=180, *, process=False):
+    """`docqa ARGS` in this process (`tests/cli_in_process.py`), or with process=True a real
+    one (an environment read at import, as the hub's offline switch is)."""
+    if not process:
+        return docqa_in_process(args, env, cwd=cwd)
     return subprocess.run([sys.executable, "-m", "docqa", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=env, check=False)
 
@@ -218,7 +225,7 @@ def _timed_ask(model: str, tmp_path: Path, env: dict[str, str]) -> tuple[subproc
     doc = tmp_path / "doc.txt"
     doc.write_text(RIVER, encoding="utf-8")
     started = time.monotonic()
-    out = docqa(["ask", "-q", "Where?", str(doc), "--model", model], tmp_path, env=env)
+    out = docqa(["ask", "-q", "Where?", str(doc), "--model", model], tmp_path, env=env, process=True)
     return out, time.monotonic() - started
 
 

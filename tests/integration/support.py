@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+from cli_in_process import docqa_in_process
 
 
 TINY_MODEL = str(Path(__file__).resolve().parents[1] / "fixtures" / "tiny-distilbert-qa")
@@ -90,11 +91,14 @@ class Workers:
                 p.wait()
 
 
-def docqa(args: list[str], env: dict[str, str], *, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run the real `docqa` command line in a subprocess."""
-    return subprocess.run(
-        [sys.executable, "-m", "docqa.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
-    )
+def docqa(args: list[str], env: dict[str, str], *, timeout: float = 300, process: bool = False,
+          input: str | None = None) -> subprocess.CompletedProcess:
+    """Run the `docqa` command line: in this process (`tests/cli_in_process.py`), or with
+    process=True in a process of its own (signals, pipes, what a process reads at import)."""
+    if not process:
+        return docqa_in_process(args, env, input=input)
+    return subprocess.run([sys.executable, "-m", "docqa.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, input=input)
 
 
 def wait_for(predicate, *, timeout: float, interval: float = 0.25, what: str = "condition", logs=None):

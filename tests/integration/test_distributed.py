@@ -94,13 +94,18 @@ def test_fifty_documents_through_redis_postgres_and_two_workers_equal_embedded(d
     assert "queued for model acme/missing-model: 1 job, and no live worker serves it" in status.stdout
     # Following that submission says at once why it waits, and what the live workers serve.
     sid = re.search(r"submission (\d+)", sub.stdout).group(1)
-    follow = subprocess.Popen([sys.executable, "-m", "docqa.cli", "results", "--submission", sid, "--follow"], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # (A process: it follows until it is stopped. Read until it has said so, however long the
+    # process takes to start on a loaded host.)
+    said = tmp_path / "follow.err"
+    with open(said, "w") as err_file:
+        follow = subprocess.Popen([sys.executable, "-m", "docqa.cli", "results", "--submission", sid, "--follow"],
+                                  env=env, stdout=subprocess.DEVNULL, stderr=err_file)
     try:
-        _out, err = follow.communicate(timeout=8)
-    except subprocess.TimeoutExpired:
+        wait_for(lambda: "live workers serve" in said.read_text(), timeout=60, what="the follower's reason")
+    finally:
         follow.terminate()
-        _out, err = follow.communicate(timeout=10)
+        follow.wait(timeout=10)
+    err = said.read_text()
     assert "1 job for 'acme/missing-model' waits for a worker: no live worker serves that model" in err
     assert f"live workers serve: {env['DOCQA_MODEL']!r} (2 workers)" in err
 

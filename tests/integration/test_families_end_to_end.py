@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 from golden_answers import FAMILIES, FAMILY_TEMPLATE, assert_reference_answers, stored_goldens
@@ -85,11 +83,9 @@ def test_workers_of_every_family_give_the_5_2_answers(distributed_env, workers, 
     for name in sorted(GOLDENS):
         batches[name] = write_batch(name, tmp_path / name)
         workers.start(1, extra=["--model", str(FAMILIES / name)])
-    submits = [subprocess.Popen([sys.executable, "-m", "docqa.cli", "submit", *paths, *args], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-               for paths, args in batches.values()]
-    for sub in submits:
-        assert sub.wait(timeout=300) == 0, sub.stderr.read()
+    for paths, args in batches.values():
+        submitted = docqa(["submit", *paths, *args], env)
+        assert submitted.returncode == 0, submitted.stderr
     repo = open_repo(env["DOCQA_DATABASE_URL"])
     total = sum(len(batch_cases(name)) for name in batches)
     wait_for(lambda: repo.counts()["done"] == total, timeout=300, what=f"{total} jobs done", logs=workers.logs)

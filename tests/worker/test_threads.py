@@ -12,6 +12,7 @@ import sys
 from datetime import datetime, timezone
 
 import pytest
+from cli_in_process import docqa_in_process
 
 from docqa.storage.fleet import WorkerInfo
 from docqa.worker.identity import boot_id, pid_namespace, start_ticks
@@ -129,16 +130,15 @@ def test_a_worker_process_shares_the_cores_with_live_workers_and_registers_its_t
 
 
 def status(url: str, *args: str) -> subprocess.CompletedProcess:
+    """`docqa status` through docqa.cli.main in this process (tests/cli_in_process.py)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOCQA_")}
-    return subprocess.run([sys.executable, "-m", "docqa", "status", "--no-broker", "--database-url", url, *args],
-                          capture_output=True, text=True, timeout=120, env=env)
+    return docqa_in_process(["status", "--no-broker", "--database-url", url, *args], env)
 
 
 WARNING = ("warning: host busy-host: 3 docqa worker processes use 6 torch threads on 4 cores; set DOCQA_TORCH_THREADS "
            "(docqa worker --torch-threads) or fewer processes (-c) so threads x processes <= cores")
 
 
-@pytest.mark.slow
 def test_status_warns_when_a_hosts_workers_oversubscribe_its_cores(store_url):
     from docqa.storage.db import make_engine, session_factory
     from docqa.storage.repository import Repository
@@ -168,7 +168,6 @@ def test_status_warns_when_a_hosts_workers_oversubscribe_its_cores(store_url):
     assert json.loads(status(store_url, "--format", "json").stdout)["oversubscribed"] == []
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("cores", [3, 5])
 def test_status_takes_a_hosts_cores_as_the_most_any_of_its_workers_may_use(store_url, cores):
     from docqa.storage.db import make_engine, session_factory
