@@ -183,7 +183,7 @@ def test_every_command_has_a_description_and_every_option_a_help_naming_its_vari
 @pytest.mark.slow
 def test_help_shows_real_defaults_and_the_exit_statuses():
     worker = docqa(["worker", "--help"], ROOT)
-    # the default node name shown is the one docqa worker really uses (tests/cli/test_worker_names.py)
+    # the default node name shown is the one docqa worker really uses (test_fleet.py, the long-document test)
     assert "docqa-PID-XXXX@HOST" in " ".join(worker.stdout.split()) and "celery@HOST" not in worker.stdout
     assert "DOCQA_BROKER_URL" in worker.stdout
     top = docqa(["--help"], ROOT).stdout

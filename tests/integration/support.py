@@ -51,9 +51,10 @@ class Workers:
         self.log_dir = log_dir
         self.procs: list[subprocess.Popen] = []
 
-    def start(self, n: int = 1, *, concurrency: int = 1, via: str = "docqa", extra: list[str] = ()) -> None:
+    def start(self, n: int = 1, *, concurrency: int = 1, via: str = "docqa", extra: list[str] = (),
+              default_names: bool = False) -> None:
         """Start n workers with `docqa worker`, or (via="celery") with plain `celery -A docqa.worker.app worker`;
-        `extra`: more arguments for each."""
+        `extra`: more arguments for each; default_names: no --hostname (docqa worker's own node names)."""
         for _ in range(n):
             k = len(self.procs)
             log = open(self.log_dir / f"worker{k}.log", "wb")
@@ -64,7 +65,7 @@ class Workers:
                        "-c", str(concurrency), "-n", name, "--loglevel", "INFO"]
             else:
                 cmd = [sys.executable, "-m", "docqa.cli", "worker", "--concurrency", str(concurrency),
-                       "--hostname", name, "--loglevel", "INFO"]
+                       "--loglevel", "INFO", *([] if default_names else ["--hostname", name])]
             cmd += list(extra)
             self.procs.append(
                 subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

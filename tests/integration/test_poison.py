@@ -24,8 +24,15 @@ def _envelope(env) -> dict:
     return json.loads(client.rpop("scratch-queue"))
 
 
-def test_envelopes_kombu_cannot_open_are_dead_lettered_and_the_worker_goes_on(distributed_env, workers, tmp_path):
+def test_unreadable_envelopes_bad_ids_and_oversized_messages_are_dead_lettered_and_the_worker_goes_on(
+        distributed_env, workers, tmp_path):
+    """One worker meets seven bad messages ahead of good jobs. Four are envelopes kombu cannot
+    open. The other three are ids out of range (bad input, not a store outage), more ids than
+    any producer sends, and more bytes than any docqa message has (set aside unread)."""
     import redis
+
+    from docqa.core.settings import Settings
+    from docqa.worker.app import TASK_NAME, make_celery
 
     env = distributed_env
     queue = model_queue(env)
@@ -45,6 +52,10 @@ def test_envelopes_kombu_cannot_open_are_dead_lettered_and_the_worker_goes_on(di
     bad.append(odd_tag)
     for envelope in bad:
         client.lpush(queue, json.dumps(envelope))
+    app = make_celery(Settings(broker_url=env["DOCQA_BROKER_URL"], queue=env["DOCQA_QUEUE"]))
+    app.send_task(TASK_NAME, args=[{"schema_version": 2, "job_ids": [2**70, -5, 0]}], queue=queue)
+    app.send_task(TASK_NAME, args=[{"schema_version": 2, "job_ids": list(range(1, 20_001))}], queue=queue)
+    app.send_task(TASK_NAME, args=[{"schema_version": 2, "job_ids": list(range(1, 400_001))}], queue=queue)
     workers.start(1)
     docs = tmp_path / "docs"
     write_corpus(docs, 3, seed=4, sizes=(40,))
@@ -52,12 +63,20 @@ def test_envelopes_kombu_cannot_open_are_dead_lettered_and_the_worker_goes_on(di
     assert sub.returncode == 0, sub.stderr
     repo = open_repo(env["DOCQA_DATABASE_URL"])
     wait_for(lambda: repo.counts()["done"] == 3, timeout=120, what="3 jobs done", logs=workers.logs)
+    wait_for(lambda: client.llen("docqa.dead-letters") == 7, timeout=30, what="7 dead letters", logs=workers.logs)
     assert workers.procs[0].poll() is None, "the worker stopped:\n" + workers.logs()
     entries = [json.loads(e) for e in client.lrange("docqa.dead-letters", 0, -1)]
     reasons = " | ".join(e["reason"] for e in entries)
-    assert len(entries) == 4, reasons + "\n" + workers.logs()
+    assert len(entries) == 7, reasons + "\n" + workers.logs()
+    # kombu's layer: the envelope itself
     assert "base64" in reasons and "delivery_info" in reasons and "exchange" in reasons and "delivery_tag" in reasons
-    assert "Unrecoverable error" not in workers.logs(None) and "Connection to broker lost" not in workers.logs(None)
+    # docqa's layer: the ids
+    assert "job_ids.0" in reasons and "less than or equal to 2147483647" in reasons and "job_ids.1" in reasons
+    assert "at most 4096" in reasons  # the ids a message may carry
+    assert "bytes, over the limit" in reasons  # set aside before it was decoded
+    logs = workers.logs(None)
+    assert "Unrecoverable error" not in logs and "Connection to broker lost" not in logs
+    assert "put back" not in logs and "store failed" not in logs  # bad input is not an outage
     assert client.llen(queue) == 0 and client.hlen("unacked") == 0
 
 
@@ -104,36 +123,6 @@ def test_a_worker_that_stops_on_an_error_exits_non_zero(distributed_env, tmp_pat
                          timeout=180, cwd=os.getcwd())
     assert "Unrecoverable error" in out.stderr, out.stderr[-3000:]
     assert out.returncode == 1
-
-
-def test_bad_ids_and_oversized_messages_are_dead_lettered_at_once(distributed_env, workers, tmp_path):
-    """Ids out of range are bad input, not a store outage; a message of more ids than any
-    producer sends, or of more bytes than any docqa message has, is set aside unread."""
-    import redis
-
-    from docqa.core.settings import Settings
-    from docqa.worker.app import TASK_NAME, make_celery
-
-    env = distributed_env
-    queue = model_queue(env)
-    client = redis.Redis.from_url(env["DOCQA_BROKER_URL"])
-    app = make_celery(Settings(broker_url=env["DOCQA_BROKER_URL"], queue=env["DOCQA_QUEUE"]))
-    app.send_task(TASK_NAME, args=[{"schema_version": 2, "job_ids": [2**70, -5, 0]}], queue=queue)
-    app.send_task(TASK_NAME, args=[{"schema_version": 2, "job_ids": list(range(1, 20_001))}], queue=queue)
-    app.send_task(TASK_NAME, args=[{"schema_version": 2, "job_ids": list(range(1, 400_001))}], queue=queue)
-    workers.start(1)
-    docs = tmp_path / "docs"
-    write_corpus(docs, 2, seed=5, sizes=(40,))
-    assert docqa(["submit", str(docs), "-q", QUESTION], env).returncode == 0
-    repo = open_repo(env["DOCQA_DATABASE_URL"])
-    wait_for(lambda: repo.counts()["done"] == 2, timeout=120, what="2 jobs done", logs=workers.logs)
-    wait_for(lambda: client.llen("docqa.dead-letters") == 3, timeout=30, what="3 dead letters", logs=workers.logs)
-    reasons = " | ".join(json.loads(e)["reason"] for e in client.lrange("docqa.dead-letters", 0, -1))
-    assert "job_ids.0" in reasons and "less than or equal to 2147483647" in reasons and "job_ids.1" in reasons
-    assert "at most 4096" in reasons  # the ids a message may carry
-    assert "bytes, over the limit" in reasons  # set aside before it was decoded
-    logs = workers.logs(None)
-    assert "put back" not in logs and "store failed" not in logs  # bad input is not an outage
 
 
 def test_a_message_that_keeps_bouncing_is_dead_lettered_and_jobs_the_broker_lost_come_back(
