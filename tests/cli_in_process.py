@@ -24,6 +24,18 @@ from contextlib import contextmanager
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
+def run_docqa(args: Sequence[str], env: Mapping[str, str] | None = None, *, cwd=None, input: str | None = None,
+              process: bool = False, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`docqa ARGS` in this process (`docqa_in_process`), or with process=True in a process of
+    its own (`python -m docqa`), whose status is what `sys.exit` made of main()'s: for
+    signals, pipes, what a process reads at import, and a command that waits by design
+    (`--follow`), which `timeout` then bounds (a command in this process has no bound)."""
+    if not process:
+        return docqa_in_process(args, env, cwd=cwd, input=input)
+    return subprocess.run([sys.executable, "-m", "docqa", *map(str, args)], env=env, cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, input=input, check=False)
+
+
 def docqa_in_process(args: Sequence[str], env: Mapping[str, str] | None = None, *, cwd=None,
                      input: str | bytes | None = None) -> subprocess.CompletedProcess:
     """Run `docqa ARGS` in this process; the result reads like `subprocess.run(..., text=True,

@@ -3,22 +3,16 @@ the rest through `docqa.cli.main` in the test process."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import pytest
-from cli_in_process import docqa_in_process
+from cli_in_process import run_docqa
 
 from docqa.cli import exits
 
 
 def docqa(args, cwd, env=None, *, process=False):
-    """`docqa ARGS` in this process (`tests/cli_in_process.py`), or with process=True a real
-    one, whose status is what `sys.exit` made of main()'s."""
-    if not process:
-        return docqa_in_process(args, env, cwd=cwd)
-    return subprocess.run([sys.executable, "-m", "docqa", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=180, env=env, check=False)
+    """`docqa ARGS` run from `cwd`: in this process, or with process=True a real one (tests/cli_in_process.py)."""
+    return run_docqa(args, env, cwd=cwd, process=process, timeout=180)
 
 
 @pytest.mark.slow

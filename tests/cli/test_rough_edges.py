@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from cli_in_process import docqa_in_process
+from cli_in_process import run_docqa
 
 from docqa.cli import build_parser, exits
 from docqa.core.settings import Settings, env_name
@@ -25,13 +25,9 @@ ROOT = Path(__file__).resolve().parents[2]
 RIVER = "The river flows north past the old mill and reaches the sea at the harbour town. "
 
 
-def docqa(args, cwd, env=None, timeout=180, *, process=False):
-    """`docqa ARGS` in this process (`tests/cli_in_process.py`), or with process=True a real
-    one (an environment read at import, as the hub's offline switch is)."""
-    if not process:
-        return docqa_in_process(args, env, cwd=cwd)
-    return subprocess.run([sys.executable, "-m", "docqa", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=env, check=False)
+def docqa(args, cwd, env=None, *, process=False):
+    """`docqa ARGS` run from `cwd`: in this process, or with process=True a real one (tests/cli_in_process.py)."""
+    return run_docqa(args, env, cwd=cwd, process=process, timeout=180)
 
 
 def _no_traceback(stderr: str | bytes) -> None:

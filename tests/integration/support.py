@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 
 import httpx
-from cli_in_process import docqa_in_process
+from cli_in_process import run_docqa
 
 
 TINY_MODEL = str(Path(__file__).resolve().parents[1] / "fixtures" / "tiny-distilbert-qa")
@@ -92,14 +92,8 @@ class Workers:
                 p.wait()
 
 
-def docqa(args: list[str], env: dict[str, str], *, timeout: float = 300, process: bool = False,
-          input: str | None = None) -> subprocess.CompletedProcess:
-    """Run the `docqa` command line: in this process (`tests/cli_in_process.py`), or with
-    process=True in a process of its own (signals, pipes, what a process reads at import)."""
-    if not process:
-        return docqa_in_process(args, env, input=input)
-    return subprocess.run([sys.executable, "-m", "docqa.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, input=input)
+# The `docqa` command line, in this process unless process=True (tests/cli_in_process.py).
+docqa = run_docqa
 
 
 def wait_for(predicate, *, timeout: float, interval: float = 0.25, what: str = "condition", logs=None):

@@ -109,7 +109,8 @@ def test_status_and_results_formats(tmp_path):
     assert len(csv_out) == 1 + 4  # header + 2 documents x top 2
     best = docqa(["results"], env).stdout.splitlines()  # each job's best answer by default
     assert [json.loads(line)["rank"] for line in best] == [0, 0]
-    follow = docqa(["results", "--follow", "--until-done", "--interval", "0.1", "--all-ranks"], env, timeout=60)
+    follow = docqa(["results", "--follow", "--until-done", "--interval", "0.1", "--all-ranks"], env, timeout=60,
+                   process=True)  # a process: it waits by design, and the timeout bounds it
     assert follow.returncode == 0 and len(follow.stdout.splitlines()) == 4
     both = docqa(["results", "--rank", "1", "--all-ranks"], env)
     assert both.returncode == 2 and "--all-ranks" in both.stderr

@@ -286,7 +286,8 @@ def test_the_worker_decides_its_batch_and_retry_and_follow_work(distributed_env,
     submission = int(sub.stdout.split("submission ")[1].split(":")[0])
     workers.env = dict(env, DOCQA_WORKER_BATCH_JOBS="16")
     workers.start(1)
-    follow = docqa(["results", "--submission", str(submission), "--follow", "--interval", "0.2"], env, timeout=180)
+    follow = docqa(["results", "--submission", str(submission), "--follow", "--interval", "0.2"], env, timeout=180,
+                   process=True)  # a process: it waits by design, and the timeout bounds it
     assert follow.returncode == 0, follow.stderr
     assert len(follow.stdout.splitlines()) == 40
     claimed = [int(x) for x in __import__("re").findall(r"claimed (\d+)", workers.logs(tail=None))]
