@@ -61,8 +61,8 @@ def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
         raise ValueError(problem)
     client = client or Client(settings=settings, embedded=settings.database_url.startswith("sqlite"))
     token = settings.api_token.get_secret_value() if settings.api_token is not None else None
-    # The first submission should not wait for the model (embedded, ~5 s) or the producer's tokenizer (~1 s).
-    threading.Thread(target=_quietly, args=(client.warm_up,), name="docqa-warm-up", daemon=True).start()
+    if settings.api_warm_up:  # the first submission then waits for no model (~5 s) or tokenizer (~1 s)
+        threading.Thread(target=_quietly, args=(client.warm_up,), name="docqa-warm-up", daemon=True).start()
     app = FastAPI(title="docqa", version=__version__, docs_url=None, redoc_url=None, openapi_url=None,
                   description="Extractive question answering over long documents, with provenance.")
     # What the routes' dependencies read (docqa.routes): one set per app, never module globals.

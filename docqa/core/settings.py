@@ -278,6 +278,13 @@ class Settings(_WithAnswerParams):  # type: ignore[misc, valid-type]
         description="HTTP API: a connection must send a request's headers within this many seconds of opening "
         "(or of its previous response), and a request body must keep arriving, or it is closed, seconds",
     )
+    api_warm_up: bool = Field(
+        True,
+        description="HTTP API: load what the first submission needs when the server starts, in the background: "
+        "the model (a SQLite store: the server answers itself) or the producer's tokenizer (workers answer), so "
+        "that submission does not wait for it; false: load it on first use (a server that mostly serves reads "
+        "starts with no model in memory)",
+    )
 
     def answer_params(self) -> AnswerParams:
         """The answer parameters as one validated value (ValidationError if they conflict)."""

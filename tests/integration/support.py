@@ -118,6 +118,20 @@ def open_repo(url: str):
     return repo
 
 
+def answered_once(repo, n_jobs: int) -> None:
+    """Every one of n_jobs jobs is done with one answer row per rank, none left over."""
+    from sqlalchemy import text
+
+    assert repo.counts() == {"queued": 0, "running": 0, "done": n_jobs, "failed": 0}
+    with repo.engine.connect() as conn:
+        per_job = conn.execute(text("SELECT job_id, count(*) FROM answers GROUP BY job_id")).all()
+        dupes = conn.execute(
+            text("SELECT count(*) FROM (SELECT job_id, rank FROM answers GROUP BY job_id, rank HAVING count(*) > 1) d")
+        ).scalar_one()
+    assert len(per_job) == n_jobs and all(n == 1 for _job, n in per_job)
+    assert dupes == 0
+
+
 def model_queue(env: dict[str, str]) -> str:
     """The broker queue the workers of env's model consume."""
     from docqa.core.labels import queue_for
@@ -336,6 +350,10 @@ class Server:
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def has_torch(self) -> bool:
+        """Whether the server has loaded torch (a model, or a tokenizer that imports it) by now."""
+        return "libtorch" in Path(f"/proc/{self.proc.pid}/maps").read_text()
 
     def peak_rss_kib(self) -> int:
         """The server's peak resident memory so far (VmHWM), KiB."""

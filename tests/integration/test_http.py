@@ -36,6 +36,8 @@ def test_submit_wait_read_answers_with_token_and_limits(embedded_server):
                           "The Rhine flows to the North Sea.",
                           {"id": "broken", "text": 5}],
             "questions": ["Who designed it?"], "params": {"top_k": 2}}
+    # DOCQA_API_WARM_UP's default: the model loads when the server starts, before any submission.
+    wait_for(embedded_server.has_torch, timeout=60, what="the model loaded at start")
     started = time.monotonic()
     r = httpx.post(base + "/v1/submissions?wait=60", json=body, headers=AUTH, timeout=120)
     latency = time.monotonic() - started

@@ -22,8 +22,10 @@ QUESTION = {"questions": ["Where does it flow?"]}
 
 
 def embedded_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    # No warm-up: most of these servers never need the model, and loading it costs 3 CPU-s a
+    # server; the ones that submit load it then (test_post_ask... checks that).
     env = dict(os.environ, DOCQA_DATABASE_URL=f"sqlite:///{tmp_path / 'api.db'}", DOCQA_MODEL=TINY_MODEL,
-               DOCQA_DEVICE="cpu", DOCQA_API_TOKEN=TOKEN, HF_HUB_OFFLINE="1")
+               DOCQA_DEVICE="cpu", DOCQA_API_TOKEN=TOKEN, HF_HUB_OFFLINE="1", DOCQA_API_WARM_UP="false")
     env.update(extra)
     return env
 
@@ -41,7 +43,8 @@ def pg_server(distributed_env, tmp_path):
     from docqa.storage.db import upgrade
 
     upgrade(distributed_env["DOCQA_DATABASE_URL"])
-    server = Server(dict(distributed_env, DOCQA_API_TOKEN=TOKEN, DOCQA_API_MAX_WAITERS="50"), tmp_path / "serve.log")
+    server = Server(dict(distributed_env, DOCQA_API_TOKEN=TOKEN, DOCQA_API_MAX_WAITERS="50", DOCQA_API_WARM_UP="false"),
+                    tmp_path / "serve.log")
     server.database_url = distributed_env["DOCQA_DATABASE_URL"]
     yield server
     server.stop()
@@ -362,12 +365,18 @@ def test_worker_metrics_bind_loopback_unless_told_otherwise(tmp_path):
 # -- corpus questions (issue 22) ------------------------------------------------------------------
 def test_post_ask_answers_from_every_document_with_the_token_and_refuses_bad_input_by_name(embedded_server):
     base = embedded_server.base
+    # DOCQA_API_WARM_UP=false: no model in the server until a submission needs it (a warm-up
+    # would have imported torch within these seconds).
+    assert httpx.get(base + "/v1/answers", headers=AUTH).status_code == 200
+    time.sleep(3)
+    assert not embedded_server.has_torch()
     docs = [{"id": "seine", "text": "The river Seine flows west through Paris to the sea.", "metadata": {"lang": "en"}},
             {"id": "rhine", "text": "The Rhine flows north past Basel and Cologne.", "metadata": {"lang": "de"}},
             {"id": "same", "text": "The river Seine flows west through Paris to the sea.", "metadata": {"lang": "fr"}}]
     r = httpx.post(base + "/v1/submissions?wait=60", json={"documents": docs, "questions": ["Where does it flow?"]},
                    headers=AUTH, timeout=90)
     assert r.status_code == 200 and r.json()["finished"], r.text
+    assert embedded_server.has_torch()
     assert httpx.post(base + "/v1/ask", json={"question": "Where does the river flow?"}).status_code == 401
     r = httpx.post(base + "/v1/ask", json={"question": "Which river is in Paris?", "top": 5}, headers=AUTH, timeout=60)
     assert r.status_code == 200, r.text
