@@ -7,7 +7,6 @@ defaults promise. Tests that stop a service start their own instance on another 
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil
@@ -19,8 +18,8 @@ import uuid
 
 import pytest
 from sqlalchemy import text
-from support import (TINY_MODEL, OwnPostgres, OwnRedis, docqa, held_process, hold_env, model_queue, open_repo,
-                     pool_of, postgres_bin, sitecustomize_env, wait_for, wait_ready, write_corpus)
+from support import (TINY_MODEL, OwnPostgres, OwnRedis, answered_once, docqa, held_process, hold_env, model_queue,
+                     open_repo, pool_of, postgres_bin, sitecustomize_env, wait_for, wait_ready, write_corpus)
 
 QUESTION = "Where does the river flow?"
 
@@ -42,70 +41,6 @@ def report(fault: str, repo, n_jobs: int, seconds: float | None) -> None:
     print(f"\nFAULT {fault}: submitted {n_jobs}, answered {answered}, duplicated {duplicated}, "
           f"stranded {stranded}, failed {counts['failed']}, recomputed {recomputed or 0} (highest attempts "
           f"{highest}), recovered in {took}")
-
-
-def answered_once(repo, n_jobs: int) -> None:
-    """Every one of n_jobs jobs is done with one answer row per rank, none left over."""
-    assert repo.counts() == {"queued": 0, "running": 0, "done": n_jobs, "failed": 0}
-    with repo.engine.connect() as conn:
-        per_job = conn.execute(text("SELECT job_id, count(*) FROM answers GROUP BY job_id")).all()
-        dupes = conn.execute(
-            text("SELECT count(*) FROM (SELECT job_id, rank FROM answers GROUP BY job_id, rank HAVING count(*) > 1) d")
-        ).scalar_one()
-    assert len(per_job) == n_jobs and all(n == 1 for _job, n in per_job)
-    assert dupes == 0
-
-
-def test_poison_messages_are_dead_lettered_and_the_worker_goes_on(distributed_env, workers, tmp_path):
-    import redis
-
-    from docqa.worker.app import make_celery, send_jobs
-    from docqa.core.settings import Settings
-
-    env = distributed_env
-    queue = model_queue(env)
-    client = redis.Redis.from_url(env["DOCQA_BROKER_URL"])
-    repo = open_repo(env["DOCQA_DATABASE_URL"])
-    from docqa.storage.db import ensure_schema
-
-    ensure_schema(repo.engine)
-    store_id = repo.store_id()
-    app = make_celery(Settings(broker_url=env["DOCQA_BROKER_URL"], queue=queue))
-    # 1. not JSON at all
-    client.lpush(queue, "not json {{{")
-    # 2. a real Celery envelope whose body is {"x": 1} instead of [args, kwargs, embed]
-    send_jobs(app, [1], "scratch-queue", store_id)
-    envelope = json.loads(client.rpop("scratch-queue"))
-    envelope["body"] = base64.b64encode(json.dumps({"x": 1}).encode()).decode()
-    client.lpush(queue, json.dumps(envelope))
-    # 3. a task whose argument is not a docqa message; 4. an unknown schema version
-    app.send_task("docqa.run_jobs", args=[{"hello": "world"}], queue=queue)
-    app.send_task("docqa.run_jobs", args=[{"schema_version": 99, "job_ids": [1]}], queue=queue)
-    # 5. job ids the store does not have
-    send_jobs(app, [987654], queue, store_id)
-    workers.start(1)
-    docs = tmp_path / "docs"
-    write_corpus(docs, 6, seed=2, sizes=(40,))
-    sub = docqa(["submit", str(docs), "-q", QUESTION], env)
-    assert sub.returncode == 0, sub.stderr
-    wait_for(lambda: repo.counts()["done"] == 6, timeout=120, what="6 jobs done", logs=workers.logs)
-    report("5 poison messages before 6 good jobs", repo, 6, None)
-    answered_once(repo, 6)
-    assert workers.procs[0].poll() is None, "the worker died:\n" + workers.logs()
-    # The unknown ids' run may have filled its batch with the good jobs: its dead letter
-    # then lands just after they are done.
-    wait_for(lambda: client.llen("docqa.dead-letters") >= 5, timeout=30, what="5 dead letters", logs=workers.logs)
-    entries = [json.loads(e) for e in client.lrange("docqa.dead-letters", 0, -1)]
-    reasons = " | ".join(e["reason"] for e in entries)
-    assert len(entries) == 5, reasons
-    assert "not JSON" in reasons and "malformed task message" in reasons
-    assert "not a docqa job message" in reasons and "schema_version 99" in reasons
-    assert "job ids unknown to store" in reasons and "987654" in reasons
-    # The operator's view.
-    status = docqa(["status"], env)
-    assert status.returncode == 0 and "dead letters: 5" in status.stdout, status.stdout
-    listed = docqa(["dead-letters", "--limit", "2"], env)
-    assert listed.returncode == 0 and len(listed.stdout.splitlines()) == 2 and "5 dead letters" in listed.stderr
 
 
 def test_a_message_of_another_store_is_refused_and_left_for_its_workers(distributed_env, workers, tmp_path):

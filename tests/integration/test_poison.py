@@ -4,9 +4,10 @@ bounded. Real Redis, PostgreSQL and `docqa worker` processes."""
 
 from __future__ import annotations
 
+import base64
 import json
 
-from support import docqa, model_queue, open_repo, wait_for, write_corpus
+from support import answered_once, docqa, model_queue, open_repo, wait_for, write_corpus
 
 QUESTION = "Where does the river flow?"
 
@@ -24,53 +25,77 @@ def _envelope(env) -> dict:
     return json.loads(client.rpop("scratch-queue"))
 
 
-def test_unreadable_envelopes_bad_ids_and_oversized_messages_are_dead_lettered_and_the_worker_goes_on(
-        distributed_env, workers, tmp_path):
-    """One worker meets seven bad messages ahead of good jobs. Four are envelopes kombu cannot
-    open. The other three are ids out of range (bad input, not a store outage), more ids than
-    any producer sends, and more bytes than any docqa message has (set aside unread)."""
+def _bad_messages(env, queue: str, store_id: str) -> None:
+    """Twelve bad messages on the queue, at every layer a worker parses. kombu's: something
+    that is not JSON, and four envelopes it cannot open. Celery's: a body that is not
+    [args, kwargs, embed]. docqa's: an argument that is not a docqa message, an unknown schema
+    version, job ids the store does not have, ids out of range (bad input, not a store
+    outage), more ids than any producer sends, and more bytes than any docqa message has
+    (set aside unread)."""
     import redis
 
     from docqa.core.settings import Settings
-    from docqa.worker.app import TASK_NAME, make_celery
+    from docqa.worker.app import TASK_NAME, make_celery, send_jobs
+
+    client = redis.Redis.from_url(env["DOCQA_BROKER_URL"])
+    client.lpush(queue, "not json {{{")
+    not_base64 = _envelope(env)
+    not_base64["body"] = "%%% this is not base64 %%%"
+    no_delivery_info = _envelope(env)
+    del no_delivery_info["properties"]["delivery_info"]
+    no_exchange = _envelope(env)
+    no_exchange["properties"]["delivery_info"] = {"routing_key": queue}
+    odd_tag = _envelope(env)
+    odd_tag["properties"]["delivery_tag"] = {"a": 1}
+    not_a_task = _envelope(env)
+    not_a_task["body"] = base64.b64encode(json.dumps({"x": 1}).encode()).decode()
+    for envelope in (not_base64, no_delivery_info, no_exchange, odd_tag, not_a_task):
+        client.lpush(queue, json.dumps(envelope))
+    app = make_celery(Settings(broker_url=env["DOCQA_BROKER_URL"], queue=env["DOCQA_QUEUE"]))
+    app.send_task(TASK_NAME, args=[{"hello": "world"}], queue=queue)
+    app.send_task(TASK_NAME, args=[{"schema_version": 99, "job_ids": [1]}], queue=queue)
+    send_jobs(app, [987654], queue, store_id)
+    app.send_task(TASK_NAME, args=[{"schema_version": 2, "job_ids": [2**70, -5, 0]}], queue=queue)
+    app.send_task(TASK_NAME, args=[{"schema_version": 2, "job_ids": list(range(1, 20_001))}], queue=queue)
+    app.send_task(TASK_NAME, args=[{"schema_version": 2, "job_ids": list(range(1, 400_001))}], queue=queue)
+
+
+def test_malformed_messages_at_every_layer_are_dead_lettered_and_the_worker_goes_on(distributed_env, workers,
+                                                                                    tmp_path):
+    """One worker meets twelve bad messages (`_bad_messages`) ahead of good jobs: it answers
+    the jobs, dead-letters each bad message with its reason, and keeps running."""
+    import redis
+
+    from docqa.storage.db import ensure_schema
 
     env = distributed_env
     queue = model_queue(env)
     client = redis.Redis.from_url(env["DOCQA_BROKER_URL"])
-    bad = []
-    not_base64 = _envelope(env)
-    not_base64["body"] = "%%% this is not base64 %%%"
-    bad.append(not_base64)
-    no_delivery_info = _envelope(env)
-    del no_delivery_info["properties"]["delivery_info"]
-    bad.append(no_delivery_info)
-    no_exchange = _envelope(env)
-    no_exchange["properties"]["delivery_info"] = {"routing_key": queue}
-    bad.append(no_exchange)
-    odd_tag = _envelope(env)
-    odd_tag["properties"]["delivery_tag"] = {"a": 1}
-    bad.append(odd_tag)
-    for envelope in bad:
-        client.lpush(queue, json.dumps(envelope))
-    app = make_celery(Settings(broker_url=env["DOCQA_BROKER_URL"], queue=env["DOCQA_QUEUE"]))
-    app.send_task(TASK_NAME, args=[{"schema_version": 2, "job_ids": [2**70, -5, 0]}], queue=queue)
-    app.send_task(TASK_NAME, args=[{"schema_version": 2, "job_ids": list(range(1, 20_001))}], queue=queue)
-    app.send_task(TASK_NAME, args=[{"schema_version": 2, "job_ids": list(range(1, 400_001))}], queue=queue)
+    repo = open_repo(env["DOCQA_DATABASE_URL"])
+    ensure_schema(repo.engine)
+    _bad_messages(env, queue, repo.store_id())
     workers.start(1)
     docs = tmp_path / "docs"
-    write_corpus(docs, 3, seed=4, sizes=(40,))
+    write_corpus(docs, 6, seed=2, sizes=(40,))
     sub = docqa(["submit", str(docs), "-q", QUESTION], env)
     assert sub.returncode == 0, sub.stderr
-    repo = open_repo(env["DOCQA_DATABASE_URL"])
-    wait_for(lambda: repo.counts()["done"] == 3, timeout=120, what="3 jobs done", logs=workers.logs)
-    wait_for(lambda: client.llen("docqa.dead-letters") == 7, timeout=30, what="7 dead letters", logs=workers.logs)
+    wait_for(lambda: repo.counts()["done"] == 6, timeout=120, what="6 jobs done", logs=workers.logs)
+    answered_once(repo, 6)
+    # The unknown ids' run may have filled its batch with the good jobs: its dead letter
+    # then lands just after they are done.
+    wait_for(lambda: client.llen("docqa.dead-letters") >= 12, timeout=30, what="12 dead letters", logs=workers.logs)
     assert workers.procs[0].poll() is None, "the worker stopped:\n" + workers.logs()
     entries = [json.loads(e) for e in client.lrange("docqa.dead-letters", 0, -1)]
     reasons = " | ".join(e["reason"] for e in entries)
-    assert len(entries) == 7, reasons + "\n" + workers.logs()
-    # kombu's layer: the envelope itself
+    assert len(entries) == 12, reasons + "\n" + workers.logs()
+    # kombu's layer: the item and its envelope
+    assert "not JSON" in reasons
     assert "base64" in reasons and "delivery_info" in reasons and "exchange" in reasons and "delivery_tag" in reasons
-    # docqa's layer: the ids
+    # Celery's layer: the body
+    assert "malformed task message" in reasons
+    # docqa's layer: the message and its ids
+    assert "not a docqa job message" in reasons and "schema_version 99" in reasons
+    assert "job ids unknown to store" in reasons and "987654" in reasons
     assert "job_ids.0" in reasons and "less than or equal to 2147483647" in reasons and "job_ids.1" in reasons
     assert "at most 4096" in reasons  # the ids a message may carry
     assert "bytes, over the limit" in reasons  # set aside before it was decoded
@@ -78,6 +103,11 @@ def test_unreadable_envelopes_bad_ids_and_oversized_messages_are_dead_lettered_a
     assert "Unrecoverable error" not in logs and "Connection to broker lost" not in logs
     assert "put back" not in logs and "store failed" not in logs  # bad input is not an outage
     assert client.llen(queue) == 0 and client.hlen("unacked") == 0
+    # The operator's view.
+    status = docqa(["status"], env)
+    assert status.returncode == 0 and "dead letters: 12" in status.stdout, status.stdout
+    listed = docqa(["dead-letters", "--limit", "2"], env)
+    assert listed.returncode == 0 and len(listed.stdout.splitlines()) == 2 and "12 dead letters" in listed.stderr
 
 
 UNGUARDED_TRANSPORT = '''
