@@ -26,6 +26,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # Before torch loads OpenMP: spinning threads slow every process on a busy 2-core machine.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Bytecode caches (__pycache__, git-ignored) even where PYTHONDONTWRITEBYTECODE is set: the suite
+# starts about 180 Python processes, each of which would compile docqa's sources again, and
+# every xdist worker would rewrite every test module again: 30 of 550 CPU-s (CONTRIBUTING.md).
+if os.environ.pop("PYTHONDONTWRITEBYTECODE", None) is not None:
+    sys.dont_write_bytecode = False
 
 # Where the shared services are: settable for a machine whose services live elsewhere
 # (CONTRIBUTING.md lists the variables).
