@@ -30,7 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from docqa import __version__
 from docqa.client import Client
 from docqa.core.errors import DocqaError, UnreachableError
-from docqa.core.settings import API_TOKEN_MIN_CHARS, Settings
+from docqa.core.settings import Settings
 from docqa.routes import SIDE_THREADS, STORE_UNAVAILABLE, json_response, log, masked
 from docqa.routes import answers, ask, docs, documents, health, submissions
 from docqa.routes.submissions import Waiters
@@ -39,24 +39,10 @@ from docqa.routes.submissions import Waiters
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 
 
-def token_problem(settings: Settings) -> str | None:
-    """Why DOCQA_API_TOKEN cannot be used (empty, or under API_TOKEN_MIN_CHARS characters); None
-    when it can, or when none is set."""
-    if settings.api_token is None:
-        return None
-    length = len(settings.api_token.get_secret_value().strip())
-    if length >= API_TOKEN_MIN_CHARS:
-        return None
-    what = "empty" if length == 0 else f"{length} characters long"
-    return (f"DOCQA_API_TOKEN is {what}: use a token of at least {API_TOKEN_MIN_CHARS} characters (for example "
-            "python -c 'import secrets; print(secrets.token_urlsafe(32))'), or unset it to serve 127.0.0.1 only, "
-            "without authentication")
-
-
 def create_app(settings: Settings, client: Client | None = None) -> FastAPI:
     """The ASGI app for `settings` (store, broker, model, limits, token). ValueError for a
-    token `token_problem` refuses."""
-    problem = token_problem(settings)
+    token `Settings.api_token_problem` refuses."""
+    problem = settings.api_token_problem()
     if problem is not None:
         raise ValueError(problem)
     client = client or Client(settings=settings, embedded=settings.database_url.startswith("sqlite"))

@@ -126,9 +126,7 @@ LOOPBACK = ("127.0.0.1", "::1", "localhost")
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = build_settings(args)
     answer_params(settings)
-    from docqa.service import create_app, header_timeout_protocol, token_problem
-
-    problem = token_problem(settings)
+    problem = settings.api_token_problem()  # refused before the web stack is imported: at once
     if problem is not None:
         raise CliError(f"refusing to serve: {problem}")
     if settings.api_token is None and args.host not in LOOPBACK:
@@ -137,6 +135,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "characters; every request then needs 'Authorization: Bearer <token>'), or serve on 127.0.0.1"
         )
     import uvicorn
+
+    from docqa.service import create_app, header_timeout_protocol
 
     if settings.api_token is None:
         print(f"docqa serve: no DOCQA_API_TOKEN set: serving on {args.host} only, without authentication, to "

@@ -286,6 +286,19 @@ class Settings(_WithAnswerParams):  # type: ignore[misc, valid-type]
         "starts with no model in memory)",
     )
 
+    def api_token_problem(self) -> str | None:
+        """Why DOCQA_API_TOKEN cannot be used (empty, or under API_TOKEN_MIN_CHARS characters); None
+        when it can, or when none is set."""
+        if self.api_token is None:
+            return None
+        length = len(self.api_token.get_secret_value().strip())
+        if length >= API_TOKEN_MIN_CHARS:
+            return None
+        what = "empty" if length == 0 else f"{length} characters long"
+        return (f"DOCQA_API_TOKEN is {what}: use a token of at least {API_TOKEN_MIN_CHARS} characters (for example "
+                "python -c 'import secrets; print(secrets.token_urlsafe(32))'), or unset it to serve 127.0.0.1 "
+                "only, without authentication")
+
     def answer_params(self) -> AnswerParams:
         """The answer parameters as one validated value (ValidationError if they conflict)."""
         return AnswerParams(**{name: getattr(self, name) for name in AnswerParams.model_fields})
