@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import getpass
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -31,6 +32,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # every xdist worker would rewrite every test module again: 30 of 550 CPU-s (CONTRIBUTING.md).
 if os.environ.pop("PYTHONDONTWRITEBYTECODE", None) is not None:
     sys.dont_write_bytecode = False
+# A shell that starts the suite in the background (`cmd &` without job control) ignores SIGINT,
+# and the processes tests start would inherit that: the Ctrl-C tests' commands would never stop.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Where the shared services are: settable for a machine whose services live elsewhere
 # (CONTRIBUTING.md lists the variables).
