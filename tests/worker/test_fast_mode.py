@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+from cli_in_process import docqa_in_process
 from docqa.worker.engine import Engine
 from docqa.worker.hardware import (
     apply_fast,
@@ -96,16 +97,14 @@ def test_the_engine_applies_fast_at_warm_up(tiny_model):
     assert plain.precision == "float32" and "wins over --fast" in plain.fast_note
 
 
-@pytest.mark.slow
 def test_docqa_ask_fast_says_what_it_chose_and_answers(tmp_path, tiny_model):
     doc = tmp_path / "doc.txt"
     text = "The tower was finished in 1889. It stands in Paris, near the river Seine."
     doc.write_text(text, encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOCQA_")}
     env["HF_HUB_OFFLINE"] = "1"
-    done = subprocess.run([sys.executable, "-m", "docqa", "ask", "--fast", "--model", tiny_model, "-q",
-                           "Where does it stand?", str(doc)], capture_output=True, text=True, env=env,
-                          cwd=tmp_path, timeout=180, check=False)
+    done = docqa_in_process(["ask", "--fast", "--model", tiny_model, "-q", "Where does it stand?", str(doc)], env,
+                            cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     name = mode_name(*fast_mode(cpu_features())[:2])
     lines = [ln for ln in done.stderr.splitlines() if "--fast" in ln]
@@ -163,6 +162,5 @@ def test_docqa_run_fast_exits_with_its_store_closed(tmp_path, tiny_model):
     assert run.returncode == 0, run.stderr
     assert "1 answered now with 1 answer" in run.stdout and "--fast: " in run.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["docqa.db", "docs"]  # no docqa.db-wal / -shm
-    results = subprocess.run([sys.executable, "-m", "docqa", "results"], capture_output=True, text=True, env=env,
-                             cwd=tmp_path, timeout=120, check=False)
+    results = docqa_in_process(["results"], env, cwd=tmp_path)
     assert results.returncode == 0 and json.loads(results.stdout.splitlines()[0])["question"] == "Where does the river flow?"
