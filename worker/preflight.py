@@ -28,7 +28,8 @@ MODEL_CHECK_SECONDS = 900
 def check(settings) -> str | None:
     """None when store, broker and model are usable; else a sentence saying which is not."""
     global DONE
-    problem = _check_store(settings) or _check_broker(settings) or _check_model(settings)
+    problem = (_check_store(settings) or _check_broker(settings) or _local_model_problem(settings)
+               or _check_model(settings))
     DONE = problem is None
     return problem
 
@@ -63,9 +64,6 @@ def _check_broker(settings) -> str | None:
 
 
 def _check_model(settings) -> str | None:
-    problem = _local_model_problem(settings)
-    if problem is not None:
-        return problem
     preload_model_code(settings.model)
     read, write = os.pipe()
     pid = os.fork()
