@@ -1,4 +1,5 @@
-"""The worker's model check runs in a forked process: how its end is read (`_wait`)."""
+"""The worker's model check runs in a forked process: how its end is read (`_wait`); and a
+local model folder that cannot load is named before that, without torch."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import os
 import signal
 import time
 
-from docqa.worker.preflight import _wait
+from docqa.core.settings import Settings
+from docqa.worker.preflight import _local_model_problem, _wait
 
 
 def _child(action) -> int:
@@ -42,3 +44,15 @@ def test_a_check_over_its_time_is_killed_and_reaped():
         pass  # reaped: what must hold
     else:
         raise AssertionError("the timed-out check was not reaped")
+
+
+def test_a_local_model_folder_that_cannot_load_is_named_and_a_hub_id_is_left_to_the_check(tmp_path, tiny_model):
+    def problem(model: str) -> str | None:
+        return _local_model_problem(Settings(model=model))
+
+    (tmp_path / "empty").mkdir()
+    assert "there is no such folder" in problem(str(tmp_path / "gone"))
+    assert "holds no model (no config.json" in problem(str(tmp_path / "empty"))
+    assert problem(str(tmp_path / "empty")).startswith("model: ")
+    assert problem(tiny_model) is None
+    assert problem("acme/not-cached-qa-model") is None  # a hub id: the forked check probes the hub, once
